@@ -1,0 +1,420 @@
+package authn
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+)
+
+// ErrProviderUnavailable means the OpenID Provider could not be reached or
+// gave an unusable answer. Users see a 502 page; it is retried.
+var ErrProviderUnavailable = errors.New("authn: identity provider unavailable")
+
+// discoveryRetry is how long a failed discovery is remembered before the
+// next request tries again, so that a dead IdP is not hammered.
+const discoveryRetry = 2 * time.Second
+
+// Discovery fetches an issuer's OpenID configuration on first use (never at
+// start-up, so Caddy starts and validates without the network), keeps it,
+// and retries after failures. One Discovery serves every handler that names
+// the same issuer.
+type Discovery struct {
+	issuer string
+	client *http.Client
+
+	meta     atomic.Pointer[Metadata]
+	mu       sync.Mutex // serialises fetches
+	failedAt time.Time
+	failErr  error
+}
+
+// Metadata is what Gatehouse uses of an issuer's discovery document.
+type Metadata struct {
+	Provider      *oidc.Provider
+	EndSessionURL string
+}
+
+// NewDiscovery prepares discovery of issuer, fetched with client.
+func NewDiscovery(issuer string, client *http.Client) *Discovery {
+	return &Discovery{issuer: issuer, client: client}
+}
+
+// Get returns the issuer's metadata, fetching it if needed.
+func (d *Discovery) Get(ctx context.Context) (*Metadata, error) {
+	if m := d.meta.Load(); m != nil {
+		return m, nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if m := d.meta.Load(); m != nil {
+		return m, nil
+	}
+	if d.failErr != nil && time.Since(d.failedAt) < discoveryRetry {
+		return nil, d.failErr
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	p, err := oidc.NewProvider(oidc.ClientContext(ctx, d.client), d.issuer)
+	if err != nil {
+		d.failedAt, d.failErr = time.Now(), fmt.Errorf("%w: discovery of %s: %v", ErrProviderUnavailable, d.issuer, err)
+		return nil, d.failErr
+	}
+	var extra struct {
+		EndSession string `json:"end_session_endpoint"`
+	}
+	if err := p.Claims(&extra); err != nil {
+		d.failedAt, d.failErr = time.Now(), fmt.Errorf("%w: discovery of %s: %v", ErrProviderUnavailable, d.issuer, err)
+		return nil, d.failErr
+	}
+	m := &Metadata{Provider: p, EndSessionURL: extra.EndSession}
+	d.meta.Store(m)
+	d.failErr = nil
+	return m, nil
+}
+
+// Destruct lets a Discovery live in a Caddy usage pool.
+func (d *Discovery) Destruct() error {
+	d.client.CloseIdleConnections()
+	return nil
+}
+
+// RelyingParty runs the authorization code flow with PKCE (S256), state and
+// nonce against one client registration, and turns a verified ID token into
+// an Identity.
+type RelyingParty struct {
+	Discovery    *Discovery
+	HTTPClient   *http.Client
+	ClientID     string
+	ClientSecret string
+	Scopes       []string
+	// GroupsClaim names the claim holding the user's groups; a dotted path
+	// ("realm_access.roles") reaches into nested objects.
+	GroupsClaim string
+	// ExtraClaims are further claims kept in the session (for identity
+	// headers), looked up like GroupsClaim.
+	ExtraClaims []string
+	// TrustUnverifiedEmail uses the email claim even when email_verified is
+	// not true. Only for IdPs that verify every address they issue.
+	TrustUnverifiedEmail bool
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+
+	verifier atomic.Pointer[oidc.IDTokenVerifier]
+}
+
+// AuthOptions shape one authorization request.
+type AuthOptions struct {
+	// ForceLogin sends prompt=login: the user must authenticate again,
+	// whatever single sign-on session the IdP holds.
+	ForceLogin bool
+	// MaxAge is sent as max_age: the IdP must authenticate the user again
+	// if their last authentication is older.
+	MaxAge time.Duration
+}
+
+// LoginState is what a login in progress must remember between the
+// redirect to the IdP and the callback. It travels in a sealed,
+// short-lived cookie, one per login, so parallel logins in several tabs
+// do not disturb each other.
+type LoginState struct {
+	State       string `json:"s"`
+	Nonce       string `json:"n"`
+	Verifier    string `json:"v"`
+	RedirectURI string `json:"r"`
+	Return      string `json:"rt"`
+	ForceLogin  bool   `json:"fl,omitempty"`
+	MaxAge      int64  `json:"ma,omitempty"` // seconds
+	Started     int64  `json:"t"`            // unix seconds
+}
+
+// Identity is a user as a verified ID token describes them.
+type Identity struct {
+	Issuer   string
+	Subject  string
+	Email    string // only when verified, or trusted by configuration
+	Name     string
+	Groups   []string
+	ACR      string
+	AMR      []string
+	AuthTime int64
+	Extra    map[string]string
+	// RawIDToken is kept for logout (id_token_hint) only.
+	RawIDToken string
+}
+
+// LoginError is a login refused for a reason worth auditing. Reason is a
+// stable code; the message is safe to show users.
+type LoginError struct {
+	Reason string
+	Msg    string
+}
+
+func (e *LoginError) Error() string { return "authn: login refused: " + e.Reason + ": " + e.Msg }
+
+func refuse(reason, msg string) error { return &LoginError{Reason: reason, Msg: msg} }
+
+// Skews tolerated between this node's clock and the IdP's.
+const (
+	iatSkew      = 60 * time.Second
+	reauthSkew   = 5 * time.Second
+	stateMaxAge  = 10 * time.Minute
+	maxTokenSize = 16 << 10
+)
+
+// LoginTTL is how long a started login may take before its state expires.
+const LoginTTL = stateMaxAge
+
+func (rp *RelyingParty) now() time.Time {
+	if rp.Now != nil {
+		return rp.Now()
+	}
+	return time.Now()
+}
+
+func (rp *RelyingParty) oauth2Config(m *Metadata, redirectURI string) *oauth2.Config {
+	return &oauth2.Config{
+		ClientID:     rp.ClientID,
+		ClientSecret: rp.ClientSecret,
+		Endpoint:     m.Provider.Endpoint(),
+		RedirectURL:  redirectURI,
+		Scopes:       rp.Scopes,
+	}
+}
+
+// Begin starts a login: it returns the IdP authorization URL to send the
+// browser to, and the state to keep until the callback.
+func (rp *RelyingParty) Begin(ctx context.Context, redirectURI, returnTo string, opt AuthOptions) (string, *LoginState, error) {
+	m, err := rp.Discovery.Get(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	st := &LoginState{
+		State:       rand.Text(),
+		Nonce:       rand.Text(),
+		Verifier:    oauth2.GenerateVerifier(),
+		RedirectURI: redirectURI,
+		Return:      SafeReturnPath(returnTo),
+		ForceLogin:  opt.ForceLogin,
+		MaxAge:      int64(opt.MaxAge / time.Second),
+		Started:     rp.now().Unix(),
+	}
+	opts := []oauth2.AuthCodeOption{
+		oauth2.S256ChallengeOption(st.Verifier),
+		oidc.Nonce(st.Nonce),
+	}
+	if st.MaxAge > 0 {
+		opts = append(opts, oauth2.SetAuthURLParam("max_age", strconv.FormatInt(st.MaxAge, 10)))
+	}
+	if st.ForceLogin {
+		opts = append(opts, oauth2.SetAuthURLParam("prompt", "login"))
+	}
+	return rp.oauth2Config(m, redirectURI).AuthCodeURL(st.State, opts...), st, nil
+}
+
+// Finish completes a login: it exchanges code (with the PKCE verifier) and
+// verifies the ID token fully: signature and algorithm, iss, aud, azp, exp,
+// iat, nonce, and auth_time where a fresh login was demanded.
+func (rp *RelyingParty) Finish(ctx context.Context, code string, st *LoginState) (*Identity, error) {
+	m, err := rp.Discovery.Get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := rp.now()
+	if now.Sub(time.Unix(st.Started, 0)) > stateMaxAge {
+		return nil, refuse("state_expired", "The login took too long. Please try again.")
+	}
+	ctx = oidc.ClientContext(ctx, rp.HTTPClient)
+	tok, err := rp.oauth2Config(m, st.RedirectURI).Exchange(ctx, code, oauth2.VerifierOption(st.Verifier))
+	if err != nil {
+		var re *oauth2.RetrieveError
+		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 {
+			return nil, refuse("code_rejected", "The identity provider did not accept this login. Please try again.")
+		}
+		return nil, fmt.Errorf("%w: token exchange: %v", ErrProviderUnavailable, err)
+	}
+	raw, _ := tok.Extra("id_token").(string)
+	if raw == "" {
+		return nil, refuse("no_id_token", "The identity provider returned no ID token.")
+	}
+	if len(raw) > maxTokenSize {
+		return nil, refuse("id_token_too_large", "The identity provider returned an oversized ID token.")
+	}
+	idt, err := rp.idTokenVerifier(m).Verify(ctx, raw)
+	if err != nil {
+		return nil, refuse("id_token_invalid", "The identity provider's answer could not be verified.")
+	}
+	var claims map[string]any
+	if err := idt.Claims(&claims); err != nil {
+		return nil, refuse("id_token_invalid", "The identity provider's answer could not be read.")
+	}
+	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(st.Nonce)) != 1 {
+		return nil, refuse("nonce_mismatch", "The login answer does not belong to this login.")
+	}
+	azp, _ := claims["azp"].(string)
+	if (len(idt.Audience) > 1 || azp != "") && azp != rp.ClientID {
+		return nil, refuse("azp_mismatch", "The ID token was issued to another application.")
+	}
+	if idt.IssuedAt.IsZero() || idt.IssuedAt.After(now.Add(iatSkew)) ||
+		idt.IssuedAt.Before(time.Unix(st.Started, 0).Add(-iatSkew)) {
+		return nil, refuse("iat_invalid", "The ID token was not issued for this login.")
+	}
+	if idt.Subject == "" {
+		return nil, refuse("no_subject", "The ID token names no user.")
+	}
+	id := &Identity{
+		Issuer:     idt.Issuer,
+		Subject:    idt.Subject,
+		RawIDToken: raw,
+	}
+	id.AuthTime = int64Claim(claims["auth_time"])
+	if st.ForceLogin && (id.AuthTime == 0 || time.Unix(id.AuthTime, 0).Before(time.Unix(st.Started, 0).Add(-reauthSkew))) {
+		return nil, refuse("not_reauthenticated", "The identity provider did not ask you to sign in again. Please try again or contact your administrator.")
+	}
+	if st.MaxAge > 0 && id.AuthTime != 0 && now.Sub(time.Unix(id.AuthTime, 0)) > time.Duration(st.MaxAge)*time.Second+reauthSkew {
+		return nil, refuse("auth_time_too_old", "The identity provider returned a login older than allowed.")
+	}
+	if email, _ := claims["email"].(string); email != "" && (rp.TrustUnverifiedEmail || boolClaim(claims["email_verified"])) {
+		id.Email = email
+	}
+	id.Name, _ = claims["name"].(string)
+	id.ACR, _ = claims["acr"].(string)
+	id.AMR = stringsClaim(claims["amr"])
+	if rp.GroupsClaim != "" {
+		id.Groups = stringsClaim(lookupClaim(claims, rp.GroupsClaim))
+	}
+	for _, name := range rp.ExtraClaims {
+		if v, ok := stringClaim(lookupClaim(claims, name)); ok {
+			if id.Extra == nil {
+				id.Extra = make(map[string]string)
+			}
+			id.Extra[name] = v
+		}
+	}
+	return id, nil
+}
+
+func (rp *RelyingParty) idTokenVerifier(m *Metadata) *oidc.IDTokenVerifier {
+	if v := rp.verifier.Load(); v != nil {
+		return v
+	}
+	v := m.Provider.Verifier(&oidc.Config{ClientID: rp.ClientID, Now: rp.now})
+	rp.verifier.Store(v)
+	return v
+}
+
+// EndSessionURL is where to send a browser to end its IdP session, or ""
+// when the IdP has no end_session_endpoint.
+func (rp *RelyingParty) EndSessionURL(ctx context.Context, idTokenHint, postLogoutRedirect string) (string, error) {
+	m, err := rp.Discovery.Get(ctx)
+	if err != nil {
+		return "", err
+	}
+	if m.EndSessionURL == "" {
+		return "", nil
+	}
+	u, err := url.Parse(m.EndSessionURL)
+	if err != nil {
+		return "", fmt.Errorf("%w: end_session_endpoint: %v", ErrProviderUnavailable, err)
+	}
+	q := u.Query()
+	q.Set("client_id", rp.ClientID)
+	if idTokenHint != "" {
+		q.Set("id_token_hint", idTokenHint)
+	}
+	if postLogoutRedirect != "" {
+		q.Set("post_logout_redirect_uri", postLogoutRedirect)
+	}
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
+// lookupClaim finds a claim by its exact name, else by a dotted path into
+// nested objects.
+func lookupClaim(claims map[string]any, name string) any {
+	if v, ok := claims[name]; ok {
+		return v
+	}
+	var cur any = claims
+	for part := range strings.SplitSeq(name, ".") {
+		obj, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = obj[part]
+	}
+	return cur
+}
+
+func boolClaim(v any) bool {
+	switch b := v.(type) {
+	case bool:
+		return b
+	case string: // some IdPs send "true"
+		return b == "true"
+	}
+	return false
+}
+
+func int64Claim(v any) int64 {
+	if f, ok := v.(float64); ok && f > 0 && f < 1<<53 {
+		return int64(f)
+	}
+	return 0
+}
+
+// stringsClaim reads a list of strings, or one string, and drops anything
+// else.
+func stringsClaim(v any) []string {
+	switch t := v.(type) {
+	case string:
+		if t != "" {
+			return []string{t}
+		}
+	case []any:
+		out := make([]string, 0, len(t))
+		for _, e := range t {
+			if s, ok := e.(string); ok && s != "" && !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+// stringClaim renders a scalar claim, or a list of strings joined by
+// commas, as one string.
+func stringClaim(v any) (string, bool) {
+	switch t := v.(type) {
+	case string:
+		return t, t != ""
+	case bool:
+		return strconv.FormatBool(t), true
+	case float64:
+		return strconv.FormatFloat(t, 'f', -1, 64), true
+	case []any:
+		ss := stringsClaim(t)
+		return strings.Join(ss, ","), len(ss) > 0
+	case map[string]any:
+		b, err := json.Marshal(t)
+		return string(b), err == nil
+	}
+	return "", false
+}
+
+// Client is the HTTP client used to talk to the IdP.
+func (d *Discovery) Client() *http.Client { return d.client }

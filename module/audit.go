@@ -1,0 +1,63 @@
+package module
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// decision is one audited outcome of the pipeline. Every request that
+// reaches the handler produces exactly one audit line through the named
+// logger http.handlers.gatehouse.audit. It never carries a token, a cookie
+// value or a query string.
+type decision struct {
+	id     string
+	start  time.Time
+	method string
+	path   string
+	user   string // subject
+	email  string
+	result string // allow, public, login, deny, reject, internal, error
+	reason string
+	logged bool
+}
+
+// newDecisionID returns 16 random hex characters.
+func newDecisionID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// ID returns the decision id, creating it on first use.
+func (d *decision) ID() string {
+	if d.id == "" {
+		d.id = newDecisionID()
+	}
+	return d.id
+}
+
+func (h *Handler) audit(d *decision) {
+	if d.logged {
+		return
+	}
+	d.logged = true
+	ce := h.auditLog.Check(zapcore.InfoLevel, "decision")
+	if ce == nil {
+		return
+	}
+	ce.Write(
+		zap.String("decision_id", d.ID()),
+		zap.String("app", h.App),
+		zap.String("user", d.user),
+		zap.String("email", d.email),
+		zap.String("method", d.method),
+		zap.String("path", d.path),
+		zap.String("result", d.result),
+		zap.String("reason", d.reason),
+		zap.Duration("latency", h.now().Sub(d.start)),
+	)
+}

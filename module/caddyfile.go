@@ -1,0 +1,231 @@
+package module
+
+import (
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/gatehouse-proxy/gatehouse/authn"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("gatehouse", parseCaddyfile)
+	// Authentication comes before everything that serves content, so no
+	// `order` line is needed.
+	httpcaddyfile.RegisterDirectiveOrder("gatehouse", httpcaddyfile.Before, "basic_auth")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	g := new(Handler)
+	err := g.UnmarshalCaddyfile(h.Dispenser)
+	return g, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	gatehouse {
+//	    app                 <name>
+//	    issuer              <url>
+//	    client_id           <id>
+//	    client_secret       <secret>
+//	    scopes              <scope...>
+//	    groups_claim        <claim>
+//	    cookie_secret       <secret...>        # repeatable; the first seals
+//	    cookie_name         <name>
+//	    cookie_domain       <domain>
+//	    idle_timeout        <duration>
+//	    idle_activity       navigation|any
+//	    idle_ignore         <paths...>         # repeatable
+//	    session_lifetime    <duration>
+//	    identity_header     <header> <claim>   # repeatable
+//	    public              <paths...>         # repeatable
+//	    allow_groups        <group...>         # repeatable
+//	    allow_email_domains <domain...>        # repeatable
+//	    external_url        <url>
+//	    trust_unverified_email
+//	}
+//
+// Secrets take placeholders ({env.X}, {file./path}), resolved at start.
+// An unknown subdirective, or a single-valued one given twice, is an
+// error.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.Errf("gatehouse takes no arguments on its line, only a block; got %q", d.Val())
+	}
+	seen := map[string]bool{}
+	for d.NextBlock(0) {
+		sub := d.Val()
+		switch sub {
+		case "cookie_secret", "idle_ignore", "identity_header", "public", "allow_groups", "allow_email_domains":
+		default:
+			if seen[sub] {
+				return d.Errf("%s is set twice", sub)
+			}
+		}
+		seen[sub] = true
+		switch sub {
+		case "app":
+			if err := oneArg(d, &h.App); err != nil {
+				return err
+			}
+		case "issuer":
+			if err := oneArg(d, &h.Issuer); err != nil {
+				return err
+			}
+		case "client_id":
+			if err := oneArg(d, &h.ClientID); err != nil {
+				return err
+			}
+		case "client_secret":
+			if err := oneArg(d, &h.ClientSecret); err != nil {
+				return err
+			}
+		case "scopes":
+			if err := someArgs(d, &h.Scopes); err != nil {
+				return err
+			}
+		case "groups_claim":
+			if err := oneArg(d, &h.GroupsClaim); err != nil {
+				return err
+			}
+		case "cookie_secret":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.Errf("cookie_secret needs at least one secret")
+			}
+			for i, s := range args {
+				// A literal (no placeholder) is checked here, so the
+				// error can name the line.
+				if !strings.Contains(s, "{") && len(s) < authn.MinSecretLen {
+					return d.Errf("cookie_secret: secret #%d is %d bytes; it must be at least %d (generate one with: openssl rand -base64 48)", len(h.CookieSecrets)+i+1, len(s), authn.MinSecretLen)
+				}
+			}
+			h.CookieSecrets = append(h.CookieSecrets, args...)
+		case "cookie_name":
+			if err := oneArg(d, &h.CookieName); err != nil {
+				return err
+			}
+			if !cookieNameRE.MatchString(h.CookieName) {
+				return d.Errf("cookie_name %q must be 1-48 letters, digits, '_' or '-'", h.CookieName)
+			}
+		case "cookie_domain":
+			if err := oneArg(d, &h.CookieDomain); err != nil {
+				return err
+			}
+		case "idle_timeout":
+			if err := durationArg(d, &h.IdleTimeout); err != nil {
+				return err
+			}
+		case "idle_activity":
+			if err := oneArg(d, &h.IdleActivity); err != nil {
+				return err
+			}
+			if h.IdleActivity != "navigation" && h.IdleActivity != "any" {
+				return d.Errf("idle_activity must be navigation or any, got %q", h.IdleActivity)
+			}
+		case "idle_ignore":
+			if err := pathArgs(d, &h.IdleIgnore); err != nil {
+				return err
+			}
+		case "session_lifetime":
+			if err := durationArg(d, &h.SessionLifetime); err != nil {
+				return err
+			}
+		case "identity_header":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Errf("identity_header takes a header name and a claim, such as: identity_header X-Remote-User email")
+			}
+			if err := checkManagedHeaderName(args[0]); err != nil {
+				return d.Errf("identity_header: %v", err)
+			}
+			h.IdentityHeaders = append(h.IdentityHeaders, IdentityHeader{Header: args[0], Claim: args[1]})
+		case "public":
+			if err := pathArgs(d, &h.Public); err != nil {
+				return err
+			}
+		case "allow_groups":
+			if err := someArgs(d, &h.AllowGroups); err != nil {
+				return err
+			}
+		case "allow_email_domains":
+			if err := someArgs(d, &h.AllowEmailDomains); err != nil {
+				return err
+			}
+		case "external_url":
+			if err := oneArg(d, &h.ExternalURL); err != nil {
+				return err
+			}
+		case "trust_unverified_email":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.TrustUnverifiedEmail = true
+		default:
+			return d.Errf("unknown gatehouse subdirective %q", sub)
+		}
+		if d.NextBlock(1) {
+			return d.Errf("%s takes no block", sub)
+		}
+	}
+	return nil
+}
+
+func oneArg(d *caddyfile.Dispenser, dst *string) error {
+	sub := d.Val()
+	args := d.RemainingArgs()
+	if len(args) != 1 {
+		return d.Errf("%s takes exactly one value, got %d", sub, len(args))
+	}
+	*dst = args[0]
+	return nil
+}
+
+func someArgs(d *caddyfile.Dispenser, dst *[]string) error {
+	sub := d.Val()
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.Errf("%s needs at least one value", sub)
+	}
+	*dst = append(*dst, args...)
+	return nil
+}
+
+func pathArgs(d *caddyfile.Dispenser, dst *[]string) error {
+	sub := d.Val()
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.Errf("%s needs at least one path", sub)
+	}
+	for _, p := range args {
+		if err := checkPathPattern(p); err != nil {
+			return d.Errf("%s: %v", sub, err)
+		}
+	}
+	*dst = append(*dst, args...)
+	return nil
+}
+
+func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	sub := d.Val()
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	dur, err := caddy.ParseDuration(s)
+	if err != nil {
+		return d.Errf("%s: %q is not a duration (such as 15m or 12h): %v", sub, s, err)
+	}
+	if dur <= 0 {
+		return d.Errf("%s must be positive, got %s", sub, s)
+	}
+	*dst = caddy.Duration(dur)
+	return nil
+}
+
+// Interface guard.
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -1,0 +1,191 @@
+package module
+
+import (
+	"crypto/subtle"
+	"errors"
+	"net/http"
+	"regexp"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/gatehouse-proxy/gatehouse/authn"
+)
+
+// serveInternal routes Gatehouse's own endpoints under /.gatehouse/, on
+// the canonical path, case-insensitively. They are never proxied: an
+// unknown one is 404.
+func (h *Handler) serveInternal(w http.ResponseWriter, r *http.Request, canon string, d *decision) error {
+	d.result = "internal"
+	switch strings.ToLower(canon) {
+	case "/.gatehouse/healthz":
+		return h.serveHealthz(w, r, d)
+	case "/.gatehouse/callback":
+		return h.serveCallback(w, r, d)
+	case "/.gatehouse/login":
+		return h.serveLogin(w, r, d)
+	case "/.gatehouse/logout":
+		return h.serveLogout(w, r, d)
+	}
+	d.reason = "not_found"
+	return h.reject(w, r, d, answer{Status: http.StatusNotFound, Error: "not_found", Reason: "not_found",
+		Message: "There is nothing here."})
+}
+
+func (h *Handler) methodNotAllowed(w http.ResponseWriter, r *http.Request, d *decision, allow string) error {
+	w.Header().Set("Allow", allow)
+	return h.reject(w, r, d, answer{Status: http.StatusMethodNotAllowed, Error: "method_not_allowed", Reason: "method_not_allowed",
+		Message: "This method is not allowed here."})
+}
+
+// serveHealthz answers liveness checks without a session.
+func (h *Handler) serveHealthz(w http.ResponseWriter, r *http.Request, d *decision) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return h.methodNotAllowed(w, r, d, "GET, HEAD")
+	}
+	d.reason = "healthz"
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+	}
+	return nil
+}
+
+// serveLogin starts a login and returns to rd (a same-origin path) after
+// it. With a valid session it just goes to rd. APIs that got a 401 send
+// the user here.
+func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request, d *decision) error {
+	if r.Method != http.MethodGet {
+		return h.methodNotAllowed(w, r, d, "GET")
+	}
+	rd := authn.SafeReturnPath(r.URL.Query().Get("rd"))
+	sess, reason := h.readSession(r, d.start)
+	if sess != nil {
+		d.user, d.email, d.reason = sess.Subject, sess.Email, "already_signed_in"
+		http.Redirect(w, r, rd, http.StatusFound)
+		return nil
+	}
+	d.result, d.reason = "login", string(reason)
+	return h.beginLogin(w, r, d, rd, reason.ForcesReauthentication())
+}
+
+// stateRE matches the login states Begin creates (rand.Text: 26 base32
+// characters); anything else is refused before a cookie is looked up.
+var stateRE = regexp.MustCompile(`^[A-Z2-7]{26}$`)
+
+// serveCallback completes a login: the state must match a login cookie of
+// this browser that has not been used, the code is exchanged with the PKCE
+// verifier, and the ID token is verified in full before a session is made.
+func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, d *decision) error {
+	if r.Method != http.MethodGet {
+		return h.methodNotAllowed(w, r, d, "GET")
+	}
+	d.result = "login_failed"
+	q := r.URL.Query()
+	state := q.Get("state")
+	loginFailed := func(status int, reason, msg string) error {
+		d.reason = reason
+		return h.reject(w, r, d, answer{Status: status, Error: "login_failed", Reason: reason,
+			Title: "Sign-in failed", Message: msg, ActionURL: "/", ActionText: "Try again"})
+	}
+	if !stateRE.MatchString(state) {
+		return loginFailed(http.StatusBadRequest, "state_missing", "This sign-in link is incomplete. Please start again.")
+	}
+	name := h.loginCookiePrefix + state
+	c, err := r.Cookie(name)
+	if err != nil {
+		return loginFailed(http.StatusBadRequest, "state_unknown",
+			"This sign-in was not started in this browser, or it expired. Please start again.")
+	}
+	// The login cookie is spent whatever happens next.
+	http.SetCookie(w, h.cookie(name, "", "/.gatehouse/", -1, ""))
+	var st authn.LoginState
+	if err := h.logins.Open(name, c.Value, &st); err != nil ||
+		subtle.ConstantTimeCompare([]byte(st.State), []byte(state)) != 1 {
+		return loginFailed(http.StatusBadRequest, "state_invalid", "This sign-in could not be verified. Please start again.")
+	}
+	if h.provider.used.Seen(state, d.start) {
+		return loginFailed(http.StatusBadRequest, "state_replayed", "This sign-in was already used. Please start again.")
+	}
+	if e := q.Get("error"); e != "" {
+		code := "idp_error"
+		if idpErrorRE.MatchString(e) {
+			code = "idp_" + e
+		}
+		return loginFailed(http.StatusUnauthorized, code, "The identity provider did not sign you in ("+strings.TrimPrefix(code, "idp_")+").")
+	}
+	code := q.Get("code")
+	if code == "" || len(code) > 2048 {
+		return loginFailed(http.StatusBadRequest, "code_missing", "The identity provider returned no authorization code.")
+	}
+	id, err := h.rp.Finish(r.Context(), code, &st)
+	if err != nil {
+		var le *authn.LoginError
+		if errors.As(err, &le) {
+			return loginFailed(http.StatusUnauthorized, le.Reason, le.Msg)
+		}
+		return h.idpDown(w, r, d, err)
+	}
+	h.provider.used.Mark(state, timeUnix(st.Started), d.start)
+	d.user, d.email = id.Subject, id.Email
+	sess := authn.NewSession(id, d.start)
+	if err := h.writeSession(w, sess); err != nil {
+		h.logger.Error("session does not fit in a cookie", zap.String("user", id.Subject), zap.Int("groups", len(id.Groups)), zap.Error(err))
+		return loginFailed(http.StatusInternalServerError, "session_too_large",
+			"Your account carries too much data for a session cookie (for example, very many groups). Please contact your administrator.")
+	}
+	if v, err := h.idTokens.Seal(h.idTokenCookie, id.RawIDToken); err == nil {
+		http.SetCookie(w, h.cookie(h.idTokenCookie, v, "/.gatehouse/", int(h.lifetimes.Lifetime.Seconds()), ""))
+	} else {
+		h.logger.Warn("ID token too large to keep for logout; logout will not send id_token_hint", zap.String("user", id.Subject))
+	}
+	d.result, d.reason = "login_ok", ""
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, authn.SafeReturnPath(st.Return), http.StatusFound)
+	return nil
+}
+
+var idpErrorRE = regexp.MustCompile(`^[a-z_]{1,64}$`)
+
+// serveLogout ends the session here (a tombstone cookie that forces the
+// next login to ask for the password) and at the IdP when it has an
+// end_session_endpoint. The IdP sends the browser back here, which then
+// shows the logged-out page.
+func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request, d *decision) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodPost {
+		return h.methodNotAllowed(w, r, d, "GET, POST")
+	}
+	d.result = "logout"
+	sess, _ := h.readSession(r, d.start)
+	var idToken string
+	if c, err := r.Cookie(h.idTokenCookie); err == nil {
+		_ = h.idTokens.Open(h.idTokenCookie, c.Value, &idToken)
+		http.SetCookie(w, h.cookie(h.idTokenCookie, "", "/.gatehouse/", -1, ""))
+	}
+	if sess != nil {
+		d.user, d.email = sess.Subject, sess.Email
+	}
+	if sess != nil || idToken != "" {
+		tomb := &authn.Session{Ended: "logout", Created: d.start.Unix(), LastSeen: d.start.Unix()}
+		if err := h.writeSession(w, tomb); err != nil {
+			return err
+		}
+		if origin, ok := h.origin(r); ok {
+			end, err := h.rp.EndSessionURL(r.Context(), idToken, origin+"/.gatehouse/logout")
+			if err != nil {
+				h.logger.Warn("could not end the IdP session", zap.Error(err))
+			} else if end != "" {
+				d.reason = "idp_logout"
+				w.Header().Set("Cache-Control", "no-store")
+				http.Redirect(w, r, end, http.StatusSeeOther)
+				return nil
+			}
+		}
+	}
+	d.reason = "logged_out"
+	h.pages.write(w, authn.WantsHTML(r), answer{Status: http.StatusOK, Error: "", Reason: "logged_out", Title: "Signed out",
+		Message: "You are signed out. Close this window, or sign in again.", ActionURL: "/", ActionText: "Sign in again"}, h.App, "")
+	return nil
+}

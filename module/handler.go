@@ -1,0 +1,456 @@
+// Package module is the Caddy glue of Gatehouse: module registration,
+// Caddyfile and JSON configuration, the request pipeline in ServeHTTP,
+// internal endpoints and pages, and the audit log. The behaviour itself
+// lives in authn/ (and, later, grants/ and policies/).
+package module
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/gatehouse-proxy/gatehouse/authn"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Handler is the Gatehouse identity-aware gate, `http.handlers.gatehouse`.
+// Every request passes through it before reaching the next handler
+// (usually reverse_proxy): it strips identity headers a client sent, routes
+// Gatehouse's own endpoints under /.gatehouse/, demands a valid session
+// (OIDC login, idle timeout, absolute lifetime), applies the allow rules,
+// and sets the configured identity headers from the verified session.
+type Handler struct {
+	// App names the protected application, in logs and (later) policy
+	// input. The session cookie is bound to it. Required.
+	App string `json:"app,omitempty"`
+
+	// Issuer is the OpenID Provider's issuer URL; discovery reads
+	// <issuer>/.well-known/openid-configuration on first use. HTTPS, or
+	// HTTP on a loopback address for local testing. Required.
+	Issuer string `json:"issuer,omitempty"`
+
+	// ClientID is this gateway's client registration at the IdP. Required.
+	ClientID string `json:"client_id,omitempty"`
+
+	// ClientSecret is the client's secret; empty for a public client (PKCE
+	// protects the code either way). Placeholders such as {env.X} or
+	// {file./run/secrets/x} are resolved at start.
+	ClientSecret string `json:"client_secret,omitempty"`
+
+	// Scopes requested at login. Default: openid email profile. Must
+	// include openid.
+	Scopes []string `json:"scopes,omitempty"`
+
+	// GroupsClaim names the ID-token claim holding the user's groups; a
+	// dotted path reaches into nested objects (realm_access.roles).
+	// Default: groups.
+	GroupsClaim string `json:"groups_claim,omitempty"`
+
+	// CookieSecrets seal the session cookies. The first seals; all open,
+	// so secrets rotate without logging anyone out. Each must be at least
+	// 32 bytes; placeholders are resolved at start. Required.
+	CookieSecrets []string `json:"cookie_secrets,omitempty"`
+
+	// CookieName is the base name of Gatehouse's cookies. Default:
+	// gatehouse. The session cookie is __Host-<name>, or __Secure-<name>
+	// when CookieDomain is set.
+	CookieName string `json:"cookie_name,omitempty"`
+
+	// CookieDomain shares the session cookie with subdomains of this
+	// domain. Empty (the default) keeps it on this host only (__Host-).
+	CookieDomain string `json:"cookie_domain,omitempty"`
+
+	// IdleTimeout ends a session after this long without user activity.
+	// Default: 15m.
+	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
+
+	// IdleActivity says what counts as activity: "navigation" (default:
+	// navigations the user made, and POST/PUT/PATCH/DELETE) or "any" (every
+	// request, for single-page apps that need it).
+	IdleActivity string `json:"idle_activity,omitempty"`
+
+	// IdleIgnore lists paths (Caddy path-matcher syntax) whose requests
+	// never count as activity, such as polling endpoints.
+	IdleIgnore []string `json:"idle_ignore,omitempty"`
+
+	// SessionLifetime ends a session this long after login, whatever the
+	// activity. Default: 12h.
+	SessionLifetime caddy.Duration `json:"session_lifetime,omitempty"`
+
+	// IdentityHeaders are set on the request to the upstream after a
+	// successful check. Incoming headers of these names are always
+	// removed, whatever their case or spelling.
+	IdentityHeaders []IdentityHeader `json:"identity_headers,omitempty"`
+
+	// Public lists paths (Caddy path-matcher syntax) that need no login.
+	// Managed headers are still stripped and an audit line is written.
+	Public []string `json:"public,omitempty"`
+
+	// AllowGroups admits users in any of these groups.
+	AllowGroups []string `json:"allow_groups,omitempty"`
+
+	// AllowEmailDomains admits users whose verified email is in one of
+	// these domains (exact match, case-insensitive).
+	AllowEmailDomains []string `json:"allow_email_domains,omitempty"`
+
+	// ExternalURL is this site's public origin (https://app.example.com),
+	// used for the callback and logout return URLs. Default: the scheme
+	// and host of the request, which is fine when the site address names
+	// the host.
+	ExternalURL string `json:"external_url,omitempty"`
+
+	// TrustUnverifiedEmail uses the email claim even when email_verified
+	// is not true. Only for IdPs that verify every address they issue.
+	TrustUnverifiedEmail bool `json:"trust_unverified_email,omitempty"`
+
+	logger   *zap.Logger
+	auditLog *zap.Logger
+	now      func() time.Time
+
+	providerKey string
+	provider    *providerEntry
+	rp          *authn.RelyingParty
+
+	sessions  *authn.Sealer
+	logins    *authn.Sealer
+	idTokens  *authn.Sealer
+	lifetimes authn.Lifetimes
+
+	sessionCookie     string
+	loginCookiePrefix string
+	idTokenCookie     string
+
+	managed    managedHeaders
+	identity   []identityHeader
+	public     caddyhttp.MatchPath
+	idleIgnore caddyhttp.MatchPath
+	allGroups  map[string]struct{}
+	domains    map[string]struct{}
+	external   *url.URL
+	pages      *pages
+}
+
+// IdentityHeader sets one request header from one claim of the session.
+type IdentityHeader struct {
+	// Header is the header name, such as X-Remote-User.
+	Header string `json:"header"`
+	// Claim is sub, iss, email, name, groups (comma-separated), acr, amr
+	// (comma-separated), auth_time, or any other ID-token claim (kept in
+	// the session for this purpose).
+	Claim string `json:"claim"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.gatehouse",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Defaults.
+const (
+	defaultIdleTimeout     = 15 * time.Minute
+	defaultSessionLifetime = 12 * time.Hour
+	defaultCookieName      = "gatehouse"
+	defaultGroupsClaim     = "groups"
+)
+
+var defaultScopes = []string{"openid", "email", "profile"}
+
+// Provision resolves placeholders, sets defaults and builds the runtime
+// state. It never touches the network: the IdP is discovered on first use.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	h.auditLog = h.logger.Named("audit")
+	if h.now == nil {
+		h.now = time.Now
+	}
+	repl := caddy.NewReplacer()
+	h.Issuer = strings.TrimSpace(repl.ReplaceKnown(h.Issuer, ""))
+	h.ClientID = repl.ReplaceKnown(h.ClientID, "")
+	h.ClientSecret = repl.ReplaceKnown(h.ClientSecret, "")
+	h.ExternalURL = repl.ReplaceKnown(h.ExternalURL, "")
+	h.CookieDomain = strings.TrimPrefix(repl.ReplaceKnown(h.CookieDomain, ""), ".")
+	for i, s := range h.CookieSecrets {
+		h.CookieSecrets[i] = repl.ReplaceKnown(s, "")
+	}
+	if h.IdleTimeout == 0 {
+		h.IdleTimeout = caddy.Duration(defaultIdleTimeout)
+	}
+	if h.SessionLifetime == 0 {
+		h.SessionLifetime = caddy.Duration(defaultSessionLifetime)
+	}
+	if h.CookieName == "" {
+		h.CookieName = defaultCookieName
+	}
+	if h.GroupsClaim == "" {
+		h.GroupsClaim = defaultGroupsClaim
+	}
+	if len(h.Scopes) == 0 {
+		h.Scopes = append([]string(nil), defaultScopes...)
+	}
+	if h.IdleActivity == "" {
+		h.IdleActivity = "navigation"
+	}
+	if err := h.validate(); err != nil {
+		return err
+	}
+
+	h.lifetimes = authn.Lifetimes{Idle: time.Duration(h.IdleTimeout), Lifetime: time.Duration(h.SessionLifetime)}
+	binding := authn.Binding{App: h.App, Issuer: h.Issuer, ClientID: h.ClientID}
+	secrets := make([][]byte, len(h.CookieSecrets))
+	for i, s := range h.CookieSecrets {
+		secrets[i] = []byte(s)
+	}
+	var err error
+	// Sealed values outlive their cookie a little so that an expired
+	// session still opens and can say why it ended (and force a fresh
+	// login); Check decides validity.
+	if h.sessions, err = authn.NewSealer(secrets, "session", binding, time.Duration(h.SessionLifetime)+time.Hour); err != nil {
+		return fmt.Errorf("gatehouse: cookie_secret: %w", err)
+	}
+	if h.logins, err = authn.NewSealer(secrets, "login", binding, authn.LoginTTL); err != nil {
+		return fmt.Errorf("gatehouse: cookie_secret: %w", err)
+	}
+	if h.idTokens, err = authn.NewSealer(secrets, "id_token", binding, time.Duration(h.SessionLifetime)+time.Hour); err != nil {
+		return fmt.Errorf("gatehouse: cookie_secret: %w", err)
+	}
+	if h.CookieDomain == "" {
+		h.sessionCookie = "__Host-" + h.CookieName
+	} else {
+		h.sessionCookie = "__Secure-" + h.CookieName
+	}
+	h.loginCookiePrefix = "__Secure-" + h.CookieName + "_login_"
+	h.idTokenCookie = "__Secure-" + h.CookieName + "_idt"
+
+	h.public = caddyhttp.MatchPath(h.Public)
+	if err := h.public.Provision(ctx); err != nil {
+		return err
+	}
+	h.idleIgnore = caddyhttp.MatchPath(h.IdleIgnore)
+	if err := h.idleIgnore.Provision(ctx); err != nil {
+		return err
+	}
+	h.allGroups = make(map[string]struct{}, len(h.AllowGroups))
+	for _, g := range h.AllowGroups {
+		h.allGroups[g] = struct{}{}
+	}
+	h.domains = make(map[string]struct{}, len(h.AllowEmailDomains))
+	for _, d := range h.AllowEmailDomains {
+		h.domains[strings.ToLower(strings.TrimPrefix(d, "@"))] = struct{}{}
+	}
+	var extra []string
+	h.identity = h.identity[:0]
+	names := make([]string, 0, len(h.IdentityHeaders))
+	for _, ih := range h.IdentityHeaders {
+		h.identity = append(h.identity, identityHeader{key: http.CanonicalHeaderKey(ih.Header), claim: ih.Claim})
+		names = append(names, ih.Header)
+		if !builtinClaims[ih.Claim] {
+			extra = append(extra, ih.Claim)
+		}
+	}
+	h.managed = newManagedHeaders(names)
+	if h.ExternalURL != "" {
+		h.external, _ = url.Parse(strings.TrimSuffix(h.ExternalURL, "/"))
+	}
+	if h.pages, err = newPages(); err != nil {
+		return err
+	}
+
+	h.providerKey = h.Issuer
+	val, _, err := providers.LoadOrNew(h.providerKey, func() (caddy.Destructor, error) {
+		return &providerEntry{
+			discovery: authn.NewDiscovery(h.Issuer, newIdPClient()),
+			used:      authn.NewUsedStates(),
+		}, nil
+	})
+	if err != nil {
+		return err
+	}
+	h.provider = val.(*providerEntry)
+	h.rp = &authn.RelyingParty{
+		Discovery:            h.provider.discovery,
+		HTTPClient:           h.provider.discovery.Client(),
+		ClientID:             h.ClientID,
+		ClientSecret:         h.ClientSecret,
+		Scopes:               h.Scopes,
+		GroupsClaim:          h.GroupsClaim,
+		ExtraClaims:          extra,
+		TrustUnverifiedEmail: h.TrustUnverifiedEmail,
+		Now:                  h.now,
+	}
+
+	if len(h.AllowGroups) == 0 && len(h.AllowEmailDomains) == 0 {
+		h.logger.Warn("EVERY AUTHENTICATED USER IS ALLOWED: no policy, allow_groups or allow_email_domains is configured",
+			zap.String("app", h.App), zap.String("issuer", h.Issuer))
+	}
+	return nil
+}
+
+var (
+	appNameRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	cookieNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,48}$`)
+	domainRE     = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$`)
+)
+
+// validate checks the configuration after placeholders are resolved and
+// says, for each problem, which directive is wrong and how.
+func (h *Handler) validate() error {
+	var errs []error
+	bad := func(directive, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("gatehouse: %s: "+format, append([]any{directive}, args...)...))
+	}
+	if h.App == "" {
+		bad("app", "required: a short name for the protected application, such as payroll")
+	} else if !appNameRE.MatchString(h.App) {
+		bad("app", "%q must be 1-64 letters, digits, '.', '_' or '-'", h.App)
+	}
+	if h.Issuer == "" {
+		bad("issuer", "required: the OpenID Provider's issuer URL (empty after placeholders?)")
+	} else if err := checkOriginURL(h.Issuer, true); err != nil {
+		bad("issuer", "%v", err)
+	}
+	if h.ClientID == "" {
+		bad("client_id", "required (empty after placeholders?)")
+	}
+	if !containsString(h.Scopes, "openid") {
+		bad("scopes", "must include openid")
+	}
+	if len(h.CookieSecrets) == 0 {
+		bad("cookie_secret", "required: at least one secret of %d bytes or more (for example {env.GATEHOUSE_COOKIE_SECRET}; generate one with: openssl rand -base64 48)", authn.MinSecretLen)
+	}
+	for i, s := range h.CookieSecrets {
+		if len(s) < authn.MinSecretLen {
+			bad("cookie_secret", "secret #%d is %d bytes after placeholders; it must be at least %d (generate one with: openssl rand -base64 48)", i+1, len(s), authn.MinSecretLen)
+		}
+	}
+	if !cookieNameRE.MatchString(h.CookieName) {
+		bad("cookie_name", "%q must be 1-48 letters, digits, '_' or '-'", h.CookieName)
+	}
+	if h.CookieDomain != "" && !domainRE.MatchString(h.CookieDomain) {
+		bad("cookie_domain", "%q is not a domain name", h.CookieDomain)
+	}
+	if time.Duration(h.IdleTimeout) < time.Second {
+		bad("idle_timeout", "must be at least 1s, got %s", time.Duration(h.IdleTimeout))
+	}
+	if time.Duration(h.SessionLifetime) < time.Second {
+		bad("session_lifetime", "must be at least 1s, got %s", time.Duration(h.SessionLifetime))
+	}
+	if h.IdleActivity != "navigation" && h.IdleActivity != "any" {
+		bad("idle_activity", "%q must be navigation or any", h.IdleActivity)
+	}
+	seen := map[string]bool{}
+	for _, ih := range h.IdentityHeaders {
+		if err := checkManagedHeaderName(ih.Header); err != nil {
+			bad("identity_header", "%v", err)
+		}
+		if ih.Claim == "" {
+			bad("identity_header", "%s: claim is required", ih.Header)
+		}
+		n := normalizeHeaderName(ih.Header)
+		if seen[n] {
+			bad("identity_header", "%s is set twice (header names are compared ignoring case and '_' vs '-')", ih.Header)
+		}
+		seen[n] = true
+	}
+	for _, p := range h.Public {
+		if err := checkPathPattern(p); err != nil {
+			bad("public", "%v", err)
+		}
+	}
+	for _, p := range h.IdleIgnore {
+		if err := checkPathPattern(p); err != nil {
+			bad("idle_ignore", "%v", err)
+		}
+	}
+	for _, d := range h.AllowEmailDomains {
+		if !domainRE.MatchString(strings.TrimPrefix(d, "@")) {
+			bad("allow_email_domains", "%q is not a domain name", d)
+		}
+	}
+	if h.ExternalURL != "" {
+		if err := checkOriginURL(h.ExternalURL, false); err != nil {
+			bad("external_url", "%v", err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkOriginURL accepts an absolute https URL (or http on loopback, for
+// local testing) without userinfo, query or fragment; pathOK allows a
+// path (an issuer may have one, an origin may not).
+func checkOriginURL(raw string, pathOK bool) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL: %v", raw, err)
+	}
+	if u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("%q must be an absolute URL without userinfo, query or fragment", raw)
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !isLoopbackHost(u.Hostname()) {
+			return fmt.Errorf("%q must use https (http is only allowed on loopback addresses, for testing)", raw)
+		}
+	default:
+		return fmt.Errorf("%q must use https", raw)
+	}
+	if !pathOK && u.Path != "" && u.Path != "/" {
+		return fmt.Errorf("%q must be an origin, without a path", raw)
+	}
+	return nil
+}
+
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func checkPathPattern(p string) error {
+	if p == "" || (p[0] != '/' && p[0] != '*') {
+		return fmt.Errorf("path %q must start with / or *", p)
+	}
+	return nil
+}
+
+func containsString(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Cleanup releases the shared IdP client.
+func (h *Handler) Cleanup() error {
+	if h.provider != nil {
+		_, err := providers.Delete(h.providerKey)
+		return err
+	}
+	return nil
+}
+
+// Interface guards.
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

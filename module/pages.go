@@ -1,0 +1,88 @@
+package module
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"embed"
+	"encoding/base64"
+	"encoding/json"
+	"html/template"
+	"net/http"
+)
+
+//go:embed pages
+var pageFiles embed.FS
+
+// pages renders Gatehouse's own answers: an HTML page for navigations,
+// JSON for everything else. Pages use no external assets and no script;
+// the stylesheet is inline and allowed by its hash in the CSP.
+type pages struct {
+	tmpl  *template.Template
+	style template.CSS
+	csp   string
+}
+
+func newPages() (*pages, error) {
+	tmpl, err := template.ParseFS(pageFiles, "pages/*.html")
+	if err != nil {
+		return nil, err
+	}
+	css, err := pageFiles.ReadFile("pages/style.css")
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(css)
+	return &pages{
+		tmpl:  tmpl,
+		style: template.CSS(css),
+		csp: "default-src 'none'; style-src 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) +
+			"'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+	}, nil
+}
+
+// answer is one of Gatehouse's own responses.
+type answer struct {
+	Status     int    `json:"-"`
+	Error      string `json:"error"`            // class: unauthenticated, forbidden, bad_request…
+	Reason     string `json:"reason,omitempty"` // stable reason code
+	Message    string `json:"message"`          // for people; never internals
+	LoginURL   string `json:"login_url,omitempty"`
+	Reference  string `json:"decision_id,omitempty"`
+	Title      string `json:"-"`
+	ActionURL  string `json:"-"`
+	ActionText string `json:"-"`
+}
+
+type pageData struct {
+	answer
+	App   string
+	User  string
+	Style template.CSS
+}
+
+// write sends a as a page when html is true, else as JSON.
+func (p *pages) write(w http.ResponseWriter, html bool, a answer, app, user string) {
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	if !html {
+		h.Set("Content-Type", "application/json")
+		w.WriteHeader(a.Status)
+		_ = json.NewEncoder(w).Encode(a)
+		return
+	}
+	var buf bytes.Buffer
+	if a.Title == "" {
+		a.Title = http.StatusText(a.Status)
+	}
+	if err := p.tmpl.ExecuteTemplate(&buf, "page", pageData{answer: a, App: app, User: user, Style: p.style}); err != nil {
+		http.Error(w, a.Message, a.Status)
+		return
+	}
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Security-Policy", p.csp)
+	h.Set("X-Frame-Options", "DENY")
+	w.WriteHeader(a.Status)
+	_, _ = w.Write(buf.Bytes())
+}

@@ -1,0 +1,321 @@
+package module
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/gatehouse-proxy/gatehouse/authn"
+)
+
+// ServeHTTP runs the pipeline: strip managed headers, route internal
+// endpoints, check the session, apply the allow rules, slide the idle
+// clock, set identity headers and call the next handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	d := &decision{start: h.now(), method: r.Method}
+	defer h.audit(d)
+
+	// 1. Strip: before anything else can read them.
+	h.managed.strip(r)
+
+	canon, err := authn.CanonicalPath(r.URL.EscapedPath())
+	if err != nil {
+		d.path = truncate(r.URL.EscapedPath(), 256)
+		return h.reject(w, r, d, answer{Status: http.StatusBadRequest, Error: "bad_request", Reason: "ambiguous_path",
+			Message: "This address contains characters Gatehouse does not accept in a path (such as ';', '\\' or an encoded '/')."})
+	}
+	d.path = canon
+
+	// 2. Internal endpoints: never proxied.
+	if authn.IsInternalPath(canon) {
+		return h.serveInternal(w, r, canon, d)
+	}
+
+	mr := matchable(r, canon)
+	if h.public.Match(mr) {
+		d.result = "public"
+		h.audit(d)
+		return next.ServeHTTP(w, r)
+	}
+
+	// 3. Session.
+	now := d.start
+	sess, reason := h.readSession(r, now)
+	if sess == nil {
+		// 4. No session.
+		return h.requireLogin(w, r, d, reason)
+	}
+	d.user, d.email = sess.Subject, sess.Email
+
+	if !h.entitled(sess) {
+		return h.reject(w, r, d, answer{Status: http.StatusForbidden, Error: "forbidden", Reason: "not_allowed",
+			Message: "Your account is not in a group or email domain allowed to use this application."})
+	}
+
+	// 9. Allow: slide the idle clock on user activity, set identity.
+	if h.isActivity(r, mr) && h.lifetimes.ShouldSlide(sess, now) {
+		sess.LastSeen = now.Unix()
+		if err := h.writeSession(w, sess); err != nil {
+			h.logger.Error("re-issuing session cookie", zap.Error(err))
+		}
+	}
+	for _, ih := range h.identity {
+		if v := h.claimValue(sess, ih.claim); v != "" {
+			r.Header[ih.key] = []string{v}
+		}
+	}
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set("http.auth.user.id", sess.Subject)
+	}
+	d.result = "allow"
+	h.audit(d)
+	return next.ServeHTTP(w, r)
+}
+
+// matchable returns a shallow copy of r whose path is the canonical one,
+// for Caddy's path matchers.
+func matchable(r *http.Request, canon string) *http.Request {
+	u := *r.URL
+	u.Path, u.RawPath = canon, ""
+	mr := *r
+	mr.URL = &u
+	return &mr
+}
+
+func (h *Handler) isActivity(r *http.Request, mr *http.Request) bool {
+	if h.idleIgnore.Match(mr) {
+		return false
+	}
+	if h.IdleActivity == "any" {
+		return true
+	}
+	return authn.IsUserActivity(r)
+}
+
+// readSession opens the session cookie. A request may carry several
+// cookies of that name (a sibling subdomain can set one when cookie_domain
+// is used); the first that opens wins.
+func (h *Handler) readSession(r *http.Request, now time.Time) (*authn.Session, authn.Reason) {
+	reason := authn.ReasonNoCookie
+	for _, c := range r.CookiesNamed(h.sessionCookie) {
+		var s authn.Session
+		if err := h.sessions.Open(h.sessionCookie, c.Value, &s); err != nil {
+			if reason == authn.ReasonNoCookie {
+				reason = authn.ReasonInvalid
+			}
+			continue
+		}
+		if why := h.lifetimes.Check(&s, now); why != authn.ReasonNone {
+			reason = why
+			continue
+		}
+		return &s, authn.ReasonNone
+	}
+	return nil, reason
+}
+
+// writeSession seals s into the session cookie.
+func (h *Handler) writeSession(w http.ResponseWriter, s *authn.Session) error {
+	v, err := h.sessions.Seal(h.sessionCookie, s)
+	if err != nil {
+		return err
+	}
+	maxAge := int(time.Until(h.lifetimes.Expires(s)) / time.Second)
+	if s.Ended != "" || maxAge < 60 {
+		maxAge = int(h.lifetimes.Lifetime / time.Second)
+	}
+	http.SetCookie(w, h.cookie(h.sessionCookie, v, "/", maxAge, h.CookieDomain))
+	return nil
+}
+
+// cookie builds one of Gatehouse's cookies: always Secure, HttpOnly and
+// SameSite=Lax.
+func (h *Handler) cookie(name, value, path string, maxAge int, domain string) *http.Cookie {
+	return &http.Cookie{
+		Name: name, Value: value, Path: path, Domain: domain, MaxAge: maxAge,
+		Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode,
+	}
+}
+
+func (h *Handler) entitled(s *authn.Session) bool {
+	if len(h.allGroups) == 0 && len(h.domains) == 0 {
+		return true
+	}
+	for _, g := range s.Groups {
+		if _, ok := h.allGroups[g]; ok {
+			return true
+		}
+	}
+	if at := strings.LastIndexByte(s.Email, '@'); at >= 0 {
+		if _, ok := h.domains[strings.ToLower(s.Email[at+1:])]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// builtinClaims are the claims every session holds; others named by an
+// identity header are kept in Session.Extra.
+var builtinClaims = map[string]bool{
+	"sub": true, "iss": true, "email": true, "name": true, "groups": true,
+	"acr": true, "amr": true, "auth_time": true,
+}
+
+func (h *Handler) claimValue(s *authn.Session, claim string) string {
+	var v string
+	switch claim {
+	case "sub":
+		v = s.Subject
+	case "iss":
+		v = h.Issuer
+	case "email":
+		v = s.Email
+	case "name":
+		v = s.Name
+	case "groups":
+		v = joinList(s.Groups)
+	case "acr":
+		v = s.ACR
+	case "amr":
+		v = joinList(s.AMR)
+	case "auth_time":
+		if s.AuthTime > 0 {
+			v = strconv.FormatInt(s.AuthTime, 10)
+		}
+	default:
+		v = s.Extra[claim]
+	}
+	return headerValue(v)
+}
+
+// requireLogin answers a request without a valid session: navigations go
+// to the IdP, everything else gets 401 JSON.
+func (h *Handler) requireLogin(w http.ResponseWriter, r *http.Request, d *decision, reason authn.Reason) error {
+	d.reason = string(reason)
+	if !authn.IsNavigation(r) {
+		d.result = "unauthenticated"
+		return h.reject(w, r, d, answer{Status: http.StatusUnauthorized, Error: "unauthenticated", Reason: string(reason),
+			Message:  "Sign in to use this application.",
+			LoginURL: "/.gatehouse/login?rd=" + url.QueryEscape(authn.SafeReturnPath(r.URL.RequestURI()))})
+	}
+	d.result = "login"
+	return h.beginLogin(w, r, d, r.URL.RequestURI(), reason.ForcesReauthentication())
+}
+
+// beginLogin sends the browser to the IdP with a fresh login state.
+func (h *Handler) beginLogin(w http.ResponseWriter, r *http.Request, d *decision, returnTo string, forceLogin bool) error {
+	origin, ok := h.origin(r)
+	if !ok {
+		d.result, d.reason = "reject", "https_required"
+		return h.reject(w, r, d, answer{Status: http.StatusBadRequest, Error: "bad_request", Reason: "https_required",
+			Message: "This application must be reached over HTTPS."})
+	}
+	if h.external != nil && !strings.EqualFold(requestOrigin(r), origin) {
+		// Log in on the configured origin, where the callback will land.
+		http.Redirect(w, r, origin+authn.SafeReturnPath(returnTo), http.StatusFound)
+		return nil
+	}
+	authURL, st, err := h.rp.Begin(r.Context(), origin+"/.gatehouse/callback", returnTo,
+		authn.AuthOptions{ForceLogin: forceLogin, MaxAge: h.lifetimes.Lifetime})
+	if err != nil {
+		return h.idpDown(w, r, d, err)
+	}
+	v, err := h.logins.Seal(h.loginCookiePrefix+st.State, st)
+	if err != nil {
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	}
+	http.SetCookie(w, h.cookie(h.loginCookiePrefix+st.State, v, "/.gatehouse/", int(authn.LoginTTL/time.Second), ""))
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, authURL, http.StatusFound)
+	return nil
+}
+
+// origin is where this site lives for the browser: external_url, or the
+// request's scheme and host (X-Forwarded-* only from trusted proxies).
+// Plain HTTP is refused except on loopback: the cookies are Secure.
+func (h *Handler) origin(r *http.Request) (string, bool) {
+	if h.external != nil {
+		return h.external.Scheme + "://" + h.external.Host, true
+	}
+	o := requestOrigin(r)
+	if strings.HasPrefix(o, "http://") {
+		u, err := url.Parse(o)
+		if err != nil || !isLoopbackHost(u.Hostname()) {
+			return "", false
+		}
+	}
+	return o, true
+}
+
+func requestOrigin(r *http.Request) string {
+	scheme, host := "http", r.Host
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool); trusted {
+		if p := r.Header.Get("X-Forwarded-Proto"); p == "https" || p == "http" {
+			scheme = p
+		}
+		if fh := r.Header.Get("X-Forwarded-Host"); fh != "" && validHost(fh) {
+			host = fh
+		}
+	}
+	return scheme + "://" + host
+}
+
+func validHost(h string) bool {
+	if len(h) > 255 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == ':' || c == '[' || c == ']') {
+			return false
+		}
+	}
+	return true
+}
+
+// reject writes one of Gatehouse's own error answers.
+func (h *Handler) reject(w http.ResponseWriter, r *http.Request, d *decision, a answer) error {
+	if d.result == "" {
+		d.result = "deny"
+	}
+	if d.reason == "" {
+		d.reason = a.Reason
+	}
+	a.Reference = d.ID()
+	user := d.email
+	if user == "" {
+		user = d.user
+	}
+	h.pages.write(w, authn.WantsHTML(r), a, h.App, user)
+	return nil
+}
+
+func (h *Handler) idpDown(w http.ResponseWriter, r *http.Request, d *decision, err error) error {
+	d.result, d.reason = "error", "idp_unavailable"
+	if !errors.Is(err, authn.ErrProviderUnavailable) {
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	}
+	h.logger.Error("identity provider unavailable", zap.String("issuer", h.Issuer), zap.Error(err))
+	return h.reject(w, r, d, answer{Status: http.StatusBadGateway, Error: "idp_unavailable", Reason: "idp_unavailable",
+		Title:   "Sign-in is unavailable",
+		Message: "The identity provider cannot be reached right now. Please try again in a minute."})
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+func timeUnix(s int64) time.Time { return time.Unix(s, 0) }

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every Gatehouse test: unit tests, Rego tests, short fuzz runs and the
+# end-to-end tests against real processes (Caddy built from this repo, the
+# oidc-provider IdP, Redis, headless Chromium). Installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# --- tools the tests need -------------------------------------------------
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v chromium >/dev/null || missing+=(chromium)
+if ((${#missing[@]})); then
+	echo "test.sh: installing ${missing[*]} (Debian packages)"
+	sudo=""
+	[[ $(id -u) -eq 0 ]] || sudo="sudo"
+	$sudo apt-get update
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y redis-server chromium
+fi
+command -v node >/dev/null || { echo "test.sh: Node.js is required (apt-get install nodejs npm)" >&2; exit 1; }
+(cd e2e/idp && npm ci --no-audit --no-fund --loglevel=error)
+
+# --- tests ----------------------------------------------------------------
+start=$(date +%s)
+go vet ./...
+go test -count=1 ./...
+# The race detector where goroutines share state.
+go test -count=1 -race ./authn/ ./module/
+# Each fuzz target, briefly (seed corpora run in every go test).
+fuzztime=${FUZZTIME:-10s}
+for target in FuzzCanonicalPath FuzzSafeReturnPath FuzzOpenSession; do
+	go test -run='^$' -fuzz="^${target}\$" -fuzztime="$fuzztime" ./authn/
+done
+echo "test.sh: all tests passed in $(($(date +%s) - start))s"
