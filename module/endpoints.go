@@ -109,6 +109,11 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, d *decis
 	if h.provider.used.Seen(state, d.start) {
 		return loginFailed(http.StatusBadRequest, "state_replayed", "This sign-in was already used. Please start again.")
 	}
+	// RFC 9207: an IdP that names itself must be the one we asked, so an
+	// answer from another IdP (mix-up attack) is refused.
+	if iss, ok := q["iss"]; ok && (len(iss) != 1 || iss[0] != h.Issuer) {
+		return loginFailed(http.StatusBadRequest, "issuer_mismatch", "This sign-in answer came from another identity provider.")
+	}
 	if e := q.Get("error"); e != "" {
 		code := "idp_error"
 		if idpErrorRE.MatchString(e) {
@@ -143,6 +148,9 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, d *decis
 	}
 	d.result, d.reason = "login_ok", ""
 	w.Header().Set("Cache-Control", "no-store")
+	// The callback URL carries the code and state: keep them out of the
+	// Referer of the page the browser goes to next.
+	w.Header().Set("Referrer-Policy", "no-referrer")
 	http.Redirect(w, r, authn.SafeReturnPath(st.Return), http.StatusFound)
 	return nil
 }

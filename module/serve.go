@@ -201,9 +201,10 @@ func (h *Handler) requireLogin(w http.ResponseWriter, r *http.Request, d *decisi
 	d.reason = string(reason)
 	if !authn.IsNavigation(r) {
 		d.result = "unauthenticated"
+		login := "/.gatehouse/login?rd=" + url.QueryEscape(authn.SafeReturnPath(r.URL.RequestURI()))
 		return h.reject(w, r, d, answer{Status: http.StatusUnauthorized, Error: "unauthenticated", Reason: string(reason),
-			Message:  "Sign in to use this application.",
-			LoginURL: "/.gatehouse/login?rd=" + url.QueryEscape(authn.SafeReturnPath(r.URL.RequestURI()))})
+			Title: "Please sign in", Message: "Sign in to use this application.",
+			LoginURL: login, ActionURL: login, ActionText: "Sign in"})
 	}
 	d.result = "login"
 	return h.beginLogin(w, r, d, r.URL.RequestURI(), reason.ForcesReauthentication())

@@ -1,0 +1,165 @@
+// A certified OpenID Provider (panva/oidc-provider) with test users and a
+// real login form, for Gatehouse's demo and end-to-end tests.
+//
+// Configuration comes from the environment:
+//   IDP_PORT       port to listen on, on 127.0.0.1 (0: any free port)
+//   IDP_CLIENTS    JSON list of clients: [{client_id, client_secret,
+//                  redirect_uris, post_logout_redirect_uris}]
+// Once listening, one JSON line is printed on stdout:
+//   {"issuer":"http://127.0.0.1:PORT","users":[...]}
+// Signing keys are generated at every start; nothing is stored on disk.
+import http from 'node:http';
+import crypto from 'node:crypto';
+import Provider, { errors } from 'oidc-provider';
+
+// Test users. The password of each is "<name>-pw". bob's email is not
+// verified, so Gatehouse must not trust it.
+export const USERS = {
+  alice: { name: 'Alice Employee', email: 'alice@example.com', email_verified: true, groups: ['staff', 'payroll-users'] },
+  bob: { name: 'Bob Contractor', email: 'bob@contractor.example', email_verified: false, groups: ['contractors'] },
+  carol: { name: 'Carol Manager', email: 'carol@example.com', email_verified: true, groups: ['staff', 'managers'] },
+  dave: { name: 'Dave Partner, "Ltd"', email: 'dave@partner.example', email_verified: true, groups: ['partners', 'weird,group'] },
+};
+const password = (login) => `${login}-pw`;
+
+const port = Number(process.env.IDP_PORT || 0);
+const clients = JSON.parse(process.env.IDP_CLIENTS || '[]').map((c) => ({
+  grant_types: ['authorization_code'],
+  response_types: ['code'],
+  token_endpoint_auth_method: c.client_secret ? 'client_secret_basic' : 'none',
+  ...c,
+}));
+
+const server = http.createServer();
+await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
+const issuer = `http://127.0.0.1:${server.address().port}`;
+
+const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: crypto.randomUUID(), use: 'sig', alg: 'RS256' };
+
+const provider = new Provider(issuer, {
+  clients,
+  jwks: { keys: [signingKey] },
+  cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
+  claims: {
+    openid: ['sub'],
+    email: ['email', 'email_verified'],
+    profile: ['name'],
+    groups: ['groups'],
+    acr: null,
+    amr: null,
+    auth_time: null,
+    sid: null,
+  },
+  // Put the claims of the granted scopes in the ID token, as most
+  // enterprise IdPs do, rather than only at the userinfo endpoint.
+  conformIdTokenClaims: false,
+  acrValues: ['urn:gatehouse:loa:pwd'],
+  features: {
+    devInteractions: { enabled: false },
+    rpInitiatedLogout: { enabled: true, logoutSource, postLogoutSuccessSource },
+  },
+  pkce: { required: () => true },
+  ttl: {
+    AccessToken: 600, AuthorizationCode: 60, IdToken: 600, Interaction: 600,
+    Session: 24 * 3600, Grant: 24 * 3600,
+  },
+  interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
+  async findAccount(ctx, sub) {
+    const user = USERS[sub];
+    if (!user) return undefined;
+    return {
+      accountId: sub,
+      async claims() {
+        return { sub, ...user };
+      },
+    };
+  },
+  // First-party client: consent is implied for what it asks.
+  async loadExistingGrant(ctx) {
+    const grantId = ctx.oidc.result?.consent?.grantId || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
+    if (grantId) {
+      const grant = await ctx.oidc.provider.Grant.find(grantId);
+      if (grant) return grant;
+    }
+    const grant = new ctx.oidc.provider.Grant({ clientId: ctx.oidc.client.clientId, accountId: ctx.oidc.session.accountId });
+    grant.addOIDCScope([...ctx.oidc.requestParamScopes].join(' '));
+    await grant.save();
+    return grant;
+  },
+  renderError(ctx, out) {
+    ctx.type = 'html';
+    ctx.body = page('Error', `<h1>Something went wrong</h1><p>${esc(out.error)}: ${esc(out.error_description || '')}</p>`);
+  },
+});
+provider.proxy = false;
+
+async function logoutSource(ctx, form) {
+  ctx.body = page('Sign out', `<h1>Sign out of the test IdP?</h1>${form}
+<button type="submit" form="op.logoutForm" name="logout" value="yes" autofocus>Yes, sign me out</button>
+<button type="submit" form="op.logoutForm">No, stay signed in</button>`);
+}
+
+async function postLogoutSuccessSource(ctx) {
+  ctx.body = page('Signed out', '<h1>You are signed out of the test IdP.</h1>');
+}
+
+function esc(s) {
+  return String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function page(title, body) {
+  return `<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>${esc(title)} · Test IdP</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head><body><main>${body}</main></body></html>`;
+}
+
+function loginPage(uid, error) {
+  return page('Sign in', `<h1>Sign in to the test IdP</h1>
+${error ? `<p role="alert" class="error">${esc(error)}</p>` : ''}
+<form method="post" action="/interaction/${esc(uid)}/login" autocomplete="off">
+<label for="login">User name</label> <input id="login" name="login" required autofocus>
+<label for="password">Password</label> <input id="password" name="password" type="password" required>
+<button type="submit">Sign in</button>
+</form>`);
+}
+
+async function readForm(req) {
+  let body = '';
+  for await (const chunk of req) {
+    body += chunk;
+    if (body.length > 16384) throw new Error('form too large');
+  }
+  return new URLSearchParams(body);
+}
+
+function send(res, status, html) {
+  res.writeHead(status, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+  res.end(html);
+}
+
+// The interaction routes (login form); everything else is oidc-provider.
+const oidc = provider.callback();
+server.on('request', async (req, res) => {
+  const m = /^\/interaction\/([\w-]+)(\/login)?$/.exec(req.url.split('?')[0]);
+  if (!m) return oidc(req, res);
+  try {
+    const details = await provider.interactionDetails(req, res);
+    if (details.uid !== m[1]) return send(res, 400, page('Error', '<p>interaction mismatch</p>'));
+    if (req.method === 'GET') return send(res, 200, loginPage(details.uid));
+    if (req.method !== 'POST' || !m[2]) return send(res, 405, page('Error', '<p>method not allowed</p>'));
+    const form = await readForm(req);
+    const login = form.get('login') || '';
+    if (!Object.hasOwn(USERS, login) || form.get('password') !== password(login)) {
+      return send(res, 200, loginPage(details.uid, 'Wrong user name or password.'));
+    }
+    const result = { login: { accountId: login, acr: 'urn:gatehouse:loa:pwd', amr: ['pwd'] } };
+    await provider.interactionFinished(req, res, result, { mergeWithLastSubmission: false });
+  } catch (err) {
+    if (err instanceof errors.SessionNotFound) return send(res, 400, page('Error', '<p>This sign-in expired. Start again.</p>'));
+    console.error(err);
+    send(res, 500, page('Error', '<p>internal error</p>'));
+  }
+});
+
+process.stdout.write(`${JSON.stringify({ issuer, users: Object.keys(USERS).map((u) => ({ login: u, password: password(u), ...USERS[u] })) })}\n`);
+for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => server.close(() => process.exit(0)));

@@ -1,0 +1,291 @@
+package e2e
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// TestLoginFlowAbuse runs the callback, logout and return-URL scenarios
+// against the legacy-app example.
+func TestLoginFlowAbuse(t *testing.T) {
+	env := startLegacy(t)
+	base := env.base
+
+	// startLogin navigates to path and stops at the IdP login form.
+	startLogin := func(t *testing.T, b *browser, path string) page {
+		t.Helper()
+		p := b.navigate(base + path)
+		if !isLoginForm(p) {
+			t.Fatalf("no login form for %s:\n%s", path, fmtHops(b.hops))
+		}
+		return p
+	}
+	// loginUntilCallback signs in at the IdP but stops before the
+	// callback, returning its URL.
+	loginUntilCallback := func(t *testing.T, b *browser, form page, user string) string {
+		t.Helper()
+		m := formActionRE.FindStringSubmatch(form.Body)
+		action, _ := form.Request.URL.Parse(m[1])
+		c := b.noRedirects()
+		next := action.String()
+		body := url.Values{"login": {user}, "password": {user + "-pw"}}.Encode()
+		method := http.MethodPost
+		for range 10 {
+			req, _ := http.NewRequest(method, next, strings.NewReader(body))
+			if method == http.MethodPost {
+				req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			}
+			setNavigation(req)
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			loc, err := resp.Location()
+			if err != nil {
+				t.Fatalf("no redirect from %s (%d)", next, resp.StatusCode)
+			}
+			if strings.HasPrefix(loc.String(), base+"/.gatehouse/callback") {
+				return loc.String()
+			}
+			next, method, body = loc.String(), http.MethodGet, ""
+		}
+		t.Fatal("never reached the callback")
+		return ""
+	}
+
+	t.Run("a replayed callback is refused", func(t *testing.T) {
+		b := newBrowser(t, env.gh)
+		form := startLogin(t, b, "/replay")
+		cb := loginUntilCallback(t, b, form, "alice")
+		loginCookie := loginCookieFor(t, b, cb)
+		first := b.navigate(cb)
+		mustStatus(t, first, http.StatusOK)
+		if first.Request.URL.Path != "/replay" {
+			t.Fatalf("landed on %s", first.Request.URL)
+		}
+		// Replay with the very same login cookie, as an attacker holding
+		// both would.
+		req, _ := http.NewRequest(http.MethodGet, cb, nil)
+		setNavigation(req)
+		req.Header.Set("Cookie", loginCookie.Name+"="+loginCookie.Value)
+		resp, err := transport(env.gh).RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("replayed callback: status %d, want 400", resp.StatusCode)
+		}
+		if hasSessionCookie(resp) {
+			t.Fatal("a replayed callback set a session cookie")
+		}
+		if !auditHas(env.gh, "/.gatehouse/callback", "login_failed", "state_replayed") {
+			t.Error("no audit line says state_replayed")
+		}
+		// And in the same browser, whose login cookie is spent.
+		again := b.navigate(cb)
+		mustStatus(t, again, http.StatusBadRequest)
+	})
+
+	t.Run("a callback from another browser is refused", func(t *testing.T) {
+		victim := newBrowser(t, env.gh)
+		form := startLogin(t, victim, "/x")
+		cb := loginUntilCallback(t, victim, form, "alice")
+		attacker := newBrowser(t, env.gh)
+		startLogin(t, attacker, "/y") // the attacker has a login cookie of its own
+		p := attacker.navigate(cb)
+		mustStatus(t, p, http.StatusBadRequest)
+		if !strings.Contains(p.Body, "not started in this browser") {
+			t.Errorf("the error page does not say why:\n%s", p.Body)
+		}
+		if attacker.cookie(base, "__Host-gatehouse") != nil {
+			t.Fatal("the attacker's browser got a session")
+		}
+	})
+
+	t.Run("callback abuse", func(t *testing.T) {
+		b := newBrowser(t, env.gh)
+		form := startLogin(t, b, "/z")
+		cb, _ := url.Parse(loginUntilCallback(t, b, form, "alice"))
+		state := cb.Query().Get("state")
+		for name, q := range map[string]string{
+			"no state":       "code=abc",
+			"malformed state": "code=abc&state=..%2F..",
+			"unknown state":  "code=abc&state=AAAAAAAAAAAAAAAAAAAAAAAAAA",
+			"idp error":      "error=access_denied&state=" + state,
+		} {
+			p := b.navigate(base + "/.gatehouse/callback?" + q)
+			if p.StatusCode != http.StatusBadRequest && p.StatusCode != http.StatusUnauthorized {
+				t.Errorf("%s: status %d, want 400 or 401", name, p.StatusCode)
+			}
+			if !strings.Contains(p.Header.Get("Content-Security-Policy"), "default-src 'none'") {
+				t.Errorf("%s: the error page has no strict CSP", name)
+			}
+		}
+	})
+
+	t.Run("a wrong issuer in the callback is refused", func(t *testing.T) {
+		b := newBrowser(t, env.gh)
+		form := startLogin(t, b, "/mixup")
+		cb, _ := url.Parse(loginUntilCallback(t, b, form, "alice"))
+		q := cb.Query()
+		q.Set("iss", "https://evil.example")
+		cb.RawQuery = q.Encode()
+		p := b.navigate(cb.String())
+		mustStatus(t, p, http.StatusBadRequest)
+	})
+
+	t.Run("parallel logins in several tabs all complete", func(t *testing.T) {
+		b := newBrowser(t, env.gh)
+		form1 := startLogin(t, b, "/tab1")
+		form2 := startLogin(t, b, "/tab2")
+		// Finish the second tab first; the first then goes straight
+		// through the IdP's single sign-on.
+		p2 := b.submitLogin(form2, "alice")
+		if p2.Request.URL.Path != "/tab2" {
+			t.Fatalf("tab 2 landed on %s", p2.Request.URL)
+		}
+		p1 := b.submitLogin(form1, "alice")
+		if p1.Request.URL.Path != "/tab1" {
+			t.Fatalf("tab 1 landed on %s:\n%s", p1.Request.URL, fmtHops(b.hops))
+		}
+	})
+
+	t.Run("return URLs never leave the origin", func(t *testing.T) {
+		b := newBrowser(t, env.gh)
+		b.login(base+"/", "alice")
+		c := b.noRedirects()
+		hostile := []string{
+			"//evil.example", "///evil.example", "/\\evil.example", "/%5Cevil.example", "/%5cevil.example",
+			"/%2F%2Fevil.example", "/%252F%252Fevil.example", "https:evil.example", "https://evil.example/",
+			"http:/evil.example", "javascript:alert(1)", "/\t/evil.example", "/\r\n/evil.example",
+			"/%09/evil.example", "/%0d%0aSet-Cookie:x=y", "//user@evil.example", "//evil.example%40app",
+			"//ｅvil.example", "/.gatehouse/logout", "/x/../.gatehouse/logout", "evil.example", "",
+		}
+		for _, rd := range hostile {
+			req, _ := http.NewRequest(http.MethodGet, base+"/.gatehouse/login?rd="+url.QueryEscape(rd), nil)
+			setNavigation(req)
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || loc != "/" {
+				t.Errorf("rd=%q: %d Location %q, want 302 to /", rd, resp.StatusCode, loc)
+			}
+		}
+		for _, rd := range []string{"/reports?x=1", "/a/b%20c", "/@me"} {
+			req, _ := http.NewRequest(http.MethodGet, base+"/.gatehouse/login?rd="+url.QueryEscape(rd), nil)
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if loc := resp.Header.Get("Location"); loc != rd {
+				t.Errorf("rd=%q: Location %q, want it kept", rd, loc)
+			}
+		}
+		// Through a whole login: a scheme-relative request path falls
+		// back to / on this origin.
+		b2 := newBrowser(t, env.gh)
+		p := b2.login(base+"//evil.example/x", "alice")
+		if p.Request.URL.Host != strings.TrimPrefix(base, "https://") || p.Request.URL.Path != "/" {
+			t.Errorf("after login from //evil.example/x the browser is at %s", p.Request.URL)
+		}
+		b3 := newBrowser(t, env.gh)
+		p = b3.login(base+"/.gatehouse/login?rd="+url.QueryEscape("//evil.example"), "alice")
+		if p.Request.URL.String() != base+"/" {
+			t.Errorf("after login with rd=//evil.example the browser is at %s", p.Request.URL)
+		}
+	})
+
+	t.Run("logout ends the session here and at the IdP", func(t *testing.T) {
+		b := newBrowser(t, env.gh)
+		b.login(base+"/before", "alice")
+		p := b.navigate(base + "/.gatehouse/logout")
+		// The IdP asks for confirmation.
+		var toIdP *http.Response
+		for _, h := range b.hops {
+			if strings.HasPrefix(h.Request.URL.String(), env.idp.Issuer+"/session/end") {
+				toIdP = h
+			}
+		}
+		if toIdP == nil {
+			t.Fatalf("logout did not go to the IdP's end_session_endpoint:\n%s", fmtHops(b.hops))
+		}
+		q := toIdP.Request.URL.Query()
+		if q.Get("id_token_hint") == "" || q.Get("post_logout_redirect_uri") != base+"/.gatehouse/logout" {
+			t.Errorf("end-session request: %s", toIdP.Request.URL)
+		}
+		p = b.submitForm(p, url.Values{"logout": {"yes"}})
+		mustStatus(t, p, http.StatusOK)
+		if p.Request.URL.String() != base+"/.gatehouse/logout" || !strings.Contains(p.Body, "signed out") {
+			t.Fatalf("after the IdP logout the browser is at %s:\n%s", p.Request.URL, p.Body)
+		}
+		// The session is gone, and the next login asks for the password.
+		next := b.navigate(base + "/after")
+		if !isLoginForm(next) {
+			t.Fatalf("after logout, a navigation did not show the login form:\n%s", fmtHops(b.hops))
+		}
+		loc, _ := url.Parse(b.hops[0].Header.Get("Location"))
+		if loc.Query().Get("prompt") != "login" {
+			t.Errorf("the login after logout did not send prompt=login: %s", loc)
+		}
+		landed := b.submitLogin(next, "alice")
+		if landed.Request.URL.Path != "/after" {
+			t.Errorf("after logging in again the browser is at %s", landed.Request.URL)
+		}
+	})
+
+	t.Run("concurrent logins of many users", func(t *testing.T) {
+		var wg sync.WaitGroup
+		for i := range 8 {
+			wg.Go(func() {
+				b := newBrowser(t, env.gh)
+				user := []string{"alice", "bob", "carol", "dave"}[i%4]
+				p := b.login(base+"/c", user)
+				if e := p.echo(t); e.Headers["X-Remote-Sub"][0] != user {
+					t.Errorf("login as %s reached the upstream as %q", user, e.Headers["X-Remote-Sub"])
+				}
+			})
+		}
+		wg.Wait()
+	})
+}
+
+// loginCookieFor returns the login cookie a browser holds for the state in
+// a callback URL.
+func loginCookieFor(t *testing.T, b *browser, callback string) *http.Cookie {
+	t.Helper()
+	u, _ := url.Parse(callback)
+	name := "__Secure-gatehouse_login_" + u.Query().Get("state")
+	for _, c := range b.jar.Cookies(u) {
+		if c.Name == name {
+			return c
+		}
+	}
+	t.Fatalf("no login cookie %s", name)
+	return nil
+}
+
+func hasSessionCookie(resp *http.Response) bool {
+	for _, c := range resp.Cookies() {
+		if c.Name == "__Host-gatehouse" && c.MaxAge >= 0 && c.Value != "" {
+			return true
+		}
+	}
+	return false
+}
+
+func auditHas(g *gatehouse, path, result, reason string) bool {
+	for _, l := range g.auditLines() {
+		if l["path"] == path && l["result"] == result && l["reason"] == reason {
+			return true
+		}
+	}
+	return false
+}
