@@ -113,10 +113,10 @@ func TestLoginFlowAbuse(t *testing.T) {
 		cb, _ := url.Parse(loginUntilCallback(t, b, form, "alice"))
 		state := cb.Query().Get("state")
 		for name, q := range map[string]string{
-			"no state":       "code=abc",
+			"no state":        "code=abc",
 			"malformed state": "code=abc&state=..%2F..",
-			"unknown state":  "code=abc&state=AAAAAAAAAAAAAAAAAAAAAAAAAA",
-			"idp error":      "error=access_denied&state=" + state,
+			"unknown state":   "code=abc&state=AAAAAAAAAAAAAAAAAAAAAAAAAA",
+			"idp error":       "error=access_denied&state=" + state,
 		} {
 			p := b.navigate(base + "/.gatehouse/callback?" + q)
 			if p.StatusCode != http.StatusBadRequest && p.StatusCode != http.StatusUnauthorized {

@@ -219,13 +219,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	// Sealed values outlive their cookie a little so that an expired
 	// session still opens and can say why it ended (and force a fresh
 	// login); Check decides validity.
-	if h.sessions, err = authn.NewSealer(secrets, "session", binding, time.Duration(h.SessionLifetime)+time.Hour); err != nil {
+	if h.sessions, err = authn.NewSealer(secrets, "session", binding, time.Duration(h.SessionLifetime)+expiredGrace); err != nil {
 		return fmt.Errorf("gatehouse: cookie_secret: %w", err)
 	}
 	if h.logins, err = authn.NewSealer(secrets, "login", binding, authn.LoginTTL); err != nil {
 		return fmt.Errorf("gatehouse: cookie_secret: %w", err)
 	}
-	if h.idTokens, err = authn.NewSealer(secrets, "id_token", binding, time.Duration(h.SessionLifetime)+time.Hour); err != nil {
+	if h.idTokens, err = authn.NewSealer(secrets, "id_token", binding, time.Duration(h.SessionLifetime)+expiredGrace); err != nil {
 		return fmt.Errorf("gatehouse: cookie_secret: %w", err)
 	}
 	if h.CookieDomain == "" {

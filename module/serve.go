@@ -127,9 +127,12 @@ func (h *Handler) writeSession(w http.ResponseWriter, s *authn.Session) error {
 	if err != nil {
 		return err
 	}
-	maxAge := int(time.Until(h.lifetimes.Expires(s)) / time.Second)
-	if s.Ended != "" || maxAge < 60 {
-		maxAge = int(h.lifetimes.Lifetime / time.Second)
+	// The cookie outlives the session by an hour, so that when the session
+	// ends the browser still shows why, and the next login asks for the
+	// password (prompt=login) instead of riding the IdP's single sign-on.
+	maxAge := int((time.Until(h.lifetimes.Expires(s)) + expiredGrace) / time.Second)
+	if s.Ended != "" {
+		maxAge = int((h.lifetimes.Lifetime + expiredGrace) / time.Second)
 	}
 	http.SetCookie(w, h.cookie(h.sessionCookie, v, "/", maxAge, h.CookieDomain))
 	return nil
@@ -318,5 +321,8 @@ func truncate(s string, n int) string {
 	}
 	return s
 }
+
+// expiredGrace is how long an ended session's cookie is kept to say so.
+const expiredGrace = time.Hour
 
 func timeUnix(s int64) time.Time { return time.Unix(s, 0) }
