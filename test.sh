@@ -27,7 +27,8 @@ go test -count=1 ./...
 go test -count=1 -race ./authn/ ./module/
 # Each fuzz target, briefly (seed corpora run in every go test).
 fuzztime=${FUZZTIME:-10s}
-for target in FuzzCanonicalPath FuzzSafeReturnPath FuzzOpenSession; do
-	go test -run='^$' -fuzz="^${target}\$" -fuzztime="$fuzztime" ./authn/
+for spec in authn:FuzzCanonicalPath authn:FuzzSafeReturnPath authn:FuzzOpenSession \
+	module:FuzzUnmarshalCaddyfile module:FuzzStripManagedHeaders; do
+	go test -run='^$' -fuzz="^${spec#*:}\$" -fuzztime="$fuzztime" "./${spec%%:*}/"
 done
 echo "test.sh: all tests passed in $(($(date +%s) - start))s"
