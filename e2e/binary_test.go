@@ -1,0 +1,33 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestBinaryIsCaddy checks that the built binary is Caddy with Gatehouse:
+// the usual subcommands work, and adapt --validate needs no network.
+func TestBinaryIsCaddy(t *testing.T) {
+	out, err := exec.Command(gatehouseBin, "list-modules").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "http.handlers.gatehouse") || !strings.Contains(string(out), "http.handlers.reverse_proxy") {
+		t.Fatalf("list-modules: %v\n%s", err, out)
+	}
+	env := append(os.Environ(), "HOME="+t.TempDir(),
+		"GATEHOUSE_SITE=app.example.com",
+		"GATEHOUSE_ISSUER=https://idp.invalid/realms/corp", // unreachable on purpose
+		"GATEHOUSE_CLIENT_ID=legacy", "GATEHOUSE_CLIENT_SECRET=x",
+		"GATEHOUSE_COOKIE_SECRET="+randomSecret(t))
+	cmd := exec.Command(gatehouseBin, "adapt", "--config", "../caddyfile-examples/legacy-app.Caddyfile", "--validate")
+	cmd.Env = env
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), `"handler":"gatehouse"`) {
+		t.Fatalf("adapt --validate of the example, offline: %v\n%s", err, out)
+	}
+	cmd = exec.Command(gatehouseBin, "adapt", "--config", "../caddyfile-examples/legacy-app.Caddyfile", "--validate")
+	cmd.Env = append(env, "GATEHOUSE_COOKIE_SECRET=too-short")
+	out, err = cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "cookie_secret: secret #1 is 9 bytes after placeholders; it must be at least 32") {
+		t.Fatalf("adapt --validate with a short secret: %v\n%s", err, out)
+	}
+}
