@@ -57,6 +57,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.Errf("gatehouse takes no arguments on its line, only a block; got %q", d.Val())
 	}
 	seen := map[string]bool{}
+	single := map[string]*string{
+		"app": &h.App, "issuer": &h.Issuer, "client_id": &h.ClientID, "client_secret": &h.ClientSecret,
+		"groups_claim": &h.GroupsClaim, "cookie_domain": &h.CookieDomain, "external_url": &h.ExternalURL,
+	}
+	lists := map[string]*[]string{
+		"scopes": &h.Scopes, "allow_groups": &h.AllowGroups, "allow_email_domains": &h.AllowEmailDomains,
+	}
+	paths := map[string]*[]string{"public": &h.Public, "idle_ignore": &h.IdleIgnore}
+	durations := map[string]*caddy.Duration{"idle_timeout": &h.IdleTimeout, "session_lifetime": &h.SessionLifetime}
 	for d.NextBlock(0) {
 		sub := d.Val()
 		switch sub {
@@ -67,110 +76,75 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		}
 		seen[sub] = true
-		switch sub {
-		case "app":
-			if err := oneArg(d, &h.App); err != nil {
-				return err
-			}
-		case "issuer":
-			if err := oneArg(d, &h.Issuer); err != nil {
-				return err
-			}
-		case "client_id":
-			if err := oneArg(d, &h.ClientID); err != nil {
-				return err
-			}
-		case "client_secret":
-			if err := oneArg(d, &h.ClientSecret); err != nil {
-				return err
-			}
-		case "scopes":
-			if err := someArgs(d, &h.Scopes); err != nil {
-				return err
-			}
-		case "groups_claim":
-			if err := oneArg(d, &h.GroupsClaim); err != nil {
-				return err
-			}
-		case "cookie_secret":
-			args := d.RemainingArgs()
-			if len(args) == 0 {
-				return d.Errf("cookie_secret needs at least one secret")
-			}
-			for i, s := range args {
-				// A literal (no placeholder) is checked here, so the
-				// error can name the line.
-				if !strings.Contains(s, "{") && len(s) < authn.MinSecretLen {
-					return d.Errf("cookie_secret: secret #%d is %d bytes; it must be at least %d (generate one with: openssl rand -base64 48)", len(h.CookieSecrets)+i+1, len(s), authn.MinSecretLen)
-				}
-			}
-			h.CookieSecrets = append(h.CookieSecrets, args...)
-		case "cookie_name":
-			if err := oneArg(d, &h.CookieName); err != nil {
-				return err
-			}
-			if !cookieNameRE.MatchString(h.CookieName) {
-				return d.Errf("cookie_name %q must be 1-48 letters, digits, '_' or '-'", h.CookieName)
-			}
-		case "cookie_domain":
-			if err := oneArg(d, &h.CookieDomain); err != nil {
-				return err
-			}
-		case "idle_timeout":
-			if err := durationArg(d, &h.IdleTimeout); err != nil {
-				return err
-			}
-		case "idle_activity":
-			if err := oneArg(d, &h.IdleActivity); err != nil {
-				return err
-			}
-			if h.IdleActivity != "navigation" && h.IdleActivity != "any" {
-				return d.Errf("idle_activity must be navigation or any, got %q", h.IdleActivity)
-			}
-		case "idle_ignore":
-			if err := pathArgs(d, &h.IdleIgnore); err != nil {
-				return err
-			}
-		case "session_lifetime":
-			if err := durationArg(d, &h.SessionLifetime); err != nil {
-				return err
-			}
-		case "identity_header":
-			args := d.RemainingArgs()
-			if len(args) != 2 {
-				return d.Errf("identity_header takes a header name and a claim, such as: identity_header X-Remote-User email")
-			}
-			if err := checkManagedHeaderName(args[0]); err != nil {
-				return d.Errf("identity_header: %v", err)
-			}
-			h.IdentityHeaders = append(h.IdentityHeaders, IdentityHeader{Header: args[0], Claim: args[1]})
-		case "public":
-			if err := pathArgs(d, &h.Public); err != nil {
-				return err
-			}
-		case "allow_groups":
-			if err := someArgs(d, &h.AllowGroups); err != nil {
-				return err
-			}
-		case "allow_email_domains":
-			if err := someArgs(d, &h.AllowEmailDomains); err != nil {
-				return err
-			}
-		case "external_url":
-			if err := oneArg(d, &h.ExternalURL); err != nil {
-				return err
-			}
-		case "trust_unverified_email":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			h.TrustUnverifiedEmail = true
+		var err error
+		switch {
+		case single[sub] != nil:
+			err = oneArg(d, single[sub])
+		case lists[sub] != nil:
+			err = someArgs(d, lists[sub])
+		case paths[sub] != nil:
+			err = pathArgs(d, paths[sub])
+		case durations[sub] != nil:
+			err = durationArg(d, durations[sub])
 		default:
-			return d.Errf("unknown gatehouse subdirective %q", sub)
+			err = h.unmarshalSpecial(d, sub)
+		}
+		if err != nil {
+			return err
 		}
 		if d.NextBlock(1) {
 			return d.Errf("%s takes no block", sub)
 		}
+	}
+	return nil
+}
+
+// unmarshalSpecial parses the subdirectives with their own syntax.
+func (h *Handler) unmarshalSpecial(d *caddyfile.Dispenser, sub string) error {
+	switch sub {
+	case "cookie_secret":
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return d.Errf("cookie_secret needs at least one secret")
+		}
+		for i, s := range args {
+			// A literal (no placeholder) is checked here, so the
+			// error can name the line.
+			if !strings.Contains(s, "{") && len(s) < authn.MinSecretLen {
+				return d.Errf("cookie_secret: secret #%d is %d bytes; it must be at least %d (generate one with: openssl rand -base64 48)", len(h.CookieSecrets)+i+1, len(s), authn.MinSecretLen)
+			}
+		}
+		h.CookieSecrets = append(h.CookieSecrets, args...)
+	case "cookie_name":
+		if err := oneArg(d, &h.CookieName); err != nil {
+			return err
+		}
+		if !cookieNameRE.MatchString(h.CookieName) {
+			return d.Errf("cookie_name %q must be 1-48 letters, digits, '_' or '-'", h.CookieName)
+		}
+	case "idle_activity":
+		if err := oneArg(d, &h.IdleActivity); err != nil {
+			return err
+		}
+		if h.IdleActivity != "navigation" && h.IdleActivity != "any" {
+			return d.Errf("idle_activity must be navigation or any, got %q", h.IdleActivity)
+		}
+	case "identity_header":
+		args := d.RemainingArgs()
+		if len(args) != 2 {
+			return d.Errf("identity_header takes a header name and a claim, such as: identity_header X-Remote-User email")
+		}
+		if err := checkManagedHeaderName(args[0]); err != nil {
+			return d.Errf("identity_header: %v", err)
+		}
+		h.IdentityHeaders = append(h.IdentityHeaders, IdentityHeader{Header: args[0], Claim: args[1]})
+	case "trust_unverified_email":
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		h.TrustUnverifiedEmail = true
+	default:
+		return d.Errf("unknown gatehouse subdirective %q", sub)
 	}
 	return nil
 }
