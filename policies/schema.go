@@ -1,0 +1,100 @@
+package policies
+
+import (
+	"encoding/json"
+)
+
+// inputSchemaJSON describes the input document for OPA's type checker, so
+// a policy that reads a field the input does not have (input.usr,
+// input.request.pth) is refused at load time with its file and line.
+const inputSchemaJSON = `{
+  "type": "object",
+  "additionalProperties": false,
+  "properties": {
+    "app": {"type": "string"},
+    "version": {"type": "integer"},
+    "now": {"type": "integer"},
+    "grants_error": {"type": "boolean"},
+    "user": {
+      "type": "object",
+      "additionalProperties": false,
+      "properties": {
+        "sub": {"type": "string"},
+        "iss": {"type": "string"},
+        "email": {"type": "string"},
+        "name": {"type": "string"},
+        "groups": {"type": "array", "items": {"type": "string"}},
+        "acr": {"type": "string"},
+        "amr": {"type": "array", "items": {"type": "string"}},
+        "auth_time": {"type": "integer"},
+        "verifications": {"type": "object", "additionalProperties": {"type": "object"}}
+      }
+    },
+    "session": {
+      "type": "object",
+      "additionalProperties": false,
+      "properties": {
+        "age_s": {"type": "integer"},
+        "idle_s": {"type": "integer"}
+      }
+    },
+    "request": {
+      "type": "object",
+      "additionalProperties": false,
+      "properties": {
+        "method": {"type": "string"},
+        "host": {"type": "string"},
+        "path": {"type": "string"},
+        "path_lower": {"type": "string"},
+        "raw_path": {"type": "string"},
+        "query": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+        "remote_ip": {"type": "string"},
+        "headers": {"type": "object", "additionalProperties": {"type": "string"}}
+      }
+    },
+    "grants": {
+      "type": "array",
+      "items": {
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+          "resource": {"type": "string"},
+          "expires_at": {"type": "integer"},
+          "approved_by": {"type": "string"}
+        }
+      }
+    },
+    "access_request": {
+      "type": "object",
+      "additionalProperties": false,
+      "properties": {
+        "requester": {
+          "type": "object",
+          "additionalProperties": false,
+          "properties": {
+            "sub": {"type": "string"},
+            "iss": {"type": "string"},
+            "email": {"type": "string"}
+          }
+        },
+        "resource": {"type": "string"},
+        "reason": {"type": "string"},
+        "duration": {"type": "string"}
+      }
+    }
+  }
+}`
+
+func inputSchema() any {
+	var v any
+	if err := json.Unmarshal([]byte(inputSchemaJSON), &v); err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// canonicalJSON encodes data documents deterministically (sorted keys),
+// for the revision digest.
+func canonicalJSON(v any) ([]byte, error) {
+	return json.Marshal(v)
+}
