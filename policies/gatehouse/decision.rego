@@ -148,9 +148,13 @@ headers[name] := value if {
 	value := values[0]
 }
 
-step_up_part := {"step_up": step_up} if step_up else := {}
+step_up_part := {"step_up": step_up} if step_up
 
-offer_part := {"request_grant": offer} if offer else := {}
+else := {}
+
+offer_part := {"request_grant": offer} if offer
+
+else := {}
 
 default decision := {"allow": false, "reason": "no rule grants access"}
 
