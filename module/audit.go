@@ -7,6 +7,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/gatehouse-proxy/gatehouse/policies"
 )
 
 // decision is one audited outcome of the pipeline. Every request that
@@ -23,6 +25,11 @@ type decision struct {
 	result string // allow, public, login, deny, reject, internal, error
 	reason string
 	logged bool
+
+	revision     string          // policy revision, when a policy was asked
+	policyReason string          // the policy's own reason for a deny
+	offer        string          // resource the deny offered a grant for
+	input        *policies.Input // with decision_log full
 }
 
 // newDecisionID returns 16 random hex characters.
@@ -49,7 +56,8 @@ func (h *Handler) audit(d *decision) {
 	if ce == nil {
 		return
 	}
-	ce.Write(
+	fields := make([]zap.Field, 0, 14)
+	fields = append(fields,
 		zap.String("decision_id", d.ID()),
 		zap.String("app", h.App),
 		zap.String("user", d.user),
@@ -60,4 +68,17 @@ func (h *Handler) audit(d *decision) {
 		zap.String("reason", d.reason),
 		zap.Duration("latency", h.now().Sub(d.start)),
 	)
+	if d.revision != "" {
+		fields = append(fields, zap.String("policy_revision", d.revision))
+	}
+	if d.policyReason != "" {
+		fields = append(fields, zap.String("policy_reason", d.policyReason))
+	}
+	if d.offer != "" {
+		fields = append(fields, zap.String("grant_offer", d.offer))
+	}
+	if d.input != nil {
+		fields = append(fields, zap.Any("input", d.input))
+	}
+	ce.Write(fields...)
 }

@@ -46,6 +46,13 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    allow_email_domains <domain...>        # repeatable
 //	    external_url        <url>
 //	    trust_unverified_email
+//	    policy              <dir>
+//	    policy_query        <query>
+//	    policy_headers      <names...>         # repeatable
+//	    policy_timeout      <duration>
+//	    decision_log        minimal|full
+//	    input_headers       <names...>         # repeatable
+//	    redact_query        <names...>         # repeatable
 //	}
 //
 // Secrets take placeholders ({env.X}, {file./path}), resolved at start.
@@ -60,16 +67,20 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	single := map[string]*string{
 		"app": &h.App, "issuer": &h.Issuer, "client_id": &h.ClientID, "client_secret": &h.ClientSecret,
 		"groups_claim": &h.GroupsClaim, "cookie_domain": &h.CookieDomain, "external_url": &h.ExternalURL,
+		"policy": &h.Policy, "policy_query": &h.PolicyQuery,
 	}
 	lists := map[string]*[]string{
 		"scopes": &h.Scopes, "allow_groups": &h.AllowGroups, "allow_email_domains": &h.AllowEmailDomains,
+		"policy_headers": &h.PolicyHeaders, "input_headers": &h.InputHeaders, "redact_query": &h.RedactQuery,
 	}
 	paths := map[string]*[]string{"public": &h.Public, "idle_ignore": &h.IdleIgnore}
-	durations := map[string]*caddy.Duration{"idle_timeout": &h.IdleTimeout, "session_lifetime": &h.SessionLifetime}
+	durations := map[string]*caddy.Duration{"idle_timeout": &h.IdleTimeout, "session_lifetime": &h.SessionLifetime,
+		"policy_timeout": &h.PolicyTimeout}
 	for d.NextBlock(0) {
 		sub := d.Val()
 		switch sub {
-		case "cookie_secret", "idle_ignore", "identity_header", "public", "allow_groups", "allow_email_domains":
+		case "cookie_secret", "idle_ignore", "identity_header", "public", "allow_groups", "allow_email_domains",
+			"policy_headers", "input_headers", "redact_query":
 		default:
 			if seen[sub] {
 				return d.Errf("%s is set twice", sub)
@@ -138,6 +149,13 @@ func (h *Handler) unmarshalSpecial(d *caddyfile.Dispenser, sub string) error {
 			return d.Errf("identity_header: %v", err)
 		}
 		h.IdentityHeaders = append(h.IdentityHeaders, IdentityHeader{Header: args[0], Claim: args[1]})
+	case "decision_log":
+		if err := oneArg(d, &h.DecisionLog); err != nil {
+			return err
+		}
+		if h.DecisionLog != "minimal" && h.DecisionLog != "full" {
+			return d.Errf("decision_log must be minimal or full, got %q", h.DecisionLog)
+		}
 	case "trust_unverified_email":
 		if d.NextArg() {
 			return d.ArgErr()

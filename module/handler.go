@@ -16,9 +16,11 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/open-policy-agent/opa/v1/ast"
 	"go.uber.org/zap"
 
 	"github.com/gatehouse-proxy/gatehouse/authn"
+	"github.com/gatehouse-proxy/gatehouse/policies"
 )
 
 func init() {
@@ -115,6 +117,42 @@ type Handler struct {
 	// is not true. Only for IdPs that verify every address they issue.
 	TrustUnverifiedEmail bool `json:"trust_unverified_email,omitempty"`
 
+	// Policy is a directory of Rego policies (and data.json/data.yaml),
+	// evaluated on every request after login. It is watched: a valid
+	// change is served at once, an invalid one is refused and logged.
+	// Without it, every authenticated user passing the allow rules is
+	// allowed.
+	Policy string `json:"policy,omitempty"`
+
+	// PolicyQuery is the decision query. Default: data.gatehouse.decision.
+	PolicyQuery string `json:"policy_query,omitempty"`
+
+	// PolicyHeaders are the only header names a decision may set. They are
+	// stripped from every incoming request; a decision that sets another
+	// name is a policy error (deny).
+	PolicyHeaders []string `json:"policy_headers,omitempty"`
+
+	// PolicyTimeout bounds one evaluation; past it the request is denied
+	// with policy_error. Default: 100ms.
+	PolicyTimeout caddy.Duration `json:"policy_timeout,omitempty"`
+
+	// DecisionLog is "minimal" (default: the decision without its input)
+	// or "full" (the whole policy input too, query values named in
+	// redact_query masked, so that any decision can be replayed offline
+	// with `gatehouse policy eval`).
+	DecisionLog string `json:"decision_log,omitempty"`
+
+	// InputHeaders are the request headers copied into the policy input
+	// (input.request.headers, names in lowercase). Default: User-Agent.
+	// Cookie, Authorization and managed headers are never copied.
+	InputHeaders []string `json:"input_headers,omitempty"`
+
+	// RedactQuery names query parameters whose values are masked in the
+	// decision log. Default: code, state, token, access_token, id_token,
+	// refresh_token, password, secret, key, api_key, session, sig,
+	// signature.
+	RedactQuery []string `json:"redact_query,omitempty"`
+
 	logger   *zap.Logger
 	auditLog *zap.Logger
 	now      func() time.Time
@@ -140,6 +178,12 @@ type Handler struct {
 	domains    map[string]struct{}
 	external   *url.URL
 	pages      *pages
+
+	engineKey     string
+	engine        *policies.Engine
+	policyHeaders map[string]string // normalized name → canonical name
+	inputHeaders  []string          // canonical names
+	redact        map[string]bool
 }
 
 // IdentityHeader sets one request header from one claim of the session.
@@ -205,6 +249,24 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.IdleActivity == "" {
 		h.IdleActivity = "navigation"
 	}
+	h.Policy = repl.ReplaceKnown(h.Policy, "")
+	if h.Policy != "" {
+		if h.PolicyQuery == "" {
+			h.PolicyQuery = policies.DefaultQuery
+		}
+		if h.PolicyTimeout == 0 {
+			h.PolicyTimeout = caddy.Duration(100 * time.Millisecond)
+		}
+	}
+	if h.DecisionLog == "" {
+		h.DecisionLog = "minimal"
+	}
+	if len(h.InputHeaders) == 0 {
+		h.InputHeaders = []string{"User-Agent"}
+	}
+	if len(h.RedactQuery) == 0 {
+		h.RedactQuery = append([]string(nil), defaultRedactQuery...)
+	}
 	if err := h.validate(); err != nil {
 		return err
 	}
@@ -262,7 +324,20 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			extra = append(extra, ih.Claim)
 		}
 	}
+	h.policyHeaders = make(map[string]string, len(h.PolicyHeaders))
+	for _, ph := range h.PolicyHeaders {
+		h.policyHeaders[normalizeHeaderName(ph)] = http.CanonicalHeaderKey(ph)
+		names = append(names, ph)
+	}
 	h.managed = newManagedHeaders(names)
+	h.inputHeaders = h.inputHeaders[:0]
+	for _, ih := range h.InputHeaders {
+		h.inputHeaders = append(h.inputHeaders, http.CanonicalHeaderKey(ih))
+	}
+	h.redact = make(map[string]bool, len(h.RedactQuery))
+	for _, q := range h.RedactQuery {
+		h.redact[q] = true
+	}
 	if h.ExternalURL != "" {
 		h.external, _ = url.Parse(strings.TrimSuffix(h.ExternalURL, "/"))
 	}
@@ -293,7 +368,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Now:                  h.now,
 	}
 
-	if len(h.AllowGroups) == 0 && len(h.AllowEmailDomains) == 0 {
+	if h.Policy != "" {
+		if err := h.provisionPolicy(); err != nil {
+			return err
+		}
+	}
+
+	if h.Policy == "" && len(h.AllowGroups) == 0 && len(h.AllowEmailDomains) == 0 {
 		h.logger.Warn("EVERY AUTHENTICATED USER IS ALLOWED: no policy, allow_groups or allow_email_domains is configured",
 			zap.String("app", h.App), zap.String("issuer", h.Issuer))
 	}
@@ -386,6 +467,39 @@ func (h *Handler) validate() error {
 			bad("external_url", "%v", err)
 		}
 	}
+	for _, ph := range h.PolicyHeaders {
+		if err := checkManagedHeaderName(ph); err != nil {
+			bad("policy_headers", "%v", err)
+		}
+		n := normalizeHeaderName(ph)
+		if seen[n] {
+			bad("policy_headers", "%s is already an identity or policy header", ph)
+		}
+		seen[n] = true
+	}
+	if h.Policy == "" && (len(h.PolicyHeaders) > 0 || h.PolicyQuery != "") {
+		bad("policy", "policy_query and policy_headers need a policy directory")
+	}
+	if h.Policy != "" {
+		if _, err := ast.ParseRef(h.PolicyQuery); err != nil {
+			bad("policy_query", "%q is not a reference such as data.gatehouse.decision: %v", h.PolicyQuery, err)
+		}
+		if time.Duration(h.PolicyTimeout) < time.Millisecond {
+			bad("policy_timeout", "must be at least 1ms")
+		}
+	}
+	if h.DecisionLog != "minimal" && h.DecisionLog != "full" {
+		bad("decision_log", "%q must be minimal or full", h.DecisionLog)
+	}
+	for _, ih := range h.InputHeaders {
+		n := normalizeHeaderName(ih)
+		switch {
+		case checkManagedHeaderName(ih) != nil && n != "user-agent" && n != "accept" && n != "content-type":
+			bad("input_headers", "%q cannot be copied into the policy input", ih)
+		case seen[n]:
+			bad("input_headers", "%q is a managed header; the policy sees the verified identity in input.user", ih)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -439,13 +553,18 @@ func containsString(list []string, s string) bool {
 	return false
 }
 
-// Cleanup releases the shared IdP client.
+// Cleanup releases the shared IdP client and policy engine.
 func (h *Handler) Cleanup() error {
+	var errs []error
 	if h.provider != nil {
 		_, err := providers.Delete(h.providerKey)
-		return err
+		errs = append(errs, err)
 	}
-	return nil
+	if h.engine != nil {
+		_, err := policyEngines.Delete(h.engineKey)
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // Interface guards.

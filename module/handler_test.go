@@ -80,14 +80,20 @@ func TestProvisionRefusesBadConfig(t *testing.T) {
 	for _, c := range cases {
 		h := validHandler()
 		c.change(h)
-		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-		err := h.Provision(ctx)
-		_ = h.Cleanup()
-		cancel()
+		err := tryProvision(h)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: err = %v\nwant it to contain %q", c.name, err, c.want)
 		}
 	}
+}
+
+// tryProvision provisions h and cleans it up, returning the error.
+func tryProvision(h *Handler) error {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	err := h.Provision(ctx)
+	_ = h.Cleanup()
+	return err
 }
 
 func TestProvisionResolvesPlaceholdersOffline(t *testing.T) {

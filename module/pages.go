@@ -46,6 +46,7 @@ type answer struct {
 	Error      string `json:"error"`            // class: unauthenticated, forbidden, bad_request…
 	Reason     string `json:"reason,omitempty"` // stable reason code
 	Message    string `json:"message"`          // for people; never internals
+	Note       string `json:"note,omitempty"`   // a second line for people
 	LoginURL   string `json:"login_url,omitempty"`
 	Reference  string `json:"decision_id,omitempty"`
 	Title      string `json:"-"`

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gatehouse-proxy/gatehouse/authn"
+	"github.com/gatehouse-proxy/gatehouse/policies"
 )
 
 // ServeHTTP runs the pipeline: strip managed headers, route internal
@@ -59,6 +60,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			Message: "Your account is not in a group or email domain allowed to use this application."})
 	}
 
+	// 6. Policy.
+	var dec policies.Decision
+	if h.engine != nil {
+		var err error
+		dec, err = h.decide(r, sess, canon, d)
+		if !h.applyDecision(w, r, d, dec, err) {
+			return nil
+		}
+	}
+
 	// 9. Allow: slide the idle clock on user activity, set identity.
 	if h.isActivity(r, mr) && h.lifetimes.ShouldSlide(sess, now) {
 		sess.LastSeen = now.Unix()
@@ -71,6 +82,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			r.Header[ih.key] = []string{v}
 		}
 	}
+	h.setPolicyHeaders(r, dec)
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set("http.auth.user.id", sess.Subject)
 	}

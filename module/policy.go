@@ -1,0 +1,199 @@
+package module
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/gatehouse-proxy/gatehouse/authn"
+	"github.com/gatehouse-proxy/gatehouse/policies"
+)
+
+// policyEngines shares one watched engine per policy directory, query and
+// timeout across handler instances and config reloads.
+var policyEngines = caddy.NewUsagePool()
+
+var defaultRedactQuery = []string{"code", "state", "token", "access_token", "id_token", "refresh_token",
+	"password", "secret", "key", "api_key", "session", "sig", "signature"}
+
+func (h *Handler) provisionPolicy() error {
+	dir, err := filepath.Abs(h.Policy)
+	if err != nil {
+		return fmt.Errorf("gatehouse: policy: %v", err)
+	}
+	opts := policies.Options{Query: h.PolicyQuery, Timeout: time.Duration(h.PolicyTimeout)}
+	h.engineKey = fmt.Sprintf("%s\x00%s\x00%s", dir, opts.Query, opts.Timeout)
+	val, _, err := policyEngines.LoadOrNew(h.engineKey, func() (caddy.Destructor, error) {
+		return policies.NewEngine(dir, opts, zap.New(caddyCore{name: "http.handlers.gatehouse.policy"}))
+	})
+	if err != nil {
+		return fmt.Errorf("gatehouse: policy %s: %w", h.Policy, err)
+	}
+	h.engine = val.(*policies.Engine)
+	return nil
+}
+
+// caddyCore writes through Caddy's current default logger, whatever config
+// is loaded: a pooled engine outlives the config that created it.
+type caddyCore struct {
+	name   string
+	fields []zapcore.Field
+}
+
+func (c caddyCore) core() zapcore.Core {
+	return caddy.Log().Named(c.name).Core().With(c.fields)
+}
+func (c caddyCore) Enabled(l zapcore.Level) bool { return c.core().Enabled(l) }
+func (c caddyCore) With(f []zapcore.Field) zapcore.Core {
+	return caddyCore{name: c.name, fields: append(append([]zapcore.Field(nil), c.fields...), f...)}
+}
+func (c caddyCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	e.LoggerName = c.name
+	return c.core().Check(e, ce)
+}
+func (c caddyCore) Write(e zapcore.Entry, f []zapcore.Field) error { return c.core().Write(e, f) }
+func (c caddyCore) Sync() error                                    { return c.core().Sync() }
+
+// policyInput builds the documented input for one request.
+func (h *Handler) policyInput(r *http.Request, s *authn.Session, canon string, now time.Time) *policies.Input {
+	in := &policies.Input{
+		App: h.App,
+		User: policies.User{
+			Sub: s.Subject, Iss: h.Issuer, Email: s.Email, Name: s.Name, Groups: s.Groups,
+			ACR: s.ACR, AMR: s.AMR, AuthTime: s.AuthTime,
+		},
+		Session: policies.Session{AgeS: now.Unix() - s.Created, IdleS: now.Unix() - s.LastSeen},
+		Request: policies.Request{
+			Method: r.Method, Host: r.Host, Path: canon, PathLower: strings.ToLower(canon),
+			RawPath: r.URL.EscapedPath(), RemoteIP: clientIP(r),
+		},
+		Grants: []policies.Grant{},
+		Now:    now.Unix(),
+	}
+	if in.User.Groups == nil {
+		in.User.Groups = []string{}
+	}
+	if in.User.AMR == nil {
+		in.User.AMR = []string{}
+	}
+	if r.URL.RawQuery != "" {
+		in.Request.Query = r.URL.Query()
+	} else {
+		in.Request.Query = map[string][]string{}
+	}
+	in.Request.Headers = make(map[string]string, len(h.inputHeaders))
+	for _, name := range h.inputHeaders {
+		if v := r.Header.Get(name); v != "" {
+			in.Request.Headers[strings.ToLower(name)] = v
+		}
+	}
+	in.Version = policies.InputVersion
+	return in
+}
+
+// clientIP is the client's address as Caddy established it (honouring
+// trusted_proxies), else the peer's.
+func clientIP(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		return ip
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// loggableInput is the input as the decision log shows it: query values
+// named in redact_query masked.
+func (h *Handler) loggableInput(in *policies.Input) *policies.Input {
+	cp := *in
+	if len(in.Request.Query) > 0 {
+		q := make(url.Values, len(in.Request.Query))
+		for k, vs := range in.Request.Query {
+			if h.redact[strings.ToLower(k)] {
+				masked := make([]string, len(vs))
+				for i := range masked {
+					masked[i] = "REDACTED"
+				}
+				vs = masked
+			}
+			q[k] = vs
+		}
+		cp.Request.Query = q
+	}
+	return &cp
+}
+
+// decide evaluates the policy for a request with a valid session. It
+// returns the decision, or an error that must deny (policy_error).
+func (h *Handler) decide(r *http.Request, s *authn.Session, canon string, d *decision) (policies.Decision, error) {
+	in := h.policyInput(r, s, canon, d.start)
+	if h.DecisionLog == "full" {
+		d.input = h.loggableInput(in)
+	}
+	rev := h.engine.Current()
+	d.revision = rev.ID
+	// The decision is made and logged even if the client has gone.
+	dec, err := rev.Decide(context.WithoutCancel(r.Context()), in.Value())
+	if err != nil {
+		return dec, err
+	}
+	for name := range dec.Headers {
+		if _, ok := h.policyHeaders[normalizeHeaderName(name)]; !ok {
+			return dec, fmt.Errorf("%w: the decision sets header %q, which policy_headers does not declare", policies.ErrPolicy, name)
+		}
+	}
+	return dec, nil
+}
+
+// applyDecision acts on a policy decision. It returns true when the
+// request may go on, after writing nothing; otherwise it has answered.
+func (h *Handler) applyDecision(w http.ResponseWriter, r *http.Request, d *decision, dec policies.Decision, err error) bool {
+	if err != nil {
+		d.result, d.reason = "deny", "policy_error"
+		h.logger.Error("policy error: denied", zap.String("decision_id", d.ID()), zap.String("revision", d.revision), zap.Error(err))
+		_ = h.reject(w, r, d, answer{Status: http.StatusForbidden, Error: "forbidden", Reason: "policy_error",
+			Title: "Access denied", Message: "The access policy could not decide on this request, so access is denied. Please contact your administrator with the reference below."})
+		return false
+	}
+	if !dec.Allow {
+		d.result, d.reason = "deny", "policy_deny"
+		d.policyReason = dec.Reason
+		msg := dec.Reason
+		if msg == "" {
+			msg = "The access policy does not allow this request."
+		}
+		a := answer{Status: http.StatusForbidden, Error: "forbidden", Reason: "policy_deny", Title: "Access denied", Message: msg}
+		if dec.RequestGrant != nil {
+			d.offer = dec.RequestGrant.Resource
+			a.Note = "Temporary access to " + dec.RequestGrant.Resource + " could be granted, but requesting it is not available on this gateway yet."
+		}
+		_ = h.reject(w, r, d, a)
+		return false
+	}
+	if dec.StepUp != nil {
+		d.result, d.reason = "deny", "step_up_unavailable"
+		_ = h.reject(w, r, d, answer{Status: http.StatusForbidden, Error: "forbidden", Reason: "step_up_unavailable",
+			Title: "Stronger sign-in needed", Message: "The access policy asks for a stronger, recent sign-in for this page, which this gateway cannot do yet."})
+		return false
+	}
+	return true
+}
+
+// setPolicyHeaders sets the decision's headers on the upstream request.
+func (h *Handler) setPolicyHeaders(r *http.Request, dec policies.Decision) {
+	for name, v := range dec.Headers {
+		r.Header[h.policyHeaders[normalizeHeaderName(name)]] = []string{headerValue(v)}
+	}
+}
