@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -114,6 +115,25 @@ func TestPolicy(t *testing.T) {
 	}
 	if first == "" {
 		t.Fatal("no audit line with a policy revision for bob's deny")
+	}
+
+	// That production decision replays offline, with the same answer.
+	var line string
+	for _, l := range strings.Split(gh.log.String(), "\n") {
+		if strings.Contains(l, `"user":"bob"`) && strings.Contains(l, `"result":"deny"`) {
+			line = l
+		}
+	}
+	linePath := filepath.Join(t.TempDir(), "line.json")
+	_ = os.WriteFile(linePath, []byte(line), 0o600)
+	out, err := exec.Command(gatehouseBin, "gatehouse", "policy", "eval", "--policy", dir, "--input", linePath, "--format", "json").CombinedOutput()
+	var replay struct {
+		Revision string
+		Value    map[string]any
+	}
+	if err != nil || json.Unmarshal(out, &replay) != nil || replay.Revision != first || replay.Value["allow"] != false ||
+		replay.Value["reason"] != "e2e-app needs a temporary grant" {
+		t.Fatalf("offline replay: %v\n%s", err, out)
 	}
 
 	// A valid change on disk is served without a restart.
