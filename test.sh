@@ -22,9 +22,13 @@ command -v node >/dev/null || { echo "test.sh: Node.js is required (apt-get inst
 # --- tests ----------------------------------------------------------------
 start=$(date +%s)
 go vet ./...
+# The policy library with the standard OPA CLI (the same version as the
+# embedded engine, from go.mod's tool line).
+go tool opa check --strict policies/
+go tool opa test policies/
 go test -count=1 ./...
 # The race detector where goroutines share state.
-go test -count=1 -race ./authn/ ./module/
+go test -count=1 -race ./authn/ ./module/ ./policies/
 # Each fuzz target, briefly (seed corpora run in every go test).
 fuzztime=${FUZZTIME:-10s}
 for spec in authn:FuzzCanonicalPath authn:FuzzSafeReturnPath authn:FuzzOpenSession \

@@ -207,9 +207,23 @@ func startUpstream(t testing.TB) *upstream {
 // --- Gatehouse --------------------------------------------------------------
 
 type gatehouse struct {
-	dir   string
-	log   *logBuffer
-	roots *x509.CertPool
+	dir    string
+	log    *logBuffer
+	roots  *x509.CertPool
+	config string   // Caddyfile path
+	admin  string   // admin API address
+	env    []string // process environment
+}
+
+// reload asks the running process to load its Caddyfile again, as
+// `caddy reload` does in production.
+func (g *gatehouse) reload(t testing.TB) {
+	t.Helper()
+	cmd := exec.Command(gatehouseBin, "reload", "--config", g.config, "--adapter", "caddyfile", "--address", g.admin, "--force")
+	cmd.Env = g.env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("reload: %v\n%s", err, out)
+	}
 }
 
 // startGatehouse runs the built binary with a Caddyfile: globalOptions
@@ -225,9 +239,10 @@ func startGatehouse(t testing.TB, caddyfile string, env []string, waitFor ...str
 	if err := os.WriteFile(path, []byte(global+caddyfile), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g := &gatehouse{dir: dir, log: &logBuffer{}}
+	g := &gatehouse{dir: dir, log: &logBuffer{}, config: path, admin: fmt.Sprintf("127.0.0.1:%d", admin)}
+	g.env = append(os.Environ(), append([]string{"HOME=" + dir, "XDG_DATA_HOME=" + dir, "XDG_CONFIG_HOME=" + dir}, env...)...)
 	cmd := exec.Command(gatehouseBin, "run", "--config", path, "--adapter", "caddyfile")
-	cmd.Env = append(os.Environ(), append([]string{"HOME=" + dir, "XDG_DATA_HOME=" + dir, "XDG_CONFIG_HOME=" + dir}, env...)...)
+	cmd.Env = g.env
 	cmd.Stdout, cmd.Stderr = g.log, g.log
 	exited := startProcess(t, "gatehouse", cmd)
 	t.Cleanup(func() {

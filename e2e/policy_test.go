@@ -169,4 +169,28 @@ func TestPolicy(t *testing.T) {
 	if p := bob.fetch(http.MethodGet, base+"/admin"); p.StatusCode != http.StatusForbidden {
 		t.Errorf("the last good revision does not deny what it should: %d", p.StatusCode)
 	}
+
+	// A Caddy config reload keeps the engine (and its watch) working.
+	writeAtomically(t, filepath.Join(dir, "gatehouse", "decision.rego"), mustRead(t, filepath.Join("..", "policies", "gatehouse", "decision.rego")))
+	gh.reload(t)
+	if p := bob.fetch(http.MethodGet, base+"/reports/1"); p.StatusCode != http.StatusOK {
+		t.Errorf("after a config reload: %d %s", p.StatusCode, p.Body)
+	}
+	writeAtomically(t, dataPath, policyData(false))
+	deadline = time.Now().Add(5 * time.Second)
+	for bob.fetch(http.MethodGet, base+"/reports/1").StatusCode != http.StatusForbidden {
+		if time.Now().After(deadline) {
+			t.Fatal("after a config reload, a policy change on disk was not served within 5s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
