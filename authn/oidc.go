@@ -124,6 +124,10 @@ type AuthOptions struct {
 	// MaxAge is sent as max_age: the IdP must authenticate the user again
 	// if their last authentication is older.
 	MaxAge time.Duration
+	// ACRValues is sent as acr_values: the authentication contexts asked
+	// for, in order of preference. IdPs may treat it as a hint: the
+	// returned acr is always checked.
+	ACRValues []string
 }
 
 // LoginState is what a login in progress must remember between the
@@ -139,6 +143,22 @@ type LoginState struct {
 	ForceLogin  bool   `json:"fl,omitempty"`
 	MaxAge      int64  `json:"ma,omitempty"` // seconds
 	Started     int64  `json:"t"`            // unix seconds
+	// StepUp is set when this login upgrades an existing session.
+	StepUp *StepUpState `json:"su,omitempty"`
+}
+
+// StepUpState is what a step-up login must prove, and for which session.
+type StepUpState struct {
+	Provider string   `json:"p,omitempty"`
+	ACR      []string `json:"a,omitempty"`
+	AMR      []string `json:"m,omitempty"`
+	MaxAge   int64    `json:"ma,omitempty"` // seconds
+	Session  string   `json:"sid"`
+}
+
+// Requirement is the requirement the step-up was started for.
+func (s *StepUpState) Requirement() Requirement {
+	return Requirement{Provider: s.Provider, ACR: s.ACR, AMR: s.AMR, MaxAge: time.Duration(s.MaxAge) * time.Second}
 }
 
 // Identity is a user as a verified ID token describes them.
@@ -221,6 +241,9 @@ func (rp *RelyingParty) Begin(ctx context.Context, redirectURI, returnTo string,
 	}
 	if st.ForceLogin {
 		opts = append(opts, oauth2.SetAuthURLParam("prompt", "login"))
+	}
+	if len(opt.ACRValues) > 0 {
+		opts = append(opts, oauth2.SetAuthURLParam("acr_values", strings.Join(opt.ACRValues, " ")))
 	}
 	return rp.oauth2Config(m, redirectURI).AuthCodeURL(st.State, opts...), st, nil
 }

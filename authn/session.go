@@ -20,6 +20,8 @@ type Session struct {
 	Created  int64             `json:"c"`            // unix seconds
 	LastSeen int64             `json:"ls"`           // unix seconds of the last recorded activity
 	Extra    map[string]string `json:"x,omitempty"`  // further claims named by identity headers
+	// Verifications are step-outs to second providers, by provider name.
+	Verifications map[string]Verification `json:"v,omitempty"`
 	// Ended marks a tombstone written at logout: it opens, but is no
 	// session. It makes the next login ask for the password again.
 	Ended string `json:"end,omitempty"`

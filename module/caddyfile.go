@@ -53,6 +53,13 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    decision_log        minimal|full
 //	    input_headers       <names...>         # repeatable
 //	    redact_query        <names...>         # repeatable
+//	    step_up <paths...> {                   # repeatable
+//	        acr <value...>; amr <value...>; max_age <duration>; provider <name>
+//	    }
+//	    provider <name> {                      # repeatable
+//	        issuer <url>; client_id <id>; client_secret <secret>; scopes <scope...>
+//	        link_claim <claim>; claims <claim...>; trust_unverified_email
+//	    }
 //	}
 //
 // Secrets take placeholders ({env.X}, {file./path}), resolved at start.
@@ -80,7 +87,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		sub := d.Val()
 		switch sub {
 		case "cookie_secret", "idle_ignore", "identity_header", "public", "allow_groups", "allow_email_domains",
-			"policy_headers", "input_headers", "redact_query":
+			"policy_headers", "input_headers", "redact_query", "step_up", "provider":
 		default:
 			if seen[sub] {
 				return d.Errf("%s is set twice", sub)
@@ -161,9 +168,118 @@ func (h *Handler) unmarshalSpecial(d *caddyfile.Dispenser, sub string) error {
 			return d.ArgErr()
 		}
 		h.TrustUnverifiedEmail = true
+	case "step_up":
+		return h.unmarshalStepUp(d)
+	case "provider":
+		return h.unmarshalProvider(d)
 	default:
 		return d.Errf("unknown gatehouse subdirective %q", sub)
 	}
+	return nil
+}
+
+// unmarshalStepUp parses
+//
+//	step_up <paths...> {
+//	    acr      <value...>
+//	    amr      <value...>
+//	    max_age  <duration>
+//	    provider <name>
+//	}
+func (h *Handler) unmarshalStepUp(d *caddyfile.Dispenser) error {
+	var r StepUpRule
+	if err := pathArgs(d, &r.Paths); err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		sub := d.Val()
+		if seen[sub] {
+			return d.Errf("step_up: %s is set twice", sub)
+		}
+		seen[sub] = true
+		var err error
+		switch sub {
+		case "acr":
+			err = someArgs(d, &r.ACR)
+		case "amr":
+			err = someArgs(d, &r.AMR)
+		case "max_age":
+			err = durationArg(d, &r.MaxAge)
+		case "provider":
+			err = oneArg(d, &r.Provider)
+		default:
+			err = d.Errf("step_up: unknown setting %q (acr, amr, max_age, provider)", sub)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if len(r.ACR) == 0 && len(r.AMR) == 0 && r.MaxAge == 0 && r.Provider == "" {
+		return d.Errf("step_up %s asks for nothing: give acr, amr, max_age or provider in its block", strings.Join(r.Paths, " "))
+	}
+	h.StepUp = append(h.StepUp, r)
+	return nil
+}
+
+// unmarshalProvider parses
+//
+//	provider <name> {
+//	    issuer        <url>
+//	    client_id     <id>
+//	    client_secret <secret>
+//	    scopes        <scope...>
+//	    link_claim    <claim>
+//	    claims        <claim...>
+//	    trust_unverified_email
+//	}
+func (h *Handler) unmarshalProvider(d *caddyfile.Dispenser) error {
+	var name string
+	if err := oneArg(d, &name); err != nil {
+		return err
+	}
+	if !providerNameRE.MatchString(name) {
+		return d.Errf("provider name %q must be letters, digits, '_' or '-'", name)
+	}
+	if h.Providers[name] != nil {
+		return d.Errf("provider %s is defined twice", name)
+	}
+	p := &Provider{}
+	single := map[string]*string{"issuer": &p.Issuer, "client_id": &p.ClientID, "client_secret": &p.ClientSecret, "link_claim": &p.LinkClaim}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		sub := d.Val()
+		if seen[sub] {
+			return d.Errf("provider %s: %s is set twice", name, sub)
+		}
+		seen[sub] = true
+		var err error
+		switch {
+		case single[sub] != nil:
+			err = oneArg(d, single[sub])
+		case sub == "scopes":
+			err = someArgs(d, &p.Scopes)
+		case sub == "claims":
+			err = someArgs(d, &p.Claims)
+		case sub == "trust_unverified_email":
+			if d.NextArg() {
+				err = d.ArgErr()
+			}
+			p.TrustUnverifiedEmail = true
+		default:
+			err = d.Errf("provider %s: unknown setting %q (issuer, client_id, client_secret, scopes, link_claim, claims, trust_unverified_email)", name, sub)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if p.Issuer == "" || p.ClientID == "" || p.LinkClaim == "" {
+		return d.Errf("provider %s needs issuer, client_id and link_claim", name)
+	}
+	if h.Providers == nil {
+		h.Providers = map[string]*Provider{}
+	}
+	h.Providers[name] = p
 	return nil
 }
 

@@ -77,6 +77,12 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"flag with value", "gatehouse {\n\ttrust_unverified_email yes\n}", "wrong argument count", 2},
 		{"block on a subdirective", "gatehouse {\n\tapp x {\n\t\ty\n\t}\n}", "app takes no block", 3},
 		{"bad cookie name", "gatehouse {\n\tcookie_name \"a;b\"\n}", "cookie_name \"a;b\" must be", 2},
+		{"step_up without paths", "gatehouse {\n\tstep_up {\n\t\tacr x\n\t}\n}", "step_up needs at least one path", 2},
+		{"step_up asking nothing", "gatehouse {\n\tstep_up /admin {\n\t}\n}", "step_up /admin asks for nothing", 3},
+		{"step_up unknown setting", "gatehouse {\n\tstep_up /admin {\n\t\tacrs x\n\t}\n}", "step_up: unknown setting \"acrs\"", 3},
+		{"step_up bad max_age", "gatehouse {\n\tstep_up /admin {\n\t\tmax_age soon\n\t}\n}", "max_age: \"soon\" is not a duration", 3},
+		{"provider twice", "gatehouse {\n\tprovider eid {\n\t\tissuer https://e\n\t\tclient_id c\n\t\tlink_claim email\n\t}\n\tprovider eid {\n\t\tissuer https://e\n\t}\n}", "provider eid is defined twice", 7},
+		{"provider incomplete", "gatehouse {\n\tprovider eid {\n\t\tissuer https://e\n\t}\n}", "provider eid needs issuer, client_id and link_claim", 4},
 	}
 	for _, c := range cases {
 		d := caddyfile.NewTestDispenser(c.in)

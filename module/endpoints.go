@@ -26,6 +26,8 @@ func (h *Handler) serveInternal(w http.ResponseWriter, r *http.Request, canon st
 		return h.serveLogin(w, r, d)
 	case "/.gatehouse/logout":
 		return h.serveLogout(w, r, d)
+	case "/.gatehouse/stepup":
+		return h.serveStepUp(w, r, d)
 	}
 	d.reason = "not_found"
 	return h.reject(w, r, d, answer{Status: http.StatusNotFound, Error: "not_found", Reason: "not_found",
@@ -111,7 +113,13 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, d *decis
 	}
 	// RFC 9207: an IdP that names itself must be the one we asked, so an
 	// answer from another IdP (mix-up attack) is refused.
-	if iss, ok := q["iss"]; ok && (len(iss) != 1 || iss[0] != h.Issuer) {
+	wantIss := h.Issuer
+	if st.StepUp != nil && st.StepUp.Provider != "" {
+		if p := h.Providers[st.StepUp.Provider]; p != nil {
+			wantIss = p.Issuer
+		}
+	}
+	if iss, ok := q["iss"]; ok && (len(iss) != 1 || iss[0] != wantIss) {
 		return loginFailed(http.StatusBadRequest, "issuer_mismatch", "This sign-in answer came from another identity provider.")
 	}
 	if e := q.Get("error"); e != "" {
@@ -124,6 +132,9 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, d *decis
 	code := q.Get("code")
 	if code == "" || len(code) > 2048 {
 		return loginFailed(http.StatusBadRequest, "code_missing", "The identity provider returned no authorization code.")
+	}
+	if st.StepUp != nil {
+		return h.finishStepUp(w, r, d, code, &st, loginFailed)
 	}
 	id, err := h.rp.Finish(r.Context(), code, &st)
 	if err != nil {

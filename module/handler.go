@@ -117,6 +117,14 @@ type Handler struct {
 	// is not true. Only for IdPs that verify every address they issue.
 	TrustUnverifiedEmail bool `json:"trust_unverified_email,omitempty"`
 
+	// StepUp rules demand a stronger, fresh authentication on sensitive
+	// paths. All rules whose paths match a request apply.
+	StepUp []StepUpRule `json:"step_up,omitempty"`
+
+	// Providers are second identity providers that step_up rules can send
+	// users to (a national eID, a qualification attester), by name.
+	Providers map[string]*Provider `json:"providers,omitempty"`
+
 	// Policy is a directory of Rego policies (and data.json/data.yaml),
 	// evaluated on every request after login. It is watched: a valid
 	// change is served at once, an invalid one is refused and logged.
@@ -179,11 +187,59 @@ type Handler struct {
 	external   *url.URL
 	pages      *pages
 
+	stepUps      []stepUpRule
+	providerKeys []string // pool keys of second providers' discovery
+
 	engineKey     string
 	engine        *policies.Engine
 	policyHeaders map[string]string // normalized name → canonical name
 	inputHeaders  []string          // canonical names
 	redact        map[string]bool
+}
+
+// StepUpRule demands a stronger, fresh authentication on some paths.
+type StepUpRule struct {
+	// Paths in Caddy path-matcher syntax, matched against the canonical
+	// path, case-insensitively.
+	Paths []string `json:"paths"`
+	// ACR lists the accepted authentication contexts (any one); sent to
+	// the IdP as acr_values and checked on return.
+	ACR []string `json:"acr,omitempty"`
+	// AMR lists authentication methods that must all have been used.
+	AMR []string `json:"amr,omitempty"`
+	// MaxAge is how old that authentication may be; past it the user is
+	// asked again while the session lives on. 0: any age.
+	MaxAge caddy.Duration `json:"max_age,omitempty"`
+	// Provider names a second identity provider (see Providers) to step
+	// out to; empty is the primary IdP.
+	Provider string `json:"provider,omitempty"`
+}
+
+// Provider is a second identity provider for step-outs.
+type Provider struct {
+	Issuer       string `json:"issuer"`
+	ClientID     string `json:"client_id"`
+	ClientSecret string `json:"client_secret,omitempty"`
+	// Scopes requested; default openid.
+	Scopes []string `json:"scopes,omitempty"`
+	// LinkClaim must have the same value in this provider's ID token and
+	// in the session (email compares verified addresses only) for the
+	// result to be linked to the session.
+	LinkClaim string `json:"link_claim"`
+	// Claims are kept from this provider's ID token and shown to the
+	// policy under input.user.verifications.<name>, with acr and
+	// auth_time. Nothing else is kept.
+	Claims []string `json:"claims,omitempty"`
+	// TrustUnverifiedEmail uses an email this provider does not mark as
+	// verified (for the email link claim).
+	TrustUnverifiedEmail bool `json:"trust_unverified_email,omitempty"`
+
+	rp *authn.RelyingParty
+}
+
+type stepUpRule struct {
+	match caddyhttp.MatchPath
+	req   authn.Requirement
 }
 
 // IdentityHeader sets one request header from one claim of the session.
@@ -249,6 +305,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.IdleActivity == "" {
 		h.IdleActivity = "navigation"
 	}
+	h.resolveProviders(repl)
 	h.Policy = repl.ReplaceKnown(h.Policy, "")
 	if h.Policy != "" {
 		if h.PolicyQuery == "" {
@@ -363,11 +420,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		ClientSecret:         h.ClientSecret,
 		Scopes:               h.Scopes,
 		GroupsClaim:          h.GroupsClaim,
-		ExtraClaims:          extra,
+		ExtraClaims:          append(extra, h.linkClaims()...),
 		TrustUnverifiedEmail: h.TrustUnverifiedEmail,
 		Now:                  h.now,
 	}
 
+	if err := h.provisionStepUp(ctx); err != nil {
+		return err
+	}
 	if h.Policy != "" {
 		if err := h.provisionPolicy(); err != nil {
 			return err
@@ -488,6 +548,7 @@ func (h *Handler) validate() error {
 			bad("policy_timeout", "must be at least 1ms")
 		}
 	}
+	h.validateStepUp(bad)
 	if h.DecisionLog != "minimal" && h.DecisionLog != "full" {
 		bad("decision_log", "%q must be minimal or full", h.DecisionLog)
 	}
@@ -560,6 +621,11 @@ func (h *Handler) Cleanup() error {
 		_, err := providers.Delete(h.providerKey)
 		errs = append(errs, err)
 	}
+	for _, k := range h.providerKeys {
+		_, err := providers.Delete(k)
+		errs = append(errs, err)
+	}
+	h.providerKeys = nil
 	if h.engine != nil {
 		_, err := policyEngines.Delete(h.engineKey)
 		errs = append(errs, err)

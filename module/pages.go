@@ -42,16 +42,19 @@ func newPages() (*pages, error) {
 
 // answer is one of Gatehouse's own responses.
 type answer struct {
-	Status     int    `json:"-"`
-	Error      string `json:"error"`            // class: unauthenticated, forbidden, bad_request…
-	Reason     string `json:"reason,omitempty"` // stable reason code
-	Message    string `json:"message"`          // for people; never internals
-	Note       string `json:"note,omitempty"`   // a second line for people
-	LoginURL   string `json:"login_url,omitempty"`
-	Reference  string `json:"decision_id,omitempty"`
-	Title      string `json:"-"`
-	ActionURL  string `json:"-"`
-	ActionText string `json:"-"`
+	Status   int    `json:"-"`
+	Error    string `json:"error"`            // class: unauthenticated, forbidden, bad_request…
+	Reason   string `json:"reason,omitempty"` // stable reason code
+	Message  string `json:"message"`          // for people; never internals
+	Note     string `json:"note,omitempty"`   // a second line for people
+	LoginURL string `json:"login_url,omitempty"`
+	// StepUpURL starts the step-up a 401 asks for; Requirement names it.
+	StepUpURL   string      `json:"step_up_url,omitempty"`
+	Requirement *stepUpJSON `json:"requirement,omitempty"`
+	Reference   string      `json:"decision_id,omitempty"`
+	Title       string      `json:"-"`
+	ActionURL   string      `json:"-"`
+	ActionText  string      `json:"-"`
 }
 
 type pageData struct {

@@ -86,6 +86,18 @@ func (h *Handler) policyInput(r *http.Request, s *authn.Session, canon string, n
 	if in.User.AMR == nil {
 		in.User.AMR = []string{}
 	}
+	in.User.Verifications = make(map[string]map[string]any, len(s.Verifications))
+	if len(s.Verifications) > 0 {
+		for name, v := range s.Verifications {
+			facts := map[string]any{"acr": v.ACR, "auth_time": v.AuthTime}
+			for c, val := range v.Claims {
+				if c != "acr" && c != "auth_time" {
+					facts[c] = val
+				}
+			}
+			in.User.Verifications[name] = facts
+		}
+	}
 	if r.URL.RawQuery != "" {
 		in.Request.Query = r.URL.Query()
 	} else {
@@ -180,12 +192,6 @@ func (h *Handler) applyDecision(w http.ResponseWriter, r *http.Request, d *decis
 			a.Note = "Temporary access to " + dec.RequestGrant.Resource + " could be granted, but requesting it is not available on this gateway yet."
 		}
 		_ = h.reject(w, r, d, a)
-		return false
-	}
-	if dec.StepUp != nil {
-		d.result, d.reason = "deny", "step_up_unavailable"
-		_ = h.reject(w, r, d, answer{Status: http.StatusForbidden, Error: "forbidden", Reason: "step_up_unavailable",
-			Title: "Stronger sign-in needed", Message: "The access policy asks for a stronger, recent sign-in for this page, which this gateway cannot do yet."})
 		return false
 	}
 	return true

@@ -83,7 +83,7 @@ func TestPolicyPipeline(t *testing.T) {
 	}{
 		{"/", "policy_deny", "nobody else"},
 		{"/undeclared", "policy_error", "could not decide"},
-		{"/stepup", "step_up_unavailable", "stronger, recent sign-in"},
+		{"/stepup", "acr", "needs a stronger or more recent sign-in: acr urn:mfa, within 5m0s"},
 		{"/grant", "policy_deny", "ask for it"},
 	}
 	for _, c := range cases {
@@ -92,7 +92,11 @@ func TestPolicyPipeline(t *testing.T) {
 		w, got := serve(h, r)
 		var body map[string]string
 		_ = json.Unmarshal(w.Body.Bytes(), &body)
-		if w.Code != http.StatusForbidden || got != nil || body["reason"] != c.reason || !strings.Contains(body["message"], c.msg) {
+		want := http.StatusForbidden
+		if c.path == "/stepup" {
+			want = http.StatusUnauthorized
+		}
+		if w.Code != want || got != nil || body["reason"] != c.reason || !strings.Contains(body["message"], c.msg) {
 			t.Errorf("%s: %d %v", c.path, w.Code, body)
 		}
 	}

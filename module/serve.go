@@ -70,6 +70,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 
+	// 7. Step-up.
+	if !h.stepUpPolicy(w, r, mr, d, sess, dec) {
+		return nil
+	}
+
 	// 9. Allow: slide the idle clock on user activity, set identity.
 	if h.isActivity(r, mr) && h.lifetimes.ShouldSlide(sess, now) {
 		sess.LastSeen = now.Unix()

@@ -8,6 +8,7 @@
 package policies
 
 import (
+	"fmt"
 	"net/url"
 	"sort"
 
@@ -44,6 +45,9 @@ type User struct {
 	ACR      string   `json:"acr"`
 	AMR      []string `json:"amr"`
 	AuthTime int64    `json:"auth_time"`
+	// Verifications are step-outs to second providers, by provider name:
+	// acr, auth_time and the claims the provider's configuration lists.
+	Verifications map[string]map[string]any `json:"verifications"`
 }
 
 // Session describes the session's age and idleness, in seconds.
@@ -124,6 +128,7 @@ var (
 	k_sub            = ast.StringTerm("sub")
 	k_user           = ast.StringTerm("user")
 	k_version        = ast.StringTerm("version")
+	k_verifications  = ast.StringTerm("verifications")
 )
 
 // Value returns the input as an OPA value.
@@ -147,6 +152,7 @@ func (in *Input) Value() ast.Value {
 			ast.Item(k_acr, ast.StringTerm(in.User.ACR)),
 			ast.Item(k_amr, stringsTerm(in.User.AMR)),
 			ast.Item(k_auth_time, ast.IntNumberTerm(int(in.User.AuthTime))),
+			ast.Item(k_verifications, verificationsTerm(in.User.Verifications)),
 		)),
 		ast.Item(k_session, ast.ObjectTerm(
 			ast.Item(k_age_s, ast.IntNumberTerm(int(in.Session.AgeS))),
@@ -180,6 +186,29 @@ func (in *Input) Value() ast.Value {
 		)))
 	}
 	return ast.NewObject(items...)
+}
+
+func verificationsTerm(vs map[string]map[string]any) *ast.Term {
+	items := make([][2]*ast.Term, 0, len(vs))
+	for name, facts := range vs {
+		fi := make([][2]*ast.Term, 0, len(facts))
+		for k, v := range facts {
+			var t *ast.Term
+			switch x := v.(type) {
+			case string:
+				t = ast.StringTerm(x)
+			case int64:
+				t = ast.IntNumberTerm(int(x))
+			case int:
+				t = ast.IntNumberTerm(x)
+			default:
+				t = ast.StringTerm(fmt.Sprint(x))
+			}
+			fi = append(fi, ast.Item(ast.StringTerm(k), t))
+		}
+		items = append(items, ast.Item(ast.StringTerm(name), ast.ObjectTerm(fi...)))
+	}
+	return ast.ObjectTerm(items...)
 }
 
 func stringsTerm(ss []string) *ast.Term {

@@ -202,7 +202,8 @@ func TestInputValueMatchesJSON(t *testing.T) {
 	in := &Input{
 		App: "payroll", Now: 1764000000,
 		User: User{Sub: "alice", Iss: "https://idp", Email: "a@example.com", Name: "Alice", Groups: []string{"staff"},
-			ACR: "urn:mfa", AMR: []string{"pwd", "otp"}, AuthTime: 1763999000},
+			ACR: "urn:mfa", AMR: []string{"pwd", "otp"}, AuthTime: 1763999000,
+			Verifications: map[string]map[string]any{"eid": {"acr": "high", "auth_time": int64(1763999500), "birthdate": "1990-01-01"}}},
 		Session: Session{AgeS: 120, IdleS: 30},
 		Request: Request{Method: "GET", Host: "payroll.example.com", Path: "/Admin/x", PathLower: "/admin/x", RawPath: "/%41dmin/x",
 			Query: map[string][]string{"b": {"2"}, "a": {"1", "3"}}, RemoteIP: "203.0.113.9", Headers: map[string]string{"user-agent": "x"}},
