@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestLoginFlowAbuse runs the callback, logout and return-URL scenarios
@@ -281,11 +282,19 @@ func hasSessionCookie(resp *http.Response) bool {
 	return false
 }
 
+// auditHas waits up to two seconds for an audit line (some are written
+// just after the response).
 func auditHas(g *gatehouse, path, result, reason string) bool {
-	for _, l := range g.auditLines() {
-		if l["path"] == path && l["result"] == result && l["reason"] == reason {
-			return true
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		for _, l := range g.auditLines() {
+			if l["path"] == path && l["result"] == result && l["reason"] == reason {
+				return true
+			}
 		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return false
 }

@@ -317,6 +317,9 @@ func (h *Handler) reject(w http.ResponseWriter, r *http.Request, d *decision, a 
 	if user == "" {
 		user = d.user
 	}
+	// The audit line is written before the answer, so it exists by the
+	// time the client reads it.
+	h.audit(d)
 	h.pages.write(w, authn.WantsHTML(r), a, h.App, user)
 	return nil
 }
