@@ -75,10 +75,25 @@ func (p page) echo(t testing.TB) echoed {
 	return e
 }
 
-// do sends one request and follows redirects like a browser.
+// do sends one request and follows redirects like a browser, including
+// the IdP's self-submitting forms (a browser runs their script).
 func (b *browser) do(req *http.Request) page {
 	b.t.Helper()
 	b.hops = nil
+	p := b.roundTrip(req)
+	for range 5 {
+		if !strings.Contains(p.Body, "document.forms[0].submit()") {
+			break
+		}
+		hops := b.hops
+		p = b.submitForm(p, nil)
+		b.hops = append(hops, b.hops...)
+	}
+	return p
+}
+
+func (b *browser) roundTrip(req *http.Request) page {
+	b.t.Helper()
 	resp, err := b.client.Do(req)
 	if err != nil {
 		b.t.Fatalf("%s %s: %v", req.Method, req.URL, err)
@@ -119,7 +134,10 @@ func (b *browser) fetch(method, rawURL string) page {
 	return b.do(req)
 }
 
-var formActionRE = regexp.MustCompile(`<form[^>]*action="([^"]+)"`)
+var (
+	formActionRE  = regexp.MustCompile(`<form[^>]*action="([^"]+)"`)
+	hiddenInputRE = regexp.MustCompile(`<input type="hidden" name="([^"]+)" value="([^"]*)"`)
+)
 
 // isLoginForm reports whether p is the IdP's login form.
 func isLoginForm(p page) bool {
@@ -145,6 +163,21 @@ func (b *browser) submitLogin(p page, user string) page {
 	return b.do(req)
 }
 
+// submitLoginOTP fills in the login form with a one-time code too.
+func (b *browser) submitLoginOTP(p page, user, otp string) page {
+	b.t.Helper()
+	if !isLoginForm(p) || !strings.Contains(p.Body, `name="otp"`) {
+		b.t.Fatalf("expected the IdP login form with a one-time code field at %s:\n%s", p.Request.URL, p.Body)
+	}
+	m := formActionRE.FindStringSubmatch(p.Body)
+	action, _ := p.Request.URL.Parse(m[1])
+	form := url.Values{"login": {user}, "password": {user + "-pw"}, "otp": {otp}}
+	req, _ := http.NewRequest(http.MethodPost, action.String(), strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	setNavigation(req)
+	return b.do(req)
+}
+
 // login navigates to rawURL, signs in at the IdP as user, and returns the
 // page it lands on.
 func (b *browser) login(rawURL, user string) page {
@@ -161,7 +194,7 @@ func (b *browser) submitForm(p page, extra url.Values) page {
 	}
 	action, _ := p.Request.URL.Parse(m[1])
 	form := url.Values{}
-	for _, h := range regexp.MustCompile(`<input type="hidden" name="([^"]+)" value="([^"]*)"`).FindAllStringSubmatch(p.Body, -1) {
+	for _, h := range hiddenInputRE.FindAllStringSubmatch(p.Body, -1) {
 		form.Set(h[1], h[2])
 	}
 	for k, v := range extra {
@@ -170,7 +203,8 @@ func (b *browser) submitForm(p page, extra url.Values) page {
 	req, _ := http.NewRequest(http.MethodPost, action.String(), strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	setNavigation(req)
-	return b.do(req)
+	b.hops = nil
+	return b.roundTrip(req)
 }
 
 // cookie returns the named cookie the jar holds for rawURL.

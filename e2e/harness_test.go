@@ -132,11 +132,17 @@ type idp struct {
 
 // startIdP starts the test OpenID Provider with clients registered.
 func startIdP(t testing.TB, clients ...idpClient) *idp {
+	return startIdPWith(t, nil, clients...)
+}
+
+// startIdPWith starts the test IdP with extra environment (IDP_PROFILE,
+// IDP_ACR_HINT_ONLY).
+func startIdPWith(t testing.TB, env []string, clients ...idpClient) *idp {
 	t.Helper()
 	cj, _ := json.Marshal(clients)
 	cmd := exec.Command("node", "server.mjs")
 	cmd.Dir = "idp"
-	cmd.Env = append(os.Environ(), "IDP_PORT=0", "IDP_CLIENTS="+string(cj))
+	cmd.Env = append(append(os.Environ(), "IDP_PORT=0", "IDP_CLIENTS="+string(cj)), env...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

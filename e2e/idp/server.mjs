@@ -5,6 +5,16 @@
 //   IDP_PORT       port to listen on, on 127.0.0.1 (0: any free port)
 //   IDP_CLIENTS    JSON list of clients: [{client_id, client_secret,
 //                  redirect_uris, post_logout_redirect_uris}]
+//   IDP_PROFILE    "corp" (default: the company IdP, with an OTP second
+//                  factor) or "eid" (a national-eID-like provider: verified
+//                  identity claims, acr urn:eid:loa:high)
+//   IDP_ACR_HINT_ONLY=1  ignore acr_values, as oidc-provider does by
+//                  default: never ask for the second factor (for testing
+//                  relying parties against an IdP that ignores them)
+//
+// The corp login asks for the one-time code only when the authorization
+// request's acr_values asks for urn:gatehouse:loa:mfa: oidc-provider treats
+// acr_values as a hint, so this check is the IdP's own.
 // Once listening, one JSON line is printed on stdout:
 //   {"issuer":"http://127.0.0.1:PORT","users":[...]}
 // Signing keys are generated at every start; nothing is stored on disk.
@@ -12,14 +22,28 @@ import http from 'node:http';
 import crypto from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
 
-// Test users. The password of each is "<name>-pw". bob's email is not
+const MFA = 'urn:gatehouse:loa:mfa';
+const PWD = 'urn:gatehouse:loa:pwd';
+const EID_HIGH = 'urn:eid:loa:high';
+const profile = process.env.IDP_PROFILE || 'corp';
+const acrHintOnly = process.env.IDP_ACR_HINT_ONLY === '1';
+
+// Test users. The password of each is "<name>-pw"; otp is the user's
+// one-time code (a fixed code: this is a test IdP). bob's email is not
 // verified, so Gatehouse must not trust it.
-export const USERS = {
-  alice: { name: 'Alice Employee', email: 'alice@example.com', email_verified: true, groups: ['staff', 'payroll-users'] },
-  bob: { name: 'Bob Contractor', email: 'bob@contractor.example', email_verified: false, groups: ['contractors'] },
-  carol: { name: 'Carol Manager', email: 'carol@example.com', email_verified: true, groups: ['staff', 'managers'] },
-  dave: { name: 'Dave Partner, "Ltd"', email: 'dave@partner.example', email_verified: true, groups: ['partners', 'weird,group'] },
+const PROFILES = {
+  corp: {
+    alice: { name: 'Alice Employee', email: 'alice@example.com', email_verified: true, groups: ['staff', 'payroll-users'], otp: '111111' },
+    bob: { name: 'Bob Contractor', email: 'bob@contractor.example', email_verified: false, groups: ['contractors'], otp: '222222' },
+    carol: { name: 'Carol Manager', email: 'carol@example.com', email_verified: true, groups: ['staff', 'managers'], otp: '333333' },
+    dave: { name: 'Dave Partner, "Ltd"', email: 'dave@partner.example', email_verified: true, groups: ['partners', 'weird,group'], otp: '444444' },
+  },
+  eid: {
+    alice: { name: 'Alice Example', given_name: 'Alice', family_name: 'Example', birthdate: '1990-04-01', email: 'alice@example.com', email_verified: true },
+    mallory: { name: 'Mallory Other', given_name: 'Mallory', family_name: 'Other', birthdate: '1985-12-24', email: 'mallory@elsewhere.example', email_verified: true },
+  },
 };
+export const USERS = PROFILES[profile];
 const password = (login) => `${login}-pw`;
 
 const port = Number(process.env.IDP_PORT || 0);
@@ -42,9 +66,9 @@ const provider = new Provider(issuer, {
   jwks: { keys: [signingKey] },
   cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
   claims: {
-    openid: ['sub'],
+    openid: ['sub', 'acr', 'amr'],
     email: ['email', 'email_verified'],
-    profile: ['name'],
+    profile: ['name', 'given_name', 'family_name', 'birthdate'],
     groups: ['groups'],
     acr: null,
     amr: null,
@@ -54,7 +78,7 @@ const provider = new Provider(issuer, {
   // Put the claims of the granted scopes in the ID token, as most
   // enterprise IdPs do, rather than only at the userinfo endpoint.
   conformIdTokenClaims: false,
-  acrValues: ['urn:gatehouse:loa:pwd'],
+  acrValues: profile === 'eid' ? [EID_HIGH] : [PWD, MFA],
   features: {
     devInteractions: { enabled: false },
     rpInitiatedLogout: { enabled: true, logoutSource, postLogoutSuccessSource },
@@ -68,10 +92,11 @@ const provider = new Provider(issuer, {
   async findAccount(ctx, sub) {
     const user = USERS[sub];
     if (!user) return undefined;
+    const { otp, ...claims } = user;
     return {
       accountId: sub,
       async claims() {
-        return { sub, ...user };
+        return { sub, ...claims };
       },
     };
   },
@@ -80,7 +105,8 @@ const provider = new Provider(issuer, {
     const grantId = ctx.oidc.result?.consent?.grantId || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
     if (grantId) {
       const grant = await ctx.oidc.provider.Grant.find(grantId);
-      if (grant) return grant;
+      // A new login as another account gets a grant of its own.
+      if (grant && grant.accountId === ctx.oidc.session.accountId) return grant;
     }
     const grant = new ctx.oidc.provider.Grant({ clientId: ctx.oidc.client.clientId, accountId: ctx.oidc.session.accountId });
     grant.addOIDCScope([...ctx.oidc.requestParamScopes].join(' '));
@@ -113,12 +139,20 @@ function page(title, body) {
 <meta name="viewport" content="width=device-width, initial-scale=1"></head><body><main>${body}</main></body></html>`;
 }
 
-function loginPage(uid, error) {
-  return page('Sign in', `<h1>Sign in to the test IdP</h1>
+// wantsMFA reports whether the authorization request asks for the second
+// factor.
+function wantsMFA(params) {
+  return profile === 'corp' && !acrHintOnly && String(params.acr_values || '').split(' ').includes(MFA);
+}
+
+function loginPage(uid, mfa, error) {
+  const title = profile === 'eid' ? 'Sign in with your national eID (test)' : 'Sign in to the test IdP';
+  return page('Sign in', `<h1>${title}</h1>
 ${error ? `<p role="alert" class="error">${esc(error)}</p>` : ''}
 <form method="post" action="/interaction/${esc(uid)}/login" autocomplete="off">
 <label for="login">User name</label> <input id="login" name="login" required autofocus>
 <label for="password">Password</label> <input id="password" name="password" type="password" required>
+${mfa ? '<label for="otp">One-time code</label> <input id="otp" name="otp" inputmode="numeric" required>' : ''}
 <button type="submit">Sign in</button>
 </form>`);
 }
@@ -145,14 +179,21 @@ server.on('request', async (req, res) => {
   try {
     const details = await provider.interactionDetails(req, res);
     if (details.uid !== m[1]) return send(res, 400, page('Error', '<p>interaction mismatch</p>'));
-    if (req.method === 'GET') return send(res, 200, loginPage(details.uid));
+    const mfa = wantsMFA(details.params);
+    if (req.method === 'GET') return send(res, 200, loginPage(details.uid, mfa));
     if (req.method !== 'POST' || !m[2]) return send(res, 405, page('Error', '<p>method not allowed</p>'));
     const form = await readForm(req);
     const login = form.get('login') || '';
     if (!Object.hasOwn(USERS, login) || form.get('password') !== password(login)) {
-      return send(res, 200, loginPage(details.uid, 'Wrong user name or password.'));
+      return send(res, 200, loginPage(details.uid, mfa, 'Wrong user name or password.'));
     }
-    const result = { login: { accountId: login, acr: 'urn:gatehouse:loa:pwd', amr: ['pwd'] } };
+    if (mfa && form.get('otp') !== USERS[login].otp) {
+      return send(res, 200, loginPage(details.uid, mfa, 'Wrong one-time code.'));
+    }
+    let login_ = { accountId: login, acr: PWD, amr: ['pwd'] };
+    if (profile === 'eid') login_ = { accountId: login, acr: EID_HIGH, amr: ['pwd', 'hwk'] };
+    else if (mfa) login_ = { accountId: login, acr: MFA, amr: ['pwd', 'otp'] };
+    const result = { login: login_ };
     await provider.interactionFinished(req, res, result, { mergeWithLastSubmission: false });
   } catch (err) {
     if (err instanceof errors.SessionNotFound) return send(res, 400, page('Error', '<p>This sign-in expired. Start again.</p>'));
