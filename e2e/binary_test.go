@@ -3,6 +3,7 @@ package e2e
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -29,5 +30,35 @@ func TestBinaryIsCaddy(t *testing.T) {
 	out, err = cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "cookie_secret: secret #1 is 9 bytes after placeholders; it must be at least 32") {
 		t.Fatalf("adapt --validate with a short secret: %v\n%s", err, out)
+	}
+}
+
+// TestExamplesValidate adapts and validates every Caddyfile example, as
+// `caddy adapt --validate` does, offline, and checks they are formatted.
+func TestExamplesValidate(t *testing.T) {
+	files, _ := filepath.Glob("../caddyfile-examples/*.Caddyfile")
+	if len(files) < 3 {
+		t.Fatalf("only %d examples", len(files))
+	}
+	env := append(os.Environ(), "HOME="+t.TempDir(),
+		"GATEHOUSE_ISSUER=https://idp.invalid/realms/corp", "GATEHOUSE_CLIENT_ID=c", "GATEHOUSE_CLIENT_SECRET=s",
+		"GATEHOUSE_COOKIE_SECRET="+randomSecret(t), "GATEHOUSE_POLICY=../policies",
+		"EID_ISSUER=https://eid.invalid", "EID_CLIENT_ID=e", "EID_CLIENT_SECRET=s")
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			raw, _ := os.ReadFile(f)
+			if !strings.HasPrefix(string(raw), "# For ") {
+				t.Error("an example starts with a comment saying who it is for (# For …)")
+			}
+			cmd := exec.Command(gatehouseBin, "adapt", "--config", f, "--validate")
+			cmd.Env = env
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("adapt --validate: %v\n%s", err, out)
+			}
+			out, err := exec.Command(gatehouseBin, "fmt", f).Output()
+			if err != nil || string(out) != string(raw) {
+				t.Errorf("not formatted: run gatehouse fmt --overwrite %s", f)
+			}
+		})
 	}
 }

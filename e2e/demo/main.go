@@ -2,7 +2,8 @@
 // local test OpenID Provider, on this machine. Start it with ./demo.sh.
 //
 // It builds the gatehouse binary, starts the IdP (e2e/idp), the sample app
-// and Gatehouse with caddyfile-examples/legacy-app.Caddyfile, prints the
+// and Gatehouse with caddyfile-examples/sensitive-paths.Caddyfile (the
+// legacy-app example plus step-up MFA on /admin and /payslips), prints the
 // URL and the test users, and stops everything on Ctrl-C.
 package main
 
@@ -93,16 +94,16 @@ func run(port int) error {
 	var hello struct {
 		Issuer string
 		Users  []struct {
-			Login, Password, Email string
-			Groups                 []string
+			Login, Password, Email, OTP string
+			Groups                      []string
 		}
 	}
 	if err := json.Unmarshal(sc.Bytes(), &hello); err != nil {
 		return fmt.Errorf("the IdP said %q: %w", sc.Text(), err)
 	}
 
-	// Gatehouse, with the legacy-app example as is.
-	example, err := os.ReadFile(filepath.Join(root, "caddyfile-examples", "legacy-app.Caddyfile"))
+	// Gatehouse, with the sensitive-paths example as is.
+	example, err := os.ReadFile(filepath.Join(root, "caddyfile-examples", "sensitive-paths.Caddyfile"))
 	if err != nil {
 		return err
 	}
@@ -141,7 +142,7 @@ func run(port int) error {
 
 	var users strings.Builder
 	for _, u := range hello.Users {
-		fmt.Fprintf(&users, "    %-6s password %-9s  %s, groups %s\n", u.Login, u.Password, u.Email, strings.Join(u.Groups, ","))
+		fmt.Fprintf(&users, "    %-6s password %-9s one-time code %s  %s, groups %s\n", u.Login, u.Password, u.OTP, u.Email, strings.Join(u.Groups, ","))
 	}
 	fmt.Printf(`
 Gatehouse demo is running.
@@ -155,7 +156,8 @@ Gatehouse demo is running.
   The certificate comes from Caddy's local CA, which the demo does not
   install: accept the browser's warning, or trust
   %s
-  Idle logout is 15 minutes; sign out at %s/.gatehouse/logout.
+  Idle logout is 15 minutes. /admin/ and /payslips/ ask for the one-time
+  code (step-up MFA); sign out at %s/.gatehouse/logout.
 
 Ctrl-C stops everything.
 `, base, hello.Issuer, logPath, users.String(),
@@ -233,7 +235,8 @@ var page = template.Must(template.New("app").Parse(`<!DOCTYPE html>
 <p>This app knows nothing of OIDC. It trusts the identity headers Gatehouse sets:</p>
 <table>{{range .Headers}}<tr><th scope="row">{{.Name}}</th><td>{{.Value}}</td></tr>{{end}}</table>
 <p>You asked for <code>{{.Path}}</code>. Try <a href="/reports/2026">a deep link</a>,
-or <a href="/.gatehouse/logout">sign out</a>.</p>
+<a href="/admin/">the admin page</a> or <a href="/payslips/2026-11">a payslip</a> (both ask for
+your one-time code), or <a href="/.gatehouse/logout">sign out</a>.</p>
 </main></body></html>`))
 
 // legacyApp shows what a legacy upstream receives.
