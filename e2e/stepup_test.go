@@ -14,7 +14,10 @@ import (
 
 const stepUpPolicy = `package gatehouse
 
-decision := {"allow": true, "headers": headers}
+decision := {"allow": true, "headers": headers} if input.request.path_lower != "/policy-mfa"
+
+# The policy can ask for a step-up too.
+decision := {"allow": true, "headers": headers, "step_up": {"acr": ["urn:gatehouse:loa:mfa"]}} if input.request.path_lower == "/policy-mfa"
 
 headers["X-Verified-Name"] := input.user.verifications.eid.given_name
 `
@@ -184,6 +187,22 @@ func TestStepUp(t *testing.T) {
 		landed := b.submitLoginOTP(form, "carol", "333333")
 		if landed.Request.URL.String() != site+"/admin/users" {
 			t.Errorf("after step-up via step_up_url: %s", landed.Request.URL)
+		}
+	})
+
+	t.Run("the policy's step_up obligation", func(t *testing.T) {
+		t.Parallel()
+		b := newBrowser(t, gh)
+		mustStatus(t, b.login(site+"/", "dave"), http.StatusOK)
+		p := b.fetch(http.MethodGet, site+"/policy-mfa")
+		var body struct{ Error, Reason string }
+		p.json(t, &body)
+		if p.StatusCode != http.StatusUnauthorized || body.Error != "step_up_required" || body.Reason != "acr" {
+			t.Fatalf("policy obligation: %d %+v", p.StatusCode, body)
+		}
+		form := b.navigate(site + "/policy-mfa")
+		if done := b.submitLoginOTP(form, "dave", "444444"); done.StatusCode != http.StatusOK || done.Request.URL.Path != "/policy-mfa" {
+			t.Fatalf("after the policy's step-up: %d %s", done.StatusCode, done.Request.URL)
 		}
 	})
 
