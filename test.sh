@@ -28,7 +28,7 @@ go tool opa check --strict policies/
 go tool opa test policies/
 go test -count=1 ./...
 # The race detector where goroutines share state.
-go test -count=1 -race ./authn/ ./module/ ./policies/
+go test -count=1 -race ./authn/ ./module/ ./policies/ ./grants/
 # Each fuzz target, briefly (seed corpora run in every go test). Budgets are
 # execution counts, about 10 s each here: a duration-based -fuzztime hits a
 # race in Go 1.26's fuzz coordinator (go.dev/issue/75804) that fails a

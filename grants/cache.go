@@ -1,0 +1,299 @@
+package grants
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Cache sits in front of a Store on each node. A user's state is read at
+// most once a second per session; every change announced by any node
+// drops the affected entries at once. Revocations are also mirrored
+// locally (loaded at start, on reconnect and every MirrorEvery, and
+// updated by events), so they hold while the store is unreachable.
+type Cache struct {
+	store   Store
+	ttl     time.Duration
+	timeout time.Duration
+	now     func() time.Time
+	// OnExpired is told, once per grant and node, that a user came back
+	// after a grant of theirs expired ("expired on use").
+	OnExpired func(Grant)
+
+	mu       sync.RWMutex
+	entries  map[string]*cacheEntry // user key → state
+	sessions map[string]int64       // user key/sid → until
+	users    map[string]int64       // user key → revoked at
+	expired  map[string]int64       // grant ids already reported → expiry
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+type cacheEntry struct {
+	grants        []Grant
+	userRevokedAt int64
+	fetched       time.Time
+	sessions      map[string]time.Time // sid → when its revocation was checked
+}
+
+// Cache defaults.
+const (
+	CacheTTL    = time.Second
+	MirrorEvery = 30 * time.Second
+)
+
+// NewCache puts a cache in front of store. timeout bounds each store
+// call made for a request.
+func NewCache(store Store, timeout time.Duration) *Cache {
+	c := &Cache{
+		store: store, ttl: CacheTTL, timeout: timeout, now: time.Now,
+		entries: map[string]*cacheEntry{}, sessions: map[string]int64{}, users: map[string]int64{}, expired: map[string]int64{},
+		stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	c.refreshMirror()
+	go c.run()
+	return c
+}
+
+// Store is the store behind the cache.
+func (c *Cache) Store() Store { return c.store }
+
+func (c *Cache) run() {
+	defer close(c.done)
+	t := time.NewTicker(MirrorEvery)
+	defer t.Stop()
+	events := c.store.Events()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+			c.refreshMirror()
+		case e, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			c.apply(e)
+		}
+	}
+}
+
+// apply takes an event from any node into this node's cache.
+func (c *Cache) apply(e Event) {
+	c.mu.Lock()
+	switch e.Kind {
+	case "session_revoked":
+		c.sessions[e.UserKey+"/"+e.SessionID] = e.At
+	case "user_revoked":
+		if e.At > c.users[e.UserKey] {
+			c.users[e.UserKey] = e.At
+		}
+	case "resync":
+		c.entries = map[string]*cacheEntry{}
+	}
+	delete(c.entries, e.UserKey)
+	c.mu.Unlock()
+	if e.Kind == "resync" {
+		go c.refreshMirror()
+	}
+}
+
+// refreshMirror reloads the revocations in force from the store.
+func (c *Cache) refreshMirror() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	now := c.now()
+	rv, err := c.store.Revocations(ctx, now)
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, until := range rv.Sessions {
+		c.sessions[k] = until
+	}
+	for k, at := range rv.Users {
+		if at > c.users[k] {
+			c.users[k] = at
+		}
+	}
+	for k, until := range c.sessions {
+		if until < now.Unix() {
+			delete(c.sessions, k)
+		}
+	}
+	for id, exp := range c.expired {
+		if exp < now.Add(-time.Hour).Unix() {
+			delete(c.expired, id)
+		}
+	}
+}
+
+// Lookup returns the user's active grants and whether the session is
+// revoked. When the store cannot be read in time, it returns the error
+// with no grants but the locally known revocations, so standing access
+// can go on, JIT access cannot, and a revoked session stays revoked.
+func (c *Cache) Lookup(ctx context.Context, u User, sid string, now time.Time) (State, error) {
+	uk := u.Key()
+	c.mu.RLock()
+	e := c.entries[uk]
+	mirror := State{UserRevokedAt: c.users[uk], SessionRevoked: c.sessions[uk+"/"+sid] > 0}
+	fresh := e != nil && now.Sub(e.fetched) < c.ttl && now.Sub(e.sessions[sid]) < c.ttl
+	var st State
+	if fresh {
+		st = State{Grants: e.grants, UserRevokedAt: max(e.userRevokedAt, mirror.UserRevokedAt), SessionRevoked: mirror.SessionRevoked}
+	}
+	c.mu.RUnlock()
+	if fresh {
+		return c.active(st, e, now), nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	got, err := c.store.Lookup(ctx, u, sid, now)
+	if err != nil {
+		return mirror, err
+	}
+	c.mu.Lock()
+	prev := c.entries[uk]
+	ne := &cacheEntry{grants: got.Grants, userRevokedAt: got.UserRevokedAt, fetched: now, sessions: map[string]time.Time{sid: now}}
+	if prev != nil {
+		for s, t := range prev.sessions {
+			if s != sid && now.Sub(t) < c.ttl {
+				ne.sessions[s] = t
+			}
+		}
+	}
+	c.entries[uk] = ne
+	if got.SessionRevoked {
+		if _, ok := c.sessions[uk+"/"+sid]; !ok {
+			c.sessions[uk+"/"+sid] = now.Add(24 * time.Hour).Unix()
+		}
+	}
+	if got.UserRevokedAt > c.users[uk] {
+		c.users[uk] = got.UserRevokedAt
+	}
+	got.UserRevokedAt = max(got.UserRevokedAt, c.users[uk])
+	got.SessionRevoked = got.SessionRevoked || c.sessions[uk+"/"+sid] > 0
+	c.mu.Unlock()
+	c.reportExpired(got.Expired, nil, now)
+	return got, nil
+}
+
+// active drops grants that expired since the entry was read.
+func (c *Cache) active(st State, e *cacheEntry, now time.Time) State {
+	for i := range st.Grants {
+		if !st.Grants[i].Active(now) {
+			kept := make([]Grant, 0, len(st.Grants))
+			for _, g := range st.Grants {
+				if g.Active(now) {
+					kept = append(kept, g)
+				}
+			}
+			c.reportExpired(st.Grants, kept, now)
+			st.Grants = kept
+			break
+		}
+	}
+	return st
+}
+
+// reportExpired tells OnExpired about grants that were active before and
+// have now expired (not revoked), once each.
+func (c *Cache) reportExpired(before, after []Grant, now time.Time) {
+	if c.OnExpired == nil {
+		return
+	}
+	for _, g := range before {
+		if g.RevokedAt != 0 || now.Unix() < g.ExpiresAt || containsGrant(after, g.ID) {
+			continue
+		}
+		c.mu.Lock()
+		_, seen := c.expired[g.ID]
+		c.expired[g.ID] = g.ExpiresAt
+		c.mu.Unlock()
+		if !seen {
+			c.OnExpired(g)
+		}
+	}
+}
+
+func containsGrant(gs []Grant, id string) bool {
+	for i := range gs {
+		if gs[i].ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// Invalidate drops what this node knows of a user (after it changed
+// something itself; other nodes hear of it through events).
+func (c *Cache) Invalidate(u User) {
+	c.mu.Lock()
+	delete(c.entries, u.Key())
+	c.mu.Unlock()
+}
+
+// NoteSessionRevoked records a revocation made by this node at once.
+func (c *Cache) NoteSessionRevoked(u User, sid string, until time.Time) {
+	c.apply(Event{Kind: "session_revoked", UserKey: u.Key(), SessionID: sid, At: until.Unix()})
+}
+
+// NoteUserRevoked records a user revocation made by this node at once.
+func (c *Cache) NoteUserRevoked(u User, at time.Time) {
+	c.apply(Event{Kind: "user_revoked", UserKey: u.Key(), At: at.Unix()})
+}
+
+// Close stops the cache and closes the store.
+func (c *Cache) Close() error {
+	select {
+	case <-c.stop:
+		return nil
+	default:
+	}
+	close(c.stop)
+	<-c.done
+	return c.store.Close()
+}
+
+// Destruct lets a Cache live in a Caddy usage pool.
+func (c *Cache) Destruct() error { return c.Close() }
+
+// Open opens the store a URL names:
+//
+//	""                        in memory (one node, lost on restart)
+//	memory:                   the same, said explicitly
+//	file:///var/lib/gh/g.db   embedded bbolt file (one node, kept)
+//	redis://… rediss://… redis+cluster://…   Redis (shared by nodes)
+func Open(rawURL string, timeout time.Duration) (Store, error) {
+	if rawURL == "" || rawURL == "memory:" {
+		return NewMemory(), nil
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnsupportedURL, err)
+	}
+	switch u.Scheme {
+	case "file":
+		p := u.Path
+		if u.Host != "" && u.Host != "localhost" {
+			p = u.Host + p // file://relative/path
+		}
+		if p == "" {
+			return nil, fmt.Errorf("%w: %q has no path", ErrUnsupportedURL, rawURL)
+		}
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return nil, err
+		}
+		return OpenBolt(abs)
+	case "redis", "rediss", "redis+cluster", "rediss+cluster":
+		return OpenRedis(rawURL, RedisOptions{Timeout: timeout})
+	}
+	return nil, fmt.Errorf("%w: %q (want file://, redis://, rediss://, redis+cluster:// or memory:)", ErrUnsupportedURL, rawURL)
+}

@@ -1,0 +1,373 @@
+package grants
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+var (
+	t0    = time.Unix(1_795_597_200, 0)
+	alice = User{Iss: "https://idp.example", Sub: "alice"}
+	bob   = User{Iss: "https://idp.example", Sub: "bob"}
+)
+
+// conformance runs the one suite every Store must pass.
+func conformance(t *testing.T, open func(t *testing.T) Store) {
+	ctx := context.Background()
+
+	t.Run("grants and the exact expiry boundary", func(t *testing.T) {
+		s := open(t)
+		if _, err := s.AddGrant(ctx, Grant{User: alice, Resource: "db", CreatedAt: t0.Unix(), ExpiresAt: t0.Unix()}); !errors.Is(err, ErrInvalid) {
+			t.Errorf("a grant expiring at creation: %v", err)
+		}
+		if _, err := s.AddGrant(ctx, Grant{User: User{Sub: "x"}, Resource: "db", CreatedAt: 1, ExpiresAt: 2}); !errors.Is(err, ErrInvalid) {
+			t.Errorf("a grant without an issuer: %v", err)
+		}
+		g, err := s.AddGrant(ctx, Grant{User: alice, Email: "Alice@Example.com", Resource: "db", Reason: "incident",
+			CreatedAt: t0.Unix(), ExpiresAt: t0.Add(time.Hour).Unix(), ApprovedBy: "carol"})
+		if err != nil || g.ID == "" {
+			t.Fatalf("AddGrant: %+v %v", g, err)
+		}
+		for _, c := range []struct {
+			now  time.Time
+			want int
+		}{{t0, 1}, {t0.Add(time.Hour - time.Second), 1}, {t0.Add(time.Hour), 0}, {t0.Add(2 * time.Hour), 0}} {
+			st, err := s.Lookup(ctx, alice, "s1", c.now)
+			if err != nil || len(st.Grants) != c.want {
+				t.Errorf("Lookup at %s: %d grants, %v; want %d", c.now.Sub(t0), len(st.Grants), err, c.want)
+			}
+		}
+		if st, _ := s.Lookup(ctx, bob, "s1", t0); len(st.Grants) != 0 {
+			t.Error("bob sees alice's grant")
+		}
+		if gs, _ := s.Grants(ctx, GrantFilter{Now: t0.Add(2 * time.Hour)}); len(gs) != 0 {
+			t.Errorf("active grants after expiry: %v", gs)
+		}
+		if gs, _ := s.Grants(ctx, GrantFilter{All: true, User: &alice}); len(gs) != 1 || gs[0].Email != "alice@example.com" {
+			t.Errorf("access review: %+v", gs)
+		}
+		r, err := s.RevokeGrant(ctx, g.ID, "ops", t0.Add(time.Minute))
+		if err != nil || r.RevokedBy != "ops" {
+			t.Fatalf("RevokeGrant: %+v %v", r, err)
+		}
+		if st, _ := s.Lookup(ctx, alice, "s1", t0.Add(2*time.Minute)); len(st.Grants) != 0 {
+			t.Error("a revoked grant is still active")
+		}
+		if _, err := s.RevokeGrant(ctx, "nope", "ops", t0); !errors.Is(err, ErrNotFound) {
+			t.Errorf("revoking an unknown grant: %v", err)
+		}
+		if us, _ := s.Users(ctx, "ALICE@example.com"); len(us) != 1 || us[0] != alice {
+			t.Errorf("Users(email): %v", us)
+		}
+	})
+
+	t.Run("requests and decisions", func(t *testing.T) {
+		s := open(t)
+		base := Request{App: "payroll", Resource: "payroll-admin", Reason: "close", User: bob, Email: "bob@example.com",
+			Duration: 2 * 3600, MaxDuration: 4 * 3600, CreatedAt: t0.Unix()}
+		bad := base
+		bad.Duration = 5 * 3600
+		if _, err := s.CreateRequest(ctx, bad); !errors.Is(err, ErrInvalid) {
+			t.Errorf("a duration over the cap: %v", err)
+		}
+		r, err := s.CreateRequest(ctx, base)
+		if err != nil || r.Status != Pending {
+			t.Fatalf("CreateRequest: %+v %v", r, err)
+		}
+		if got, err := s.Request(ctx, r.ID); err != nil || got.Resource != "payroll-admin" {
+			t.Errorf("Request: %+v %v", got, err)
+		}
+		if rs, _ := s.Requests(ctx, RequestFilter{App: "payroll", Status: Pending}); len(rs) != 1 {
+			t.Errorf("pending: %v", rs)
+		}
+		if rs, _ := s.Requests(ctx, RequestFilter{App: "other"}); len(rs) != 0 {
+			t.Errorf("another app's requests: %v", rs)
+		}
+		now := t0.Add(time.Minute)
+		dr, g, err := s.Decide(ctx, r.ID, Decision{Approve: true, By: "carol@example.com", MaxDuration: time.Hour, Now: now})
+		if err != nil || g == nil || dr.Status != Approved || dr.GrantID != g.ID {
+			t.Fatalf("Decide: %+v %+v %v", dr, g, err)
+		}
+		if g.ExpiresAt != now.Add(time.Hour).Unix() || g.ApprovedBy != "carol@example.com" || g.RequestID != r.ID {
+			t.Errorf("grant %+v: the approver's 1h cap applies", g)
+		}
+		if _, _, err := s.Decide(ctx, r.ID, Decision{Approve: false, By: "dave", Now: now}); !errors.Is(err, ErrAlreadyDecided) {
+			t.Errorf("deciding twice: %v", err)
+		}
+		if st, _ := s.Lookup(ctx, bob, "", now); len(st.Grants) != 1 {
+			t.Errorf("bob's grants after approval: %v", st.Grants)
+		}
+		r2, _ := s.CreateRequest(ctx, base)
+		if dr, g, err := s.Decide(ctx, r2.ID, Decision{By: "carol", Reason: "not now", Now: now}); err != nil || g != nil || dr.Status != Rejected {
+			t.Errorf("reject: %+v %v %v", dr, g, err)
+		}
+		if _, _, err := s.Decide(ctx, "nope", Decision{Now: now}); !errors.Is(err, ErrNotFound) {
+			t.Errorf("deciding an unknown request: %v", err)
+		}
+	})
+
+	t.Run("concurrent approvals make exactly one grant", func(t *testing.T) {
+		s := open(t)
+		r, err := s.CreateRequest(ctx, Request{App: "a", Resource: "db", User: bob, Duration: 60, MaxDuration: 60, CreatedAt: t0.Unix()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wins, lost atomic.Int32
+		var wg sync.WaitGroup
+		for i := range 16 {
+			wg.Go(func() {
+				_, g, err := s.Decide(ctx, r.ID, Decision{Approve: true, By: string(rune('a' + i)), Now: t0})
+				switch {
+				case err == nil && g != nil:
+					wins.Add(1)
+				case errors.Is(err, ErrAlreadyDecided):
+					lost.Add(1)
+				default:
+					t.Errorf("Decide: %v", err)
+				}
+			})
+		}
+		wg.Wait()
+		gs, _ := s.Grants(ctx, GrantFilter{User: &bob, All: true})
+		if wins.Load() != 1 || lost.Load() != 15 || len(gs) != 1 {
+			t.Fatalf("%d wins, %d lost, %d grants; want 1, 15, 1", wins.Load(), lost.Load(), len(gs))
+		}
+	})
+
+	t.Run("revocations and de-provisioning", func(t *testing.T) {
+		s := open(t)
+		if err := s.RevokeSession(ctx, alice, "sid-1", time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RevokeSession(ctx, alice, "sid-old", time.Now().Add(-time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		st, _ := s.Lookup(ctx, alice, "sid-1", t0)
+		st2, _ := s.Lookup(ctx, alice, "sid-2", t0)
+		if !st.SessionRevoked || st2.SessionRevoked {
+			t.Errorf("session revocation: %v %v", st.SessionRevoked, st2.SessionRevoked)
+		}
+		_, _ = s.AddGrant(ctx, Grant{User: bob, Resource: "db", CreatedAt: t0.Unix(), ExpiresAt: t0.Add(time.Hour).Unix()})
+		_, _ = s.CreateRequest(ctx, Request{App: "a", Resource: "x", User: bob, Duration: 60, MaxDuration: 60, CreatedAt: t0.Unix()})
+		revoked, err := Deprovision(ctx, s, bob, "hr", t0.Add(time.Minute))
+		if err != nil || len(revoked) != 1 {
+			t.Fatalf("Deprovision: %v %v", revoked, err)
+		}
+		st, _ = s.Lookup(ctx, bob, "any", t0.Add(2*time.Minute))
+		if len(st.Grants) != 0 || st.UserRevokedAt != t0.Add(time.Minute).Unix() || !st.Revoked(t0.Unix()) || st.Revoked(t0.Add(time.Hour).Unix()) {
+			t.Errorf("after de-provisioning: %+v", st)
+		}
+		if rs, _ := s.Requests(ctx, RequestFilter{User: &bob}); len(rs) != 1 || rs[0].Status != Rejected {
+			t.Errorf("pending requests after de-provisioning: %+v", rs)
+		}
+		rv, err := s.Revocations(ctx, time.Now())
+		if err != nil || rv.Sessions[alice.Key()+"/sid-1"] == 0 || rv.Sessions[alice.Key()+"/sid-old"] != 0 || rv.Users[bob.Key()] != t0.Add(time.Minute).Unix() {
+			t.Errorf("Revocations: %+v %v", rv, err)
+		}
+	})
+
+	t.Run("events announce changes", func(t *testing.T) {
+		s := open(t)
+		time.Sleep(100 * time.Millisecond) // a remote store subscribes first
+		if _, err := s.AddGrant(ctx, Grant{User: alice, Resource: "db", CreatedAt: t0.Unix(), ExpiresAt: t0.Add(time.Hour).Unix()}); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.After(2 * time.Second)
+		for {
+			select {
+			case e := <-s.Events():
+				if e.Kind == "user" && e.UserKey == alice.Key() {
+					return
+				}
+			case <-deadline:
+				t.Fatal("no event for the new grant within 2s")
+			}
+		}
+	})
+
+	t.Run("cache: hits, invalidation, the local revocation mirror", func(t *testing.T) {
+		s := open(t)
+		counting := &countingStore{Store: s}
+		c := NewCache(counting, time.Second)
+		t.Cleanup(func() { _ = c.Close() })
+		now := time.Now()
+		_, _ = s.AddGrant(ctx, Grant{User: alice, Resource: "db", CreatedAt: now.Unix(), ExpiresAt: now.Add(time.Hour).Unix()})
+		time.Sleep(100 * time.Millisecond)
+		st, err := c.Lookup(ctx, alice, "sid", now)
+		if err != nil || len(st.Grants) != 1 {
+			t.Fatalf("first lookup: %+v %v", st, err)
+		}
+		before := counting.lookups.Load()
+		for range 10 {
+			_, _ = c.Lookup(ctx, alice, "sid", now.Add(100*time.Millisecond))
+		}
+		if n := counting.lookups.Load() - before; n != 0 {
+			t.Errorf("%d store lookups within the cache TTL", n)
+		}
+		// A change elsewhere reaches the cache through the store's events.
+		g2, _ := s.AddGrant(ctx, Grant{User: alice, Resource: "wiki", CreatedAt: now.Unix(), ExpiresAt: now.Add(time.Hour).Unix()})
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			st, _ = c.Lookup(ctx, alice, "sid", now.Add(200*time.Millisecond))
+			if len(st.Grants) == 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the cache did not see a new grant within 2s of its event")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		_, _ = s.RevokeGrant(ctx, g2.ID, "ops", now)
+		if err := s.RevokeSession(ctx, alice, "sid", now.Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		deadline = time.Now().Add(2 * time.Second)
+		for {
+			st, _ = c.Lookup(ctx, alice, "sid", now.Add(300*time.Millisecond))
+			if st.SessionRevoked {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the cache did not see a session revocation within 2s")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if len(st.Grants) != 1 {
+			t.Errorf("after revoking one grant: %v", st.Grants)
+		}
+		// The expiry of a grant in the cache is noticed without the store.
+		var expired []string
+		c.OnExpired = func(g Grant) { expired = append(expired, g.Resource) }
+		_, _ = c.Lookup(ctx, alice, "sid", now.Add(2*time.Hour))
+		if len(expired) != 1 || expired[0] != "db" {
+			t.Errorf("expired on use: %v", expired)
+		}
+	})
+}
+
+type countingStore struct {
+	Store
+	lookups atomic.Int64
+}
+
+func (c *countingStore) Lookup(ctx context.Context, u User, sid string, now time.Time) (State, error) {
+	c.lookups.Add(1)
+	return c.Store.Lookup(ctx, u, sid, now)
+}
+
+func TestMemoryStore(t *testing.T) {
+	conformance(t, func(t *testing.T) Store {
+		s := NewMemory()
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	})
+}
+
+func TestBoltStore(t *testing.T) {
+	conformance(t, func(t *testing.T) Store {
+		s, err := OpenBolt(filepath.Join(t.TempDir(), "grants.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	})
+}
+
+func TestRedisStore(t *testing.T) {
+	conformance(t, func(t *testing.T) Store {
+		r := startRedis(t, false)
+		s, err := OpenRedis(r.URL(), RedisOptions{Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	})
+}
+
+func TestBoltDurableAndLocked(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "grants.db")
+	s, err := OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, _ := s.AddGrant(ctx, Grant{User: alice, Resource: "db", CreatedAt: t0.Unix(), ExpiresAt: t0.Add(time.Hour).Unix()})
+	_ = s.RevokeSession(ctx, alice, "sid", time.Now().Add(time.Hour))
+	start := time.Now()
+	if _, err := OpenBolt(path); !errors.Is(err, ErrStoreLocked) || time.Since(start) > 3*time.Second {
+		t.Errorf("a second open while locked: %v after %s", err, time.Since(start))
+	}
+	_ = s.Close()
+	s, err = OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	st, _ := s.Lookup(ctx, alice, "sid", t0)
+	if len(st.Grants) != 1 || st.Grants[0].ID != g.ID || !st.SessionRevoked {
+		t.Errorf("after a restart: %+v", st)
+	}
+}
+
+func TestRedisRestartAndOutage(t *testing.T) {
+	ctx := context.Background()
+	r := startRedis(t, true)
+	s, err := OpenRedis(r.URL(), RedisOptions{Timeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if ok, err := s.AppendOnly(ctx); err != nil || !ok {
+		t.Errorf("AppendOnly: %v %v", ok, err)
+	}
+	now := time.Now()
+	if _, err := s.AddGrant(ctx, Grant{User: alice, Resource: "db", CreatedAt: now.Unix(), ExpiresAt: now.Add(time.Hour).Unix()}); err != nil {
+		t.Fatal(err)
+	}
+	c := NewCache(s, 50*time.Millisecond)
+	defer c.Close()
+	_ = s.RevokeSession(ctx, alice, "dead", now.Add(time.Hour))
+	time.Sleep(200 * time.Millisecond)
+
+	r.stop()
+	// Down: every lookup fails fast, and revocations still hold.
+	var worst time.Duration
+	for i := range 20 {
+		start := time.Now()
+		st, err := c.Lookup(ctx, alice, "dead", now.Add(time.Duration(i+2)*time.Second))
+		if d := time.Since(start); d > worst {
+			worst = d
+		}
+		if !errors.Is(err, ErrUnavailable) || len(st.Grants) != 0 || !st.SessionRevoked {
+			t.Fatalf("lookup while down: %+v %v", st, err)
+		}
+	}
+	if worst > 500*time.Millisecond {
+		t.Errorf("a lookup took %s while Redis was down (bound 50ms)", worst)
+	}
+	t.Logf("slowest lookup while Redis was down: %s (grants_timeout 50ms)", worst.Round(time.Millisecond))
+
+	r.start()
+	// Back: picked up without reopening, data kept (appendonly yes).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := c.Lookup(ctx, alice, "other", time.Now().Add(time.Hour-time.Minute))
+		if err == nil && len(st.Grants) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Redis back, but lookups still fail: %+v %v", st, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st, _ := s.Lookup(ctx, alice, "dead", now); !st.SessionRevoked {
+		t.Error("a session revocation was lost in the restart")
+	}
+}

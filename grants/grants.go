@@ -1,0 +1,308 @@
+// Package grants keeps just-in-time grants, access requests and session
+// revocations for Gatehouse: a Store interface with an embedded store
+// (bbolt file, or memory) and a Redis store that pass one conformance
+// suite, and a Cache that every node puts in front of its store.
+//
+// Validity is always decided here by comparing expires_at with the time
+// given, never only by a store's own expiry of keys.
+package grants
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Errors.
+var (
+	ErrNotFound        = errors.New("grants: not found")
+	ErrAlreadyDecided  = errors.New("grants: request already decided")
+	ErrInvalid         = errors.New("grants: invalid")
+	ErrUnavailable     = errors.New("grants: store unavailable")
+	ErrUnsupportedURL  = errors.New("grants: unsupported store URL")
+	ErrStoreLocked     = errors.New("grants: store file is locked by another process")
+)
+
+// User is who a grant is for: an issuer and a subject (an email is not an
+// identity: it can be reassigned).
+type User struct {
+	Iss string `json:"iss"`
+	Sub string `json:"sub"`
+}
+
+// Key is a stable, opaque key for the user, safe in store keys.
+func (u User) Key() string {
+	h := sha256.Sum256([]byte(u.Iss + "\x00" + u.Sub))
+	return hex.EncodeToString(h[:16])
+}
+
+func (u User) String() string { return u.Sub + " (" + u.Iss + ")" }
+
+func (u User) valid() bool { return u.Iss != "" && u.Sub != "" }
+
+// Grant is time-boxed access of one user to one resource.
+type Grant struct {
+	ID          string `json:"id"`
+	User        User   `json:"user"`
+	Email       string `json:"email,omitempty"`
+	App         string `json:"app,omitempty"`
+	Resource    string `json:"resource"`
+	Reason      string `json:"reason,omitempty"`
+	RequestedBy string `json:"requested_by,omitempty"`
+	ApprovedBy  string `json:"approved_by,omitempty"`
+	RequestID   string `json:"request_id,omitempty"`
+	CreatedAt   int64  `json:"created_at"`
+	ExpiresAt   int64  `json:"expires_at"`
+	RevokedAt   int64  `json:"revoked_at,omitempty"`
+	RevokedBy   string `json:"revoked_by,omitempty"`
+}
+
+// Active reports whether the grant is valid at now: not revoked, and
+// now < expires_at.
+func (g *Grant) Active(now time.Time) bool {
+	return g.RevokedAt == 0 && now.Unix() < g.ExpiresAt
+}
+
+// Status of an access request.
+type Status string
+
+const (
+	Pending      Status = "pending"
+	Approved     Status = "approved"
+	AutoApproved Status = "auto_approved"
+	Rejected     Status = "rejected"
+)
+
+// Request is a user's request for temporary access.
+type Request struct {
+	ID             string `json:"id"`
+	App            string `json:"app"`
+	Resource       string `json:"resource"`
+	Reason         string `json:"reason"`
+	User           User   `json:"user"`
+	Email          string `json:"email,omitempty"`
+	Name           string `json:"name,omitempty"`
+	Duration       int64  `json:"duration_s"`     // asked for
+	MaxDuration    int64  `json:"max_duration_s"` // the offer's cap
+	CreatedAt      int64  `json:"created_at"`
+	Status         Status `json:"status"`
+	DecidedAt      int64  `json:"decided_at,omitempty"`
+	DecidedBy      string `json:"decided_by,omitempty"`
+	DecisionReason string `json:"decision_reason,omitempty"`
+	GrantID        string `json:"grant_id,omitempty"`
+}
+
+// Decision decides a pending request.
+type Decision struct {
+	Approve bool
+	Auto    bool   // approved by policy, at once
+	By      string // who decided
+	Reason  string
+	// MaxDuration caps the grant further (the approver's policy answer);
+	// 0 leaves the request's own cap.
+	MaxDuration time.Duration
+	Now         time.Time
+}
+
+// State is what the pipeline needs about a user on every request.
+type State struct {
+	// Grants active at the time asked.
+	Grants []Grant
+	// UserRevokedAt: sessions created at or before this (unix seconds)
+	// are revoked (de-provisioning, log out everywhere). 0: none.
+	UserRevokedAt int64
+	// SessionRevoked: the session asked about was revoked (logout).
+	SessionRevoked bool
+	// Expired are the user's grants that expired (not revoked) within the
+	// last day: a user coming back after one is audited as "expired on use".
+	Expired []Grant
+}
+
+// recentlyExpired is how far back Lookup reports expired grants.
+const recentlyExpired = 24 * time.Hour
+
+// classify puts a grant into the state as active or recently expired.
+func (s *State) classify(g Grant, now time.Time) {
+	switch {
+	case g.Active(now):
+		s.Grants = append(s.Grants, g)
+	case g.RevokedAt == 0 && now.Sub(time.Unix(g.ExpiresAt, 0)) < recentlyExpired:
+		s.Expired = append(s.Expired, g)
+	}
+}
+
+// Revoked reports whether a session created at created is revoked.
+func (s *State) Revoked(created int64) bool {
+	return s.SessionRevoked || (s.UserRevokedAt != 0 && created <= s.UserRevokedAt)
+}
+
+// GrantFilter selects grants to list.
+type GrantFilter struct {
+	User     *User
+	Resource string
+	// All includes expired and revoked grants (an access review).
+	All bool
+	Now time.Time
+}
+
+// RequestFilter selects requests to list.
+type RequestFilter struct {
+	App    string
+	Status Status
+	User   *User
+}
+
+// Revocations are every revocation still in force, for a node's local
+// mirror.
+type Revocations struct {
+	Sessions map[string]int64 // user key + "/" + session id → until (unix)
+	Users    map[string]int64 // user key → revoked at (unix)
+}
+
+// Event tells caches that something about a user changed.
+type Event struct {
+	Kind      string `json:"kind"` // "user", "session_revoked", "user_revoked", "resync"
+	UserKey   string `json:"user,omitempty"`
+	SessionID string `json:"sid,omitempty"`
+	At        int64  `json:"at,omitempty"` // until (session) or revoked at (user)
+}
+
+// Store keeps grants, requests and revocations. Implementations are safe
+// for concurrent use. Times are passed in, so that expiry is decided by
+// the caller's clock and tests are exact.
+type Store interface {
+	// Lookup returns the user's active grants and revocation state, in one
+	// round trip where the store is remote.
+	Lookup(ctx context.Context, u User, sessionID string, now time.Time) (State, error)
+
+	AddGrant(ctx context.Context, g Grant) (Grant, error)
+	RevokeGrant(ctx context.Context, id, by string, now time.Time) (Grant, error)
+	Grants(ctx context.Context, f GrantFilter) ([]Grant, error)
+
+	CreateRequest(ctx context.Context, r Request) (Request, error)
+	Request(ctx context.Context, id string) (Request, error)
+	Requests(ctx context.Context, f RequestFilter) ([]Request, error)
+	// Decide decides a pending request exactly once: of concurrent calls,
+	// one wins; the others get ErrAlreadyDecided. An approval creates the
+	// grant.
+	Decide(ctx context.Context, id string, d Decision) (Request, *Grant, error)
+
+	// RevokeSession revokes one session of u until until (its end).
+	RevokeSession(ctx context.Context, u User, sessionID string, until time.Time) error
+	// RevokeUser revokes every session of u created up to at.
+	RevokeUser(ctx context.Context, u User, at time.Time) error
+	// Users resolves an email to the users the store has seen with it.
+	Users(ctx context.Context, email string) ([]User, error)
+	// Revocations lists revocations in force at now.
+	Revocations(ctx context.Context, now time.Time) (Revocations, error)
+
+	// Events delivers changes made by any node (for cache invalidation).
+	Events() <-chan Event
+	Close() error
+}
+
+// Deprovision revokes everything of a user at once: every session, every
+// grant, and every pending request (rejected).
+func Deprovision(ctx context.Context, s Store, u User, by string, now time.Time) ([]Grant, error) {
+	if err := s.RevokeUser(ctx, u, now); err != nil {
+		return nil, err
+	}
+	gs, err := s.Grants(ctx, GrantFilter{User: &u, Now: now})
+	if err != nil {
+		return nil, err
+	}
+	var revoked []Grant
+	for _, g := range gs {
+		r, err := s.RevokeGrant(ctx, g.ID, by, now)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return revoked, err
+		}
+		revoked = append(revoked, r)
+	}
+	reqs, err := s.Requests(ctx, RequestFilter{Status: Pending, User: &u})
+	if err != nil {
+		return revoked, err
+	}
+	for _, r := range reqs {
+		if _, _, err := s.Decide(ctx, r.ID, Decision{By: by, Reason: "user de-provisioned", Now: now}); err != nil && !errors.Is(err, ErrAlreadyDecided) {
+			return revoked, err
+		}
+	}
+	return revoked, nil
+}
+
+func newID() string { return strings.ToLower(rand.Text()) }
+
+// validateGrant checks a new grant and fills in its id.
+func validateGrant(g *Grant) error {
+	switch {
+	case !g.User.valid():
+		return fmt.Errorf("%w: grant needs a user (iss and sub)", ErrInvalid)
+	case g.Resource == "":
+		return fmt.Errorf("%w: grant needs a resource", ErrInvalid)
+	case g.ExpiresAt <= g.CreatedAt:
+		return fmt.Errorf("%w: grant must expire after it is created", ErrInvalid)
+	}
+	if g.ID == "" {
+		g.ID = newID()
+	}
+	g.Email = strings.ToLower(g.Email)
+	return nil
+}
+
+func validateRequest(r *Request) error {
+	switch {
+	case !r.User.valid():
+		return fmt.Errorf("%w: request needs a user", ErrInvalid)
+	case r.Resource == "":
+		return fmt.Errorf("%w: request needs a resource", ErrInvalid)
+	case r.Duration <= 0 || r.MaxDuration <= 0 || r.Duration > r.MaxDuration:
+		return fmt.Errorf("%w: duration must be positive and at most the offered %ds", ErrInvalid, r.MaxDuration)
+	}
+	if r.ID == "" {
+		r.ID = newID()
+	}
+	r.Status = Pending
+	r.Email = strings.ToLower(r.Email)
+	return nil
+}
+
+// decide applies a decision to a pending request, returning the grant an
+// approval creates.
+func decide(r *Request, d Decision) *Grant {
+	r.DecidedAt, r.DecidedBy, r.DecisionReason = d.Now.Unix(), d.By, d.Reason
+	if !d.Approve {
+		r.Status = Rejected
+		return nil
+	}
+	r.Status = Approved
+	if d.Auto {
+		r.Status = AutoApproved
+	}
+	dur := r.Duration
+	if r.MaxDuration > 0 && dur > r.MaxDuration {
+		dur = r.MaxDuration
+	}
+	if max := int64(d.MaxDuration / time.Second); max > 0 && dur > max {
+		dur = max
+	}
+	g := &Grant{
+		ID: newID(), User: r.User, Email: r.Email, App: r.App, Resource: r.Resource, Reason: r.Reason,
+		RequestedBy: r.Email, ApprovedBy: d.By, RequestID: r.ID,
+		CreatedAt: d.Now.Unix(), ExpiresAt: d.Now.Unix() + dur,
+	}
+	if g.RequestedBy == "" {
+		g.RequestedBy = r.User.Sub
+	}
+	r.GrantID = g.ID
+	return g
+}
+
+// retention is how long decided requests, expired grants and expired
+// revocations are kept before purging.
+const retention = 30 * 24 * time.Hour

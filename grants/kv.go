@@ -1,0 +1,540 @@
+package grants
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// kv is the little a transactional key-value store must offer for the
+// embedded stores: buckets of keys, read and update transactions, prefix
+// scans in key order. bbolt and a map implement it.
+type kv interface {
+	view(func(tx kvTx) error) error
+	update(func(tx kvTx) error) error
+	close() error
+}
+
+type kvTx interface {
+	get(bucket, key string) []byte
+	put(bucket, key string, v []byte) error
+	del(bucket, key string) error
+	scan(bucket, prefix string, fn func(key string, v []byte) error) error
+}
+
+// Buckets of the embedded stores.
+const (
+	bGrants     = "grants"      // id → Grant
+	bUserGrants = "user_grants" // userkey/id → ""
+	bRequests   = "requests"    // id → Request
+	bSessions   = "sessions"    // userkey/sid → until
+	bUsers      = "users"       // userkey → revoked at
+	bEmails     = "emails"      // email/userkey → User
+)
+
+var allBuckets = []string{bGrants, bUserGrants, bRequests, bSessions, bUsers, bEmails}
+
+// kvStore is the Store of the embedded stores, on any kv.
+type kvStore struct {
+	db     kv
+	events *broadcaster
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+// purgeEvery is how often expired entries are purged in the background.
+const purgeEvery = 10 * time.Minute
+
+func newKVStore(db kv) *kvStore {
+	s := &kvStore{db: db, events: newBroadcaster(), stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(purgeEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.stop:
+				return
+			case now := <-t.C:
+				_ = s.purge(now)
+			}
+		}
+	}()
+	return s
+}
+
+func (s *kvStore) Lookup(_ context.Context, u User, sid string, now time.Time) (State, error) {
+	var st State
+	err := s.db.view(func(tx kvTx) error {
+		uk := u.Key()
+		if err := tx.scan(bUserGrants, uk+"/", func(k string, _ []byte) error {
+			var g Grant
+			if json.Unmarshal(tx.get(bGrants, k[len(uk)+1:]), &g) == nil {
+				st.classify(g, now)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		st.UserRevokedAt = atoi(tx.get(bUsers, uk))
+		if sid != "" {
+			if until := atoi(tx.get(bSessions, uk+"/"+sid)); until > 0 {
+				st.SessionRevoked = true
+			}
+		}
+		return nil
+	})
+	return st, err
+}
+
+func (s *kvStore) AddGrant(_ context.Context, g Grant) (Grant, error) {
+	if err := validateGrant(&g); err != nil {
+		return g, err
+	}
+	err := s.db.update(func(tx kvTx) error { return putGrant(tx, g) })
+	if err == nil {
+		s.events.send(Event{Kind: "user", UserKey: g.User.Key()})
+	}
+	return g, err
+}
+
+func putGrant(tx kvTx, g Grant) error {
+	b, _ := json.Marshal(g)
+	if err := tx.put(bGrants, g.ID, b); err != nil {
+		return err
+	}
+	if err := tx.put(bUserGrants, g.User.Key()+"/"+g.ID, nil); err != nil {
+		return err
+	}
+	return indexEmail(tx, g.Email, g.User)
+}
+
+func indexEmail(tx kvTx, email string, u User) error {
+	if email == "" {
+		return nil
+	}
+	b, _ := json.Marshal(u)
+	return tx.put(bEmails, strings.ToLower(email)+"/"+u.Key(), b)
+}
+
+func (s *kvStore) RevokeGrant(_ context.Context, id, by string, now time.Time) (Grant, error) {
+	var g Grant
+	err := s.db.update(func(tx kvTx) error {
+		b := tx.get(bGrants, id)
+		if b == nil {
+			return ErrNotFound
+		}
+		if err := json.Unmarshal(b, &g); err != nil {
+			return err
+		}
+		if g.RevokedAt == 0 {
+			g.RevokedAt, g.RevokedBy = now.Unix(), by
+		}
+		nb, _ := json.Marshal(g)
+		return tx.put(bGrants, id, nb)
+	})
+	if err == nil {
+		s.events.send(Event{Kind: "user", UserKey: g.User.Key()})
+	}
+	return g, err
+}
+
+func (s *kvStore) Grants(_ context.Context, f GrantFilter) ([]Grant, error) {
+	var out []Grant
+	err := s.db.view(func(tx kvTx) error {
+		return tx.scan(bGrants, "", func(_ string, b []byte) error {
+			var g Grant
+			if json.Unmarshal(b, &g) != nil {
+				return nil
+			}
+			if matchGrant(&g, f) {
+				out = append(out, g)
+			}
+			return nil
+		})
+	})
+	sortGrants(out)
+	return out, err
+}
+
+func matchGrant(g *Grant, f GrantFilter) bool {
+	if f.User != nil && g.User != *f.User {
+		return false
+	}
+	if f.Resource != "" && g.Resource != f.Resource {
+		return false
+	}
+	return f.All || g.Active(f.Now)
+}
+
+func sortGrants(gs []Grant) {
+	sort.Slice(gs, func(i, j int) bool {
+		if gs[i].CreatedAt != gs[j].CreatedAt {
+			return gs[i].CreatedAt < gs[j].CreatedAt
+		}
+		return gs[i].ID < gs[j].ID
+	})
+}
+
+func (s *kvStore) CreateRequest(_ context.Context, r Request) (Request, error) {
+	if err := validateRequest(&r); err != nil {
+		return r, err
+	}
+	err := s.db.update(func(tx kvTx) error {
+		b, _ := json.Marshal(r)
+		if err := tx.put(bRequests, r.ID, b); err != nil {
+			return err
+		}
+		return indexEmail(tx, r.Email, r.User)
+	})
+	if err == nil {
+		s.events.send(Event{Kind: "user", UserKey: r.User.Key()})
+	}
+	return r, err
+}
+
+func (s *kvStore) Request(_ context.Context, id string) (Request, error) {
+	var r Request
+	err := s.db.view(func(tx kvTx) error {
+		b := tx.get(bRequests, id)
+		if b == nil {
+			return ErrNotFound
+		}
+		return json.Unmarshal(b, &r)
+	})
+	return r, err
+}
+
+func (s *kvStore) Requests(_ context.Context, f RequestFilter) ([]Request, error) {
+	var out []Request
+	err := s.db.view(func(tx kvTx) error {
+		return tx.scan(bRequests, "", func(_ string, b []byte) error {
+			var r Request
+			if json.Unmarshal(b, &r) == nil && matchRequest(&r, f) {
+				out = append(out, r)
+			}
+			return nil
+		})
+	})
+	sortRequests(out)
+	return out, err
+}
+
+func matchRequest(r *Request, f RequestFilter) bool {
+	return (f.App == "" || r.App == f.App) && (f.Status == "" || r.Status == f.Status) && (f.User == nil || r.User == *f.User)
+}
+
+func sortRequests(rs []Request) {
+	sort.Slice(rs, func(i, j int) bool {
+		if rs[i].CreatedAt != rs[j].CreatedAt {
+			return rs[i].CreatedAt < rs[j].CreatedAt
+		}
+		return rs[i].ID < rs[j].ID
+	})
+}
+
+func (s *kvStore) Decide(_ context.Context, id string, d Decision) (Request, *Grant, error) {
+	var r Request
+	var g *Grant
+	err := s.db.update(func(tx kvTx) error {
+		b := tx.get(bRequests, id)
+		if b == nil {
+			return ErrNotFound
+		}
+		if err := json.Unmarshal(b, &r); err != nil {
+			return err
+		}
+		if r.Status != Pending {
+			return ErrAlreadyDecided
+		}
+		g = decide(&r, d)
+		nb, _ := json.Marshal(r)
+		if err := tx.put(bRequests, id, nb); err != nil {
+			return err
+		}
+		if g != nil {
+			return putGrant(tx, *g)
+		}
+		return nil
+	})
+	if err != nil {
+		return r, nil, err
+	}
+	s.events.send(Event{Kind: "user", UserKey: r.User.Key()})
+	return r, g, nil
+}
+
+func (s *kvStore) RevokeSession(_ context.Context, u User, sid string, until time.Time) error {
+	err := s.db.update(func(tx kvTx) error {
+		return tx.put(bSessions, u.Key()+"/"+sid, []byte(strconv.FormatInt(until.Unix(), 10)))
+	})
+	if err == nil {
+		s.events.send(Event{Kind: "session_revoked", UserKey: u.Key(), SessionID: sid, At: until.Unix()})
+	}
+	return err
+}
+
+func (s *kvStore) RevokeUser(_ context.Context, u User, at time.Time) error {
+	err := s.db.update(func(tx kvTx) error {
+		if prev := atoi(tx.get(bUsers, u.Key())); prev >= at.Unix() {
+			return nil
+		}
+		return tx.put(bUsers, u.Key(), []byte(strconv.FormatInt(at.Unix(), 10)))
+	})
+	if err == nil {
+		s.events.send(Event{Kind: "user_revoked", UserKey: u.Key(), At: at.Unix()})
+	}
+	return err
+}
+
+func (s *kvStore) Users(_ context.Context, email string) ([]User, error) {
+	var out []User
+	err := s.db.view(func(tx kvTx) error {
+		return tx.scan(bEmails, strings.ToLower(email)+"/", func(_ string, b []byte) error {
+			var u User
+			if json.Unmarshal(b, &u) == nil {
+				out = append(out, u)
+			}
+			return nil
+		})
+	})
+	return out, err
+}
+
+func (s *kvStore) Revocations(_ context.Context, now time.Time) (Revocations, error) {
+	rv := Revocations{Sessions: map[string]int64{}, Users: map[string]int64{}}
+	err := s.db.view(func(tx kvTx) error {
+		if err := tx.scan(bSessions, "", func(k string, v []byte) error {
+			if until := atoi(v); until > now.Unix() {
+				rv.Sessions[k] = until
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		return tx.scan(bUsers, "", func(k string, v []byte) error {
+			rv.Users[k] = atoi(v)
+			return nil
+		})
+	})
+	return rv, err
+}
+
+// purge removes what is past its retention: expired or revoked grants,
+// decided requests, sessions past their end.
+func (s *kvStore) purge(now time.Time) error {
+	cutoff := now.Add(-retention).Unix()
+	return s.db.update(func(tx kvTx) error {
+		var dead []Grant
+		if err := tx.scan(bGrants, "", func(_ string, b []byte) error {
+			var g Grant
+			if json.Unmarshal(b, &g) == nil && (g.ExpiresAt < cutoff || (g.RevokedAt != 0 && g.RevokedAt < cutoff)) {
+				dead = append(dead, g)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, g := range dead {
+			_ = tx.del(bGrants, g.ID)
+			_ = tx.del(bUserGrants, g.User.Key()+"/"+g.ID)
+		}
+		var deadReqs, deadSessions []string
+		_ = tx.scan(bRequests, "", func(k string, b []byte) error {
+			var r Request
+			if json.Unmarshal(b, &r) == nil && r.Status != Pending && r.DecidedAt < cutoff {
+				deadReqs = append(deadReqs, k)
+			}
+			return nil
+		})
+		_ = tx.scan(bSessions, "", func(k string, v []byte) error {
+			if atoi(v) < now.Unix() {
+				deadSessions = append(deadSessions, k)
+			}
+			return nil
+		})
+		for _, k := range deadReqs {
+			_ = tx.del(bRequests, k)
+		}
+		for _, k := range deadSessions {
+			_ = tx.del(bSessions, k)
+		}
+		return nil
+	})
+}
+
+func (s *kvStore) Events() <-chan Event { return s.events.ch }
+
+func (s *kvStore) Close() error {
+	select {
+	case <-s.stop:
+		return nil
+	default:
+	}
+	close(s.stop)
+	<-s.done
+	s.events.close()
+	return s.db.close()
+}
+
+func atoi(b []byte) int64 {
+	n, _ := strconv.ParseInt(string(b), 10, 64)
+	return n
+}
+
+// broadcaster delivers events without ever blocking a writer: a full
+// channel drops the event, and caches fall back on their short TTL.
+type broadcaster struct {
+	mu     sync.Mutex
+	ch     chan Event
+	closed bool
+}
+
+func newBroadcaster() *broadcaster { return &broadcaster{ch: make(chan Event, 1024)} }
+
+func (b *broadcaster) send(e Event) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return
+	}
+	select {
+	case b.ch <- e:
+	default:
+	}
+}
+
+func (b *broadcaster) close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.closed {
+		b.closed = true
+		close(b.ch)
+	}
+}
+
+// memKV is a kv in memory: the store used without a grants line (one
+// node, lost on restart).
+type memKV struct {
+	mu      sync.RWMutex
+	buckets map[string]map[string][]byte
+}
+
+// NewMemory returns an in-memory store.
+func NewMemory() Store {
+	m := &memKV{buckets: map[string]map[string][]byte{}}
+	for _, b := range allBuckets {
+		m.buckets[b] = map[string][]byte{}
+	}
+	return newKVStore(m)
+}
+
+func (m *memKV) view(fn func(kvTx) error) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return fn(memTx{m, false})
+}
+
+func (m *memKV) update(fn func(kvTx) error) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	// Apply to a copy of the touched buckets, so a failed update changes
+	// nothing.
+	tx := &memWriteTx{m: m, changes: map[string]map[string][]byte{}}
+	if err := fn(tx); err != nil {
+		return err
+	}
+	for b, kvs := range tx.changes {
+		for k, v := range kvs {
+			if v == nil {
+				delete(m.buckets[b], k)
+			} else {
+				m.buckets[b][k] = v
+			}
+		}
+	}
+	return nil
+}
+
+func (m *memKV) close() error { return nil }
+
+type memTx struct {
+	m        *memKV
+	writable bool
+}
+
+func (t memTx) get(b, k string) []byte { return t.m.buckets[b][k] }
+func (t memTx) put(string, string, []byte) error {
+	return errors.New("grants: write in a read transaction")
+}
+func (t memTx) del(string, string) error { return errors.New("grants: write in a read transaction") }
+func (t memTx) scan(b, prefix string, fn func(string, []byte) error) error {
+	return scanMap(t.m.buckets[b], prefix, fn)
+}
+
+type memWriteTx struct {
+	m       *memKV
+	changes map[string]map[string][]byte
+}
+
+func (t *memWriteTx) get(b, k string) []byte {
+	if v, ok := t.changes[b][k]; ok {
+		return v
+	}
+	return t.m.buckets[b][k]
+}
+
+func (t *memWriteTx) put(b, k string, v []byte) error {
+	if v == nil {
+		v = []byte{}
+	}
+	if t.changes[b] == nil {
+		t.changes[b] = map[string][]byte{}
+	}
+	t.changes[b][k] = append([]byte{}, v...)
+	return nil
+}
+
+func (t *memWriteTx) del(b, k string) error {
+	if t.changes[b] == nil {
+		t.changes[b] = map[string][]byte{}
+	}
+	t.changes[b][k] = nil
+	return nil
+}
+
+func (t *memWriteTx) scan(b, prefix string, fn func(string, []byte) error) error {
+	merged := map[string][]byte{}
+	for k, v := range t.m.buckets[b] {
+		merged[k] = v
+	}
+	for k, v := range t.changes[b] {
+		if v == nil {
+			delete(merged, k)
+		} else {
+			merged[k] = v
+		}
+	}
+	return scanMap(merged, prefix, fn)
+}
+
+func scanMap(m map[string][]byte, prefix string, fn func(string, []byte) error) error {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		if strings.HasPrefix(k, prefix) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if err := fn(k, m[k]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
