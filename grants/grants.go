@@ -20,12 +20,12 @@ import (
 
 // Errors.
 var (
-	ErrNotFound        = errors.New("grants: not found")
-	ErrAlreadyDecided  = errors.New("grants: request already decided")
-	ErrInvalid         = errors.New("grants: invalid")
-	ErrUnavailable     = errors.New("grants: store unavailable")
-	ErrUnsupportedURL  = errors.New("grants: unsupported store URL")
-	ErrStoreLocked     = errors.New("grants: store file is locked by another process")
+	ErrNotFound       = errors.New("grants: not found")
+	ErrAlreadyDecided = errors.New("grants: request already decided")
+	ErrInvalid        = errors.New("grants: invalid")
+	ErrUnavailable    = errors.New("grants: store unavailable")
+	ErrUnsupportedURL = errors.New("grants: unsupported store URL")
+	ErrStoreLocked    = errors.New("grants: store file is locked by another process")
 )
 
 // User is who a grant is for: an issuer and a subject (an email is not an

@@ -351,7 +351,9 @@ func (s *RedisStore) request(ctx context.Context, id string) (Request, error) {
 	return r, nil
 }
 
-func (s *RedisStore) Request(ctx context.Context, id string) (Request, error) { return s.request(ctx, id) }
+func (s *RedisStore) Request(ctx context.Context, id string) (Request, error) {
+	return s.request(ctx, id)
+}
 
 func (s *RedisStore) Requests(ctx context.Context, f RequestFilter) ([]Request, error) {
 	ids, err := s.client.ZRange(ctx, keyReqs, 0, -1).Result()
