@@ -56,13 +56,14 @@ const (
 	ReasonLifetime  Reason = "session_lifetime" // older than the absolute session lifetime
 	ReasonLoggedOut Reason = "logged_out"       // a logout tombstone
 	ReasonClock     Reason = "clock_skew"       // created or last seen in the future
+	ReasonRevoked   Reason = "revoked"          // logged out, logged out everywhere, or de-provisioned
 )
 
 // ForcesReauthentication reports whether the next login after this reason
 // must make the user type their password again (prompt=login), so that the
 // IdP's own single sign-on cannot silently undo a logout.
 func (r Reason) ForcesReauthentication() bool {
-	return r == ReasonIdle || r == ReasonLifetime || r == ReasonLoggedOut
+	return r == ReasonIdle || r == ReasonLifetime || r == ReasonLoggedOut || r == ReasonRevoked
 }
 
 // clockSkew is how far in the future a session's times may be before the

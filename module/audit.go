@@ -26,6 +26,7 @@ type decision struct {
 	reason string
 	logged bool
 
+	grants       []string        // resources of the user's active grants
 	revision     string          // policy revision, when a policy was asked
 	policyReason string          // the policy's own reason for a deny
 	offer        string          // resource the deny offered a grant for
@@ -68,6 +69,9 @@ func (h *Handler) audit(d *decision) {
 		zap.String("reason", d.reason),
 		zap.Duration("latency", h.now().Sub(d.start)),
 	)
+	if len(d.grants) > 0 {
+		fields = append(fields, zap.Strings("grants", d.grants))
+	}
 	if d.revision != "" {
 		fields = append(fields, zap.String("policy_revision", d.revision))
 	}

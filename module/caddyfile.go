@@ -56,6 +56,11 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    step_up <paths...> {                   # repeatable
 //	        acr <value...>; amr <value...>; max_age <duration>; provider <name>
 //	    }
+//	    grants              <url>              # file:///…, redis://…
+//	    grants_timeout      <duration>
+//	    approval_step_up {
+//	        acr <value...>; amr <value...>; max_age <duration>; provider <name>
+//	    }
 //	    provider <name> {                      # repeatable
 //	        issuer <url>; client_id <id>; client_secret <secret>; scopes <scope...>
 //	        link_claim <claim>; claims <claim...>; trust_unverified_email
@@ -74,7 +79,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	single := map[string]*string{
 		"app": &h.App, "issuer": &h.Issuer, "client_id": &h.ClientID, "client_secret": &h.ClientSecret,
 		"groups_claim": &h.GroupsClaim, "cookie_domain": &h.CookieDomain, "external_url": &h.ExternalURL,
-		"policy": &h.Policy, "policy_query": &h.PolicyQuery,
+		"policy": &h.Policy, "policy_query": &h.PolicyQuery, "grants": &h.Grants,
 	}
 	lists := map[string]*[]string{
 		"scopes": &h.Scopes, "allow_groups": &h.AllowGroups, "allow_email_domains": &h.AllowEmailDomains,
@@ -82,7 +87,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	paths := map[string]*[]string{"public": &h.Public, "idle_ignore": &h.IdleIgnore}
 	durations := map[string]*caddy.Duration{"idle_timeout": &h.IdleTimeout, "session_lifetime": &h.SessionLifetime,
-		"policy_timeout": &h.PolicyTimeout}
+		"policy_timeout": &h.PolicyTimeout, "grants_timeout": &h.GrantsTimeout}
 	for d.NextBlock(0) {
 		sub := d.Val()
 		switch sub {
@@ -170,6 +175,16 @@ func (h *Handler) unmarshalSpecial(d *caddyfile.Dispenser, sub string) error {
 		h.TrustUnverifiedEmail = true
 	case "step_up":
 		return h.unmarshalStepUp(d)
+	case "approval_step_up":
+		if d.NextArg() {
+			return d.Errf("approval_step_up takes no paths, only a block")
+		}
+		r, err := unmarshalStepUpBlock(d, "approval_step_up")
+		if err != nil {
+			return err
+		}
+		h.ApprovalStepUp = &r
+		return nil
 	case "provider":
 		return h.unmarshalProvider(d)
 	default:
@@ -187,15 +202,28 @@ func (h *Handler) unmarshalSpecial(d *caddyfile.Dispenser, sub string) error {
 //	    provider <name>
 //	}
 func (h *Handler) unmarshalStepUp(d *caddyfile.Dispenser) error {
-	var r StepUpRule
-	if err := pathArgs(d, &r.Paths); err != nil {
+	var paths []string
+	if err := pathArgs(d, &paths); err != nil {
 		return err
 	}
+	r, err := unmarshalStepUpBlock(d, "step_up "+strings.Join(paths, " "))
+	if err != nil {
+		return err
+	}
+	r.Paths = paths
+	h.StepUp = append(h.StepUp, r)
+	return nil
+}
+
+// unmarshalStepUpBlock parses the { acr; amr; max_age; provider } block of
+// step_up and approval_step_up.
+func unmarshalStepUpBlock(d *caddyfile.Dispenser, what string) (StepUpRule, error) {
+	var r StepUpRule
 	seen := map[string]bool{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		sub := d.Val()
 		if seen[sub] {
-			return d.Errf("step_up: %s is set twice", sub)
+			return r, d.Errf("step_up: %s is set twice", sub)
 		}
 		seen[sub] = true
 		var err error
@@ -212,14 +240,13 @@ func (h *Handler) unmarshalStepUp(d *caddyfile.Dispenser) error {
 			err = d.Errf("step_up: unknown setting %q (acr, amr, max_age, provider)", sub)
 		}
 		if err != nil {
-			return err
+			return r, err
 		}
 	}
 	if len(r.ACR) == 0 && len(r.AMR) == 0 && r.MaxAge == 0 && r.Provider == "" {
-		return d.Errf("step_up %s asks for nothing: give acr, amr, max_age or provider in its block", strings.Join(r.Paths, " "))
+		return r, d.Errf("%s asks for nothing: give acr, amr, max_age or provider in its block", what)
 	}
-	h.StepUp = append(h.StepUp, r)
-	return nil
+	return r, nil
 }
 
 // unmarshalProvider parses

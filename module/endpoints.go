@@ -28,6 +28,12 @@ func (h *Handler) serveInternal(w http.ResponseWriter, r *http.Request, canon st
 		return h.serveLogout(w, r, d)
 	case "/.gatehouse/stepup":
 		return h.serveStepUp(w, r, d)
+	case "/.gatehouse/request":
+		return h.serveRequest(w, r, d)
+	case "/.gatehouse/access":
+		return h.serveAccess(w, r, d)
+	case "/.gatehouse/approvals":
+		return h.serveApprovals(w, r, d)
 	}
 	d.reason = "not_found"
 	return h.reject(w, r, d, answer{Status: http.StatusNotFound, Error: "not_found", Reason: "not_found",
@@ -185,6 +191,9 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request, d *decisio
 	}
 	if sess != nil {
 		d.user, d.email = sess.Subject, sess.Email
+	}
+	if sess != nil {
+		h.revokeSession(r.Context(), sess)
 	}
 	if sess != nil || idToken != "" {
 		tomb := &authn.Session{Ended: "logout", Created: d.start.Unix(), LastSeen: d.start.Unix()}

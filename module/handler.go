@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gatehouse-proxy/gatehouse/authn"
+	"github.com/gatehouse-proxy/gatehouse/grants"
 	"github.com/gatehouse-proxy/gatehouse/policies"
 )
 
@@ -125,6 +126,20 @@ type Handler struct {
 	// users to (a national eID, a qualification attester), by name.
 	Providers map[string]*Provider `json:"providers,omitempty"`
 
+	// Grants is the grant store: file:///path (embedded, one node),
+	// redis://… (shared by every node; also rediss://, Sentinel with
+	// ?master_name=, redis+cluster://). Without it, an in-memory store:
+	// one node, lost on restart.
+	Grants string `json:"grants,omitempty"`
+
+	// GrantsTimeout bounds every grant-store call made for a request.
+	// Default: 50ms.
+	GrantsTimeout caddy.Duration `json:"grants_timeout,omitempty"`
+
+	// ApprovalStepUp is the step-up an approver needs before the
+	// approvals page shows or accepts anything.
+	ApprovalStepUp *StepUpRule `json:"approval_step_up,omitempty"`
+
 	// Policy is a directory of Rego policies (and data.json/data.yaml),
 	// evaluated on every request after login. It is watched: a valid
 	// change is served at once, an invalid one is refused and logged.
@@ -189,6 +204,11 @@ type Handler struct {
 
 	stepUps      []stepUpRule
 	providerKeys []string // pool keys of second providers' discovery
+
+	storeKey string
+	cache    *grants.Cache
+	offers   *authn.Sealer
+	csrf     *authn.CSRF
 
 	engineKey     string
 	engine        *policies.Engine
@@ -306,6 +326,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.IdleActivity = "navigation"
 	}
 	h.resolveProviders(repl)
+	h.Grants = repl.ReplaceKnown(h.Grants, "")
+	if h.GrantsTimeout == 0 {
+		h.GrantsTimeout = caddy.Duration(50 * time.Millisecond)
+	}
 	h.Policy = repl.ReplaceKnown(h.Policy, "")
 	if h.Policy != "" {
 		if h.PolicyQuery == "" {
@@ -345,6 +369,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("gatehouse: cookie_secret: %w", err)
 	}
 	if h.idTokens, err = authn.NewSealer(secrets, "id_token", binding, time.Duration(h.SessionLifetime)+expiredGrace); err != nil {
+		return fmt.Errorf("gatehouse: cookie_secret: %w", err)
+	}
+	if h.offers, err = authn.NewSealer(secrets, "offer", binding, offerTTL); err != nil {
+		return fmt.Errorf("gatehouse: cookie_secret: %w", err)
+	}
+	if h.csrf, err = authn.NewCSRF(secrets, binding); err != nil {
 		return fmt.Errorf("gatehouse: cookie_secret: %w", err)
 	}
 	if h.CookieDomain == "" {
@@ -426,6 +456,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 
 	if err := h.provisionStepUp(ctx); err != nil {
+		return err
+	}
+	if err := h.provisionGrants(); err != nil {
 		return err
 	}
 	if h.Policy != "" {
@@ -549,6 +582,20 @@ func (h *Handler) validate() error {
 		}
 	}
 	h.validateStepUp(bad)
+	if time.Duration(h.GrantsTimeout) < time.Millisecond || time.Duration(h.GrantsTimeout) > 10*time.Second {
+		bad("grants_timeout", "must be between 1ms and 10s, got %s", time.Duration(h.GrantsTimeout))
+	}
+	if h.Grants != "" && h.Grants != "memory:" && !strings.HasPrefix(h.Grants, "file://") && !strings.HasPrefix(h.Grants, "redis") {
+		bad("grants", "%q: want file:///path, redis://…, rediss://…, redis+cluster://… or memory:", h.Grants)
+	}
+	if a := h.ApprovalStepUp; a != nil {
+		if len(a.ACR) == 0 && len(a.AMR) == 0 && a.MaxAge == 0 && a.Provider == "" {
+			bad("approval_step_up", "asks for nothing: give acr, amr, max_age or provider")
+		}
+		if a.Provider != "" && h.Providers[a.Provider] == nil {
+			bad("approval_step_up", "provider %q is not configured", a.Provider)
+		}
+	}
 	if h.DecisionLog != "minimal" && h.DecisionLog != "full" {
 		bad("decision_log", "%q must be minimal or full", h.DecisionLog)
 	}
@@ -628,6 +675,10 @@ func (h *Handler) Cleanup() error {
 	h.providerKeys = nil
 	if h.engine != nil {
 		_, err := policyEngines.Delete(h.engineKey)
+		errs = append(errs, err)
+	}
+	if h.cache != nil {
+		_, err := grantStores.Delete(h.storeKey)
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

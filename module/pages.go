@@ -17,27 +17,37 @@ var pageFiles embed.FS
 // JSON for everything else. Pages use no external assets and no script;
 // the stylesheet is inline and allowed by its hash in the CSP.
 type pages struct {
-	tmpl  *template.Template
+	tmpl  map[string]*template.Template // page name → layout with its content
 	style template.CSS
 	csp   string
 }
 
+// pageNames are the pages with content of their own; "message" is the
+// layout's default content.
+var pageNames = []string{"request", "access", "approvals"}
+
 func newPages() (*pages, error) {
-	tmpl, err := template.ParseFS(pageFiles, "pages/*.html")
+	layout, err := template.ParseFS(pageFiles, "pages/layout.html")
 	if err != nil {
 		return nil, err
+	}
+	p := &pages{tmpl: map[string]*template.Template{"message": layout}}
+	for _, name := range pageNames {
+		t, err := template.Must(layout.Clone()).ParseFS(pageFiles, "pages/"+name+".html")
+		if err != nil {
+			return nil, err
+		}
+		p.tmpl[name] = t
 	}
 	css, err := pageFiles.ReadFile("pages/style.css")
 	if err != nil {
 		return nil, err
 	}
 	sum := sha256.Sum256(css)
-	return &pages{
-		tmpl:  tmpl,
-		style: template.CSS(css),
-		csp: "default-src 'none'; style-src 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) +
-			"'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-	}, nil
+	p.style = template.CSS(css)
+	p.csp = "default-src 'none'; style-src 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) +
+		"'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+	return p, nil
 }
 
 // answer is one of Gatehouse's own responses.
@@ -59,13 +69,22 @@ type answer struct {
 
 type pageData struct {
 	answer
-	App   string
-	User  string
-	Style template.CSS
+	App    string
+	User   string
+	Style  template.CSS
+	Notice string
+	Extra  any // the page's own data
 }
 
 // write sends a as a page when html is true, else as JSON.
 func (p *pages) write(w http.ResponseWriter, html bool, a answer, app, user string) {
+	p.render(w, html, "message", pageData{answer: a, App: app, User: user}, a)
+}
+
+// render sends a page (or, when html is false, jsonBody as JSON) with
+// a.Status.
+func (p *pages) render(w http.ResponseWriter, html bool, name string, data pageData, jsonBody any) {
+	a := data.answer
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
@@ -73,14 +92,15 @@ func (p *pages) write(w http.ResponseWriter, html bool, a answer, app, user stri
 	if !html {
 		h.Set("Content-Type", "application/json")
 		w.WriteHeader(a.Status)
-		_ = json.NewEncoder(w).Encode(a)
+		_ = json.NewEncoder(w).Encode(jsonBody)
 		return
 	}
 	var buf bytes.Buffer
-	if a.Title == "" {
-		a.Title = http.StatusText(a.Status)
+	if data.Title == "" {
+		data.Title = http.StatusText(a.Status)
 	}
-	if err := p.tmpl.ExecuteTemplate(&buf, "page", pageData{answer: a, App: app, User: user, Style: p.style}); err != nil {
+	data.Style = p.style
+	if err := p.tmpl[name].ExecuteTemplate(&buf, "page", data); err != nil {
 		http.Error(w, a.Message, a.Status)
 		return
 	}

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/gatehouse-proxy/gatehouse/authn"
+	"github.com/gatehouse-proxy/gatehouse/grants"
 	"github.com/gatehouse-proxy/gatehouse/policies"
 )
 
@@ -65,7 +66,7 @@ func (c caddyCore) Write(e zapcore.Entry, f []zapcore.Field) error { return c.co
 func (c caddyCore) Sync() error                                    { return c.core().Sync() }
 
 // policyInput builds the documented input for one request.
-func (h *Handler) policyInput(r *http.Request, s *authn.Session, canon string, now time.Time) *policies.Input {
+func (h *Handler) policyInput(r *http.Request, s *authn.Session, canon string, now time.Time, gs []grants.Grant, grantsErr bool) *policies.Input {
 	in := &policies.Input{
 		App: h.App,
 		User: policies.User{
@@ -77,8 +78,9 @@ func (h *Handler) policyInput(r *http.Request, s *authn.Session, canon string, n
 			Method: r.Method, Host: r.Host, Path: canon, PathLower: strings.ToLower(canon),
 			RawPath: r.URL.EscapedPath(), RemoteIP: clientIP(r),
 		},
-		Grants: []policies.Grant{},
-		Now:    now.Unix(),
+		Grants:      policyGrants(gs),
+		GrantsError: grantsErr,
+		Now:         now.Unix(),
 	}
 	if in.User.Groups == nil {
 		in.User.Groups = []string{}
@@ -149,8 +151,8 @@ func (h *Handler) loggableInput(in *policies.Input) *policies.Input {
 
 // decide evaluates the policy for a request with a valid session. It
 // returns the decision, or an error that must deny (policy_error).
-func (h *Handler) decide(r *http.Request, s *authn.Session, canon string, d *decision) (policies.Decision, error) {
-	in := h.policyInput(r, s, canon, d.start)
+func (h *Handler) decide(r *http.Request, s *authn.Session, canon string, d *decision, gs []grants.Grant, grantsErr bool) (policies.Decision, error) {
+	in := h.policyInput(r, s, canon, d.start, gs, grantsErr)
 	if h.DecisionLog == "full" {
 		d.input = h.loggableInput(in)
 	}
@@ -170,8 +172,8 @@ func (h *Handler) decide(r *http.Request, s *authn.Session, canon string, d *dec
 }
 
 // applyDecision acts on a policy decision. It returns true when the
-// request may go on, after writing nothing; otherwise it has answered.
-func (h *Handler) applyDecision(w http.ResponseWriter, r *http.Request, d *decision, dec policies.Decision, err error) bool {
+// request may go on; otherwise it has answered.
+func (h *Handler) applyDecision(w http.ResponseWriter, r *http.Request, d *decision, s *authn.Session, dec policies.Decision, err error, grantsErr bool) bool {
 	if err != nil {
 		d.result, d.reason = "deny", "policy_error"
 		h.logger.Error("policy error: denied", zap.String("decision_id", d.ID()), zap.String("revision", d.revision), zap.Error(err))
@@ -179,22 +181,30 @@ func (h *Handler) applyDecision(w http.ResponseWriter, r *http.Request, d *decis
 			Title: "Access denied", Message: "The access policy could not decide on this request, so access is denied. Please contact your administrator with the reference below."})
 		return false
 	}
-	if !dec.Allow {
-		d.result, d.reason = "deny", "policy_deny"
-		d.policyReason = dec.Reason
-		msg := dec.Reason
-		if msg == "" {
-			msg = "The access policy does not allow this request."
-		}
-		a := answer{Status: http.StatusForbidden, Error: "forbidden", Reason: "policy_deny", Title: "Access denied", Message: msg}
-		if dec.RequestGrant != nil {
-			d.offer = dec.RequestGrant.Resource
-			a.Note = "Temporary access to " + dec.RequestGrant.Resource + " could be granted, but requesting it is not available on this gateway yet."
-		}
-		_ = h.reject(w, r, d, a)
+	if dec.Allow {
+		return true
+	}
+	d.result, d.reason = "deny", "policy_deny"
+	d.policyReason = dec.Reason
+	msg := dec.Reason
+	if msg == "" {
+		msg = "The access policy does not allow this request."
+	}
+	offer := dec.RequestGrant
+	if offer == nil {
+		_ = h.reject(w, r, d, answer{Status: http.StatusForbidden, Error: "forbidden", Reason: "policy_deny", Title: "Access denied", Message: msg})
 		return false
 	}
-	return true
+	d.offer = offer.Resource
+	if grantsErr {
+		// JIT access cannot be checked or requested: say so, not "forbidden".
+		d.reason = "grants_unavailable"
+		_ = h.reject(w, r, d, answer{Status: http.StatusServiceUnavailable, Error: "grants_unavailable", Reason: "grants_unavailable",
+			Title: "Temporarily unavailable", Message: "Access to " + offer.Resource + " depends on temporary grants, which cannot be checked right now. Please try again in a minute."})
+		return false
+	}
+	h.denyWithOffer(w, r, d, s, msg, offer)
+	return false
 }
 
 // setPolicyHeaders sets the decision's headers on the upstream request.

@@ -55,6 +55,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	d.user, d.email = sess.Subject, sess.Email
 
+	// 5. Grants, and the revocation state of the session and the user.
+	gst, grantsErr := h.lookupGrants(r.Context(), sess, now)
+	if gst.Revoked(sess.Created) {
+		d.user, d.email = "", ""
+		return h.requireLogin(w, r, d, authn.ReasonRevoked)
+	}
+	d.grants = grantResources(gst.Grants)
+
 	if !h.entitled(sess) {
 		return h.reject(w, r, d, answer{Status: http.StatusForbidden, Error: "forbidden", Reason: "not_allowed",
 			Message: "Your account is not in a group or email domain allowed to use this application."})
@@ -64,8 +72,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	var dec policies.Decision
 	if h.engine != nil {
 		var err error
-		dec, err = h.decide(r, sess, canon, d)
-		if !h.applyDecision(w, r, d, dec, err) {
+		dec, err = h.decide(r, sess, canon, d, gst.Grants, grantsErr)
+		if !h.applyDecision(w, r, d, sess, dec, err, grantsErr) {
 			return nil
 		}
 	}

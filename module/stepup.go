@@ -335,7 +335,8 @@ func (h *Handler) serveStepUp(w http.ResponseWriter, r *http.Request, d *decisio
 	target.RequestURI = rd
 	var dec policies.Decision
 	if h.engine != nil {
-		dec, _ = h.decide(target, sess, canon, d)
+		gst, grantsErr := h.lookupGrants(r.Context(), sess, d.start)
+		dec, _ = h.decide(target, sess, canon, d, gst.Grants, grantsErr)
 	}
 	reqs, err := h.requirements(matchable(target, canon), dec)
 	if err == nil {
