@@ -213,12 +213,25 @@ func (h *Handler) serveRequest(w http.ResponseWriter, r *http.Request, d *decisi
 		return fail(http.StatusBadRequest, "reason_missing", "Please say why you need this access.")
 	}
 	dur, err := time.ParseDuration(r.PostForm.Get("duration"))
-	if err != nil || dur < time.Minute || dur > time.Duration(o.Max)*time.Second {
-		return fail(http.StatusBadRequest, "duration_invalid", fmt.Sprintf("Choose a duration between 1 minute and %s.", humanDuration(time.Duration(o.Max)*time.Second)))
+	if err != nil || dur < time.Second || dur > time.Duration(o.Max)*time.Second {
+		return fail(http.StatusBadRequest, "duration_invalid", fmt.Sprintf("Choose a duration of at most %s.", humanDuration(time.Duration(o.Max)*time.Second)))
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), storeTimeout)
 	defer cancel()
 	store := h.cache.Store()
+	// A resubmitted or replayed form does not make a second request.
+	u := h.user(sess)
+	pending, err := store.Requests(ctx, grants.RequestFilter{App: h.App, Status: grants.Pending, User: &u})
+	if err != nil {
+		return h.storeDown(w, r, d, err)
+	}
+	for _, p := range pending {
+		if p.Resource == o.Resource {
+			d.result, d.reason = "grant_requested", "already_pending"
+			http.Redirect(w, r, "/.gatehouse/access?notice=requested", http.StatusSeeOther)
+			return nil
+		}
+	}
 	req, err := store.CreateRequest(ctx, grants.Request{App: h.App, Resource: o.Resource, Reason: reason, User: h.user(sess),
 		Email: sess.Email, Name: sess.Name, Duration: int64(dur / time.Second), MaxDuration: o.Max, CreatedAt: d.start.Unix()})
 	if err != nil {

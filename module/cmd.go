@@ -22,8 +22,8 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "gatehouse",
-		Usage: "policy eval|test",
-		Short: "Gatehouse tools: explain policy decisions offline, run policy tests",
+		Usage: "policy eval|test | grants list|add|revoke | users deprovision|logout | requests list",
+		Short: "Gatehouse tools: explain policy decisions offline, run policy tests, manage grants",
 		Long: `
 Tools for the people who write and review Gatehouse policies.
 
@@ -34,11 +34,20 @@ Tools for the people who write and review Gatehouse policies.
 
   gatehouse policy test DIR
       Runs the *_test.rego tests under DIR, as 'opa test DIR' does.
+
+  gatehouse grants list|add|revoke --store URL …
+  gatehouse users deprovision|logout --store URL --user EMAIL
+  gatehouse requests list --store URL [--status pending]
+      Manage just-in-time grants. URL is the grants directive's: Redis is
+      used directly; an embedded file:// store held by a running Caddy is
+      reached through its admin API (--admin, default localhost:2019).
+      --json prints JSON; 'grants list --all' is an access review.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			policy := &cobra.Command{Use: "policy", Short: "Evaluate, explain and test Rego policies offline"}
 			policy.AddCommand(policyEvalCommand(), policyTestCommand())
 			cmd.AddCommand(policy)
+			cmd.AddCommand(grantsCommands()...)
 		},
 	})
 }

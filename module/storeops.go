@@ -1,0 +1,163 @@
+package module
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/grants"
+)
+
+// storeOp is one operation of the ops CLI on a grant store. The CLI runs
+// it directly against Redis (or a file no process holds), or sends it to
+// the admin API of the running Caddy that holds an embedded store.
+type storeOp struct {
+	Op       string `json:"op"` // list-grants, add-grant, revoke-grant, deprovision, logout-user, list-requests
+	Store    string `json:"store"`
+	Email    string `json:"email,omitempty"`
+	Sub      string `json:"sub,omitempty"`
+	Iss      string `json:"iss,omitempty"`
+	Resource string `json:"resource,omitempty"`
+	App      string `json:"app,omitempty"`
+	ID       string `json:"id,omitempty"`
+	Duration string `json:"duration,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+	By       string `json:"by,omitempty"`
+	Status   string `json:"status,omitempty"`
+	All      bool   `json:"all,omitempty"`
+}
+
+// storeOpResult is what an operation returns, and the audit events it
+// caused (the caller logs them where it logs).
+type storeOpResult struct {
+	Grants   []grants.Grant   `json:"grants,omitempty"`
+	Requests []grants.Request `json:"requests,omitempty"`
+	Users    []grants.User    `json:"users,omitempty"`
+	Events   []auditEvent     `json:"-"`
+}
+
+type auditEvent struct {
+	Msg    string
+	Fields map[string]any
+}
+
+// resolveUser finds the one user an operation names: by iss and sub, or
+// by an email the store has seen.
+func (o *storeOp) resolveUser(ctx context.Context, s grants.Store) (grants.User, error) {
+	if o.Sub != "" || o.Iss != "" {
+		if o.Sub == "" || o.Iss == "" {
+			return grants.User{}, errors.New("give both --sub and --iss")
+		}
+		return grants.User{Iss: o.Iss, Sub: o.Sub}, nil
+	}
+	if o.Email == "" {
+		return grants.User{}, errors.New("name the user with --user EMAIL, or --sub and --iss")
+	}
+	us, err := s.Users(ctx, o.Email)
+	if err != nil {
+		return grants.User{}, err
+	}
+	switch len(us) {
+	case 0:
+		return grants.User{}, fmt.Errorf("the store has never seen %s: give --sub and --iss", o.Email)
+	case 1:
+		return us[0], nil
+	}
+	var names []string
+	for _, u := range us {
+		names = append(names, u.String())
+	}
+	return grants.User{}, fmt.Errorf("%s names several users (%s): give --sub and --iss", o.Email, strings.Join(names, ", "))
+}
+
+func (o *storeOp) run(ctx context.Context, s grants.Store, now time.Time) (*storeOpResult, error) {
+	res := &storeOpResult{}
+	by := o.By
+	if by == "" {
+		by = "cli"
+	}
+	switch o.Op {
+	case "list-grants":
+		f := grants.GrantFilter{Resource: o.Resource, All: o.All, Now: now}
+		if o.Email != "" || o.Sub != "" {
+			u, err := o.resolveUser(ctx, s)
+			if err != nil {
+				return nil, err
+			}
+			f.User = &u
+		}
+		gs, err := s.Grants(ctx, f)
+		res.Grants = gs
+		return res, err
+	case "list-requests":
+		rs, err := s.Requests(ctx, grants.RequestFilter{App: o.App, Status: grants.Status(o.Status)})
+		res.Requests = rs
+		return res, err
+	case "add-grant":
+		u, err := o.resolveUser(ctx, s)
+		if err != nil {
+			return nil, err
+		}
+		d, err := time.ParseDuration(o.Duration)
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("--duration %q: want a positive duration such as 4h", o.Duration)
+		}
+		if o.Resource == "" || o.Reason == "" {
+			return nil, errors.New("--resource and --reason are required")
+		}
+		g, err := s.AddGrant(ctx, grants.Grant{User: u, Email: o.Email, App: o.App, Resource: o.Resource, Reason: o.Reason,
+			RequestedBy: by, ApprovedBy: by, CreatedAt: now.Unix(), ExpiresAt: now.Add(d).Unix()})
+		if err != nil {
+			return nil, err
+		}
+		res.Grants = []grants.Grant{g}
+		res.Events = append(res.Events, grantEvent("grant approved", &g, by, "added by an operator"))
+		return res, nil
+	case "revoke-grant":
+		if o.ID == "" {
+			return nil, errors.New("--id is required")
+		}
+		g, err := s.RevokeGrant(ctx, o.ID, by, now)
+		if err != nil {
+			return nil, err
+		}
+		res.Grants = []grants.Grant{g}
+		res.Events = append(res.Events, grantEvent("grant revoked", &g, by, o.Reason))
+		return res, nil
+	case "deprovision":
+		u, err := o.resolveUser(ctx, s)
+		if err != nil {
+			return nil, err
+		}
+		gs, err := grants.Deprovision(ctx, s, u, by, now)
+		res.Grants, res.Users = gs, []grants.User{u}
+		res.Events = append(res.Events, auditEvent{"user de-provisioned", map[string]any{"actor": by, "user": u.Sub, "iss": u.Iss,
+			"email": o.Email, "grants_revoked": len(gs), "reason": o.Reason}})
+		for i := range gs {
+			res.Events = append(res.Events, grantEvent("grant revoked", &gs[i], by, "user de-provisioned"))
+		}
+		return res, err
+	case "logout-user":
+		u, err := o.resolveUser(ctx, s)
+		if err != nil {
+			return nil, err
+		}
+		res.Users = []grants.User{u}
+		res.Events = append(res.Events, auditEvent{"user logged out everywhere", map[string]any{"actor": by, "user": u.Sub, "iss": u.Iss, "reason": o.Reason}})
+		return res, s.RevokeUser(ctx, u, now)
+	}
+	return nil, fmt.Errorf("unknown operation %q", o.Op)
+}
+
+func grantEvent(msg string, g *grants.Grant, by, why string) auditEvent {
+	return auditEvent{msg, map[string]any{"actor": by, "grant_id": g.ID, "user": g.User.Sub, "email": g.Email,
+		"resource": g.Resource, "reason": g.Reason, "why": why, "until": time.Unix(g.ExpiresAt, 0).UTC().Format(time.RFC3339)}}
+}
+
+func (r *storeOpResult) MarshalJSON() ([]byte, error) {
+	type plain storeOpResult
+	return json.Marshal((*plain)(r))
+}
