@@ -2,6 +2,7 @@ package authn
 
 import (
 	"net/url"
+	"strings"
 )
 
 // maxReturnLen bounds the return URL carried through a login; longer ones
@@ -49,10 +50,18 @@ func SafeReturnPath(raw string) string {
 		return "/"
 	}
 	canon, err := CanonicalPath(u.EscapedPath())
-	if err != nil || IsInternalPath(canon) {
+	if err != nil || (IsInternalPath(canon) && !returnablePages[strings.ToLower(canon)]) {
 		return "/"
 	}
 	return raw
+}
+
+// returnablePages are Gatehouse's own pages a login may return to: they
+// only show things. Every other internal endpoint (logout, callback, …)
+// is refused, so a crafted return URL cannot act for the user.
+var returnablePages = map[string]bool{
+	"/.gatehouse/access":    true,
+	"/.gatehouse/approvals": true,
 }
 
 func hasControlOrBackslash(s string) bool {

@@ -15,6 +15,8 @@ func TestSafeReturnPath(t *testing.T) {
 		"/a/b/c#frag",
 		"/report?next=https://example.com", // a same-origin path; the app owns its own parameters
 		"/%C3%A9t%C3%A9",
+		"/.gatehouse/approvals",
+		"/.gatehouse/access?notice=requested",
 	}
 	for _, in := range kept {
 		if got := SafeReturnPath(in); got != in {

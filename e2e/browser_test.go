@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -24,14 +25,20 @@ type browser struct {
 	hops []*http.Response
 }
 
-func newBrowser(t testing.TB, g *gatehouse) *browser {
+// newBrowser makes a browser that trusts the given Gatehouse processes'
+// local CAs (several nodes each have their own).
+func newBrowser(t testing.TB, gs ...*gatehouse) *browser {
 	jar, _ := cookiejar.New(nil)
 	b := &browser{t: t, jar: jar}
+	roots := x509.NewCertPool()
+	for _, g := range gs {
+		roots.AppendCertsFromPEM(g.rootPEM)
+	}
 	b.client = &http.Client{
 		Jar:     jar,
 		Timeout: 15 * time.Second,
 		Transport: &recorder{b: b, next: &http.Transport{
-			TLSClientConfig: &tls.Config{RootCAs: g.roots},
+			TLSClientConfig: &tls.Config{RootCAs: roots},
 		}},
 	}
 	return b

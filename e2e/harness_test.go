@@ -228,12 +228,13 @@ func startUpstream(t testing.TB) *upstream {
 // --- Gatehouse --------------------------------------------------------------
 
 type gatehouse struct {
-	dir    string
-	log    *logBuffer
-	roots  *x509.CertPool
-	config string   // Caddyfile path
-	admin  string   // admin API address
-	env    []string // process environment
+	dir     string
+	log     *logBuffer
+	roots   *x509.CertPool
+	rootPEM []byte
+	config  string   // Caddyfile path
+	admin   string   // admin API address
+	env     []string // process environment
 }
 
 // reload asks the running process to load its Caddyfile again, as
@@ -287,7 +288,7 @@ func startGatehouse(t testing.TB, caddyfile string, env []string, waitFor ...str
 				if pem, err := os.ReadFile(rootPath); err == nil {
 					pool := x509.NewCertPool()
 					if pool.AppendCertsFromPEM(pem) {
-						g.roots = pool
+						g.roots, g.rootPEM = pool, pem
 					}
 				}
 			}

@@ -358,7 +358,7 @@ func (h *Handler) serveAccess(w http.ResponseWriter, r *http.Request, d *decisio
 	h.audit(d)
 	h.pages.render(w, authn.WantsHTML(r), "access", pageData{answer: answer{Status: http.StatusOK, Title: "My access"},
 		App: h.App, User: displayUser(sess), Notice: notices[r.URL.Query().Get("notice")], Extra: page},
-		map[string]any{"grants": gs, "requests": reqs})
+		map[string]any{"grants": gs, "requests": reqs, "csrf": page.CSRF})
 	return nil
 }
 
@@ -428,7 +428,7 @@ func (h *Handler) serveApprovals(w http.ResponseWriter, r *http.Request, d *deci
 	h.audit(d)
 	h.pages.render(w, authn.WantsHTML(r), "approvals", pageData{answer: answer{Status: http.StatusOK, Title: "Approvals"},
 		App: h.App, User: displayUser(sess), Notice: notices[r.URL.Query().Get("notice")], Extra: page},
-		map[string]any{"requests": mine})
+		map[string]any{"requests": mine, "csrf": page.CSRF})
 	return nil
 }
 

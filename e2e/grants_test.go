@@ -1,0 +1,418 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// jitEnv is two Gatehouse nodes running caddyfile-examples/contractor-jit.Caddyfile
+// with the shipped policies, sharing one Redis.
+type jitEnv struct {
+	idp          *idp
+	redis        *redisServer
+	nodeA, nodeB string
+	ghA, ghB     *gatehouse
+}
+
+func startJIT(t *testing.T) *jitEnv {
+	e := &jitEnv{redis: startRedis(t)}
+	e.nodeA = fmt.Sprintf("https://localhost:%d", freePort(t))
+	e.nodeB = fmt.Sprintf("https://localhost:%d", freePort(t))
+	e.idp = startIdP(t, idpClient{ClientID: "jit", ClientSecret: "jit-secret",
+		RedirectURIs:           []string{e.nodeA + "/.gatehouse/callback", e.nodeB + "/.gatehouse/callback"},
+		PostLogoutRedirectURIs: []string{e.nodeA + "/.gatehouse/logout", e.nodeB + "/.gatehouse/logout"}})
+	up := startUpstream(t)
+	example, err := os.ReadFile("../caddyfile-examples/contractor-jit.Caddyfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy, _ := filepath.Abs("../policies")
+	secret := randomSecret(t)
+	env := func(site string) []string {
+		return []string{"GATEHOUSE_SITE=" + site, "GATEHOUSE_ISSUER=" + e.idp.Issuer, "GATEHOUSE_CLIENT_ID=jit",
+			"GATEHOUSE_CLIENT_SECRET=jit-secret", "GATEHOUSE_COOKIE_SECRET=" + secret, "GATEHOUSE_GRANTS=" + e.redis.URL(),
+			"GATEHOUSE_POLICY=" + policy, "GATEHOUSE_UPSTREAM=" + up.Listener.Addr().String()}
+	}
+	e.ghA = startGatehouse(t, string(example), env(e.nodeA), e.nodeA)
+	e.ghB = startGatehouse(t, string(example), env(e.nodeB), e.nodeB)
+	return e
+}
+
+// cli runs the ops CLI against the shared store and decodes its JSON.
+func (e *jitEnv) cli(t *testing.T, args ...string) map[string]json.RawMessage {
+	t.Helper()
+	args = append(append([]string{"gatehouse"}, args...), "--store", e.redis.URL(), "--json", "--by", "e2e-ops")
+	out, err := exec.Command(gatehouseBin, args...).Output()
+	if err != nil {
+		var stderr string
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = string(ee.Stderr)
+		}
+		t.Fatalf("gatehouse %v: %v\n%s%s", args, err, out, stderr)
+	}
+	var res map[string]json.RawMessage
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("gatehouse %v: %s", args, out)
+	}
+	return res
+}
+
+type cliGrant struct {
+	ID        string
+	Resource  string
+	ExpiresAt int64 `json:"expires_at"`
+	RevokedAt int64 `json:"revoked_at"`
+	User      struct{ Sub string }
+}
+
+type cliRequest struct {
+	ID       string
+	Resource string
+	Status   string
+	User     struct{ Sub string }
+}
+
+func (e *jitEnv) grants(t *testing.T, args ...string) []cliGrant {
+	var gs []cliGrant
+	_ = json.Unmarshal(e.cli(t, append([]string{"grants", "list"}, args...)...)["grants"], &gs)
+	return gs
+}
+
+func (e *jitEnv) requests(t *testing.T, args ...string) []cliRequest {
+	var rs []cliRequest
+	_ = json.Unmarshal(e.cli(t, append([]string{"requests", "list"}, args...)...)["requests"], &rs)
+	return rs
+}
+
+// form reads the hidden inputs of the first form on a page.
+func form(p page) url.Values {
+	v := url.Values{}
+	for _, h := range hiddenInputRE.FindAllStringSubmatch(p.Body, -1) {
+		v.Set(h[1], h[2])
+	}
+	return v
+}
+
+// post submits a form without following redirects.
+func (b *browser) post(target string, v url.Values, hdr map[string]string) *http.Response {
+	b.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, target, strings.NewReader(v.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	setNavigation(req)
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	for k, val := range hdr {
+		req.Header.Set(k, val)
+	}
+	resp, err := b.noRedirects().Do(req)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp
+}
+
+// waitStatus polls a URL with a background request until it answers want,
+// and returns how long that took.
+func waitStatus(t *testing.T, b *browser, target string, want int, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		p := b.fetch(http.MethodGet, target)
+		if p.StatusCode == want {
+			return time.Since(start)
+		}
+		if time.Since(start) > within {
+			t.Fatalf("%s: still %d after %s, want %d\n%s", target, p.StatusCode, within, want, p.Body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+var requestIDRE = regexp.MustCompile(`name="request" value="([a-z2-7]+)"`)
+
+func TestGrants(t *testing.T) {
+	e := startJIT(t)
+	A, B := e.nodeA, e.nodeB
+
+	// bob, a contractor, is denied, and offered a request form.
+	bob := newBrowser(t, e.ghA, e.ghB)
+	p := bob.login(A+"/work/1", "bob")
+	mustStatus(t, p, http.StatusForbidden)
+	if !strings.Contains(p.Body, "projects-app needs a temporary grant") || !strings.Contains(p.Body, `action="/.gatehouse/request"`) {
+		t.Fatalf("no request form on the deny page:\n%s", p.Body)
+	}
+	offer := form(p)
+	if offer.Get("csrf") == "" || offer.Get("offer") == "" {
+		t.Fatalf("form fields: %v", offer)
+	}
+
+	t.Run("forged and hostile requests are refused", func(t *testing.T) {
+		good := func() url.Values {
+			v := url.Values{"csrf": {offer.Get("csrf")}, "offer": {offer.Get("offer")}, "reason": {"x"}, "duration": {"1h"}}
+			return v
+		}
+		cases := []struct {
+			name   string
+			change func(v url.Values)
+			hdr    map[string]string
+			want   int
+		}{
+			{"no CSRF token", func(v url.Values) { v.Del("csrf") }, nil, 403},
+			{"another token", func(v url.Values) { v.Set("csrf", "AAAA") }, nil, 403},
+			{"cross-site", nil, map[string]string{"Sec-Fetch-Site": "cross-site"}, 403},
+			{"foreign origin", nil, map[string]string{"Origin": "https://evil.example"}, 403},
+			{"tampered offer", func(v url.Values) { v.Set("offer", offer.Get("offer")[:20]+"x"+offer.Get("offer")[21:]) }, nil, 403},
+			{"no offer", func(v url.Values) { v.Del("offer") }, nil, 403},
+			{"over the cap", func(v url.Values) { v.Set("duration", "9h") }, nil, 400},
+			{"negative", func(v url.Values) { v.Set("duration", "-1h") }, nil, 400},
+			{"huge", func(v url.Values) { v.Set("duration", "9999999999h") }, nil, 400},
+			{"no reason", func(v url.Values) { v.Set("reason", " ") }, nil, 400},
+		}
+		for _, c := range cases {
+			v := good()
+			if c.change != nil {
+				c.change(v)
+			}
+			if resp := bob.post(A+"/.gatehouse/request", v, c.hdr); resp.StatusCode != c.want {
+				t.Errorf("%s: %d, want %d", c.name, resp.StatusCode, c.want)
+			}
+		}
+		// carol's offer (for admin) cannot be used by bob.
+		carol := newBrowser(t, e.ghA, e.ghB)
+		mustStatus(t, carol.login(A+"/", "carol"), http.StatusOK)
+		cp := carol.navigate(A + "/admin/")
+		if cp.StatusCode != http.StatusForbidden {
+			t.Fatalf("carol on /admin/: %d", cp.StatusCode)
+		}
+		v := good()
+		v.Set("offer", form(cp).Get("offer"))
+		if resp := bob.post(A+"/.gatehouse/request", v, nil); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("bob posting carol's offer: %d", resp.StatusCode)
+		}
+		if n := len(e.requests(t)); n != 0 {
+			t.Fatalf("%d requests were created by refused posts", n)
+		}
+	})
+
+	// bob asks for 4 seconds; a resubmission makes no second request.
+	v := url.Values{"csrf": {offer.Get("csrf")}, "offer": {offer.Get("offer")}, "reason": {"sprint 42"}, "duration": {"4s"}}
+	for range 2 {
+		if resp := bob.post(A+"/.gatehouse/request", v, nil); resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/.gatehouse/access?notice=requested" {
+			t.Fatalf("request: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+		}
+	}
+	if rs := e.requests(t, "--status", "pending"); len(rs) != 1 || rs[0].User.Sub != "bob" {
+		t.Fatalf("pending requests: %+v", rs)
+	}
+	if p := bob.navigate(B + "/.gatehouse/access"); !strings.Contains(p.Body, "projects-app") || !strings.Contains(p.Body, "pending") {
+		t.Errorf("my access on the other node does not show the pending request:\n%s", p.Body)
+	}
+
+	// alice approves on node B, after stepping up.
+	alice := newBrowser(t, e.ghA, e.ghB)
+	mustStatus(t, alice.login(B+"/", "alice"), http.StatusOK)
+	ap := alice.navigate(B + "/.gatehouse/approvals")
+	if !isLoginForm(ap) || !strings.Contains(ap.Body, `name="otp"`) {
+		t.Fatalf("approvals without a step-up:\n%s", fmtHops(alice.hops))
+	}
+	ap = alice.submitLoginOTP(ap, "alice", "111111")
+	mustStatus(t, ap, http.StatusOK)
+	m := requestIDRE.FindStringSubmatch(ap.Body)
+	if m == nil || !strings.Contains(ap.Body, "sprint 42") {
+		t.Fatalf("bob's request is not on the approvals page:\n%s", ap.Body)
+	}
+	approve := url.Values{"csrf": {form(ap).Get("csrf")}, "request": {m[1]}, "action": {"approve"}, "note": {"ok"}}
+	if resp := alice.post(B+"/.gatehouse/approvals", url.Values{"request": {m[1]}, "action": {"approve"}}, nil); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("an approval without a CSRF token: %d", resp.StatusCode)
+	}
+	resp := alice.post(B+"/.gatehouse/approvals", approve, nil)
+	approvedAt := time.Now()
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/.gatehouse/approvals?notice=approved" {
+		t.Fatalf("approve: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if resp := alice.post(B+"/.gatehouse/approvals", approve, nil); resp.Header.Get("Location") != "/.gatehouse/approvals?notice=already_decided" {
+		t.Errorf("a replayed approval: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if gs := e.grants(t, "--all"); len(gs) != 1 || gs[0].User.Sub != "bob" || gs[0].Resource != "projects-app" {
+		t.Fatalf("grants after approving (and replaying): %+v", gs)
+	}
+
+	// bob gets in on both nodes; the grant ends after 4 s on both.
+	tA := waitStatus(t, bob, A+"/work/1", http.StatusOK, 2*time.Second)
+	tB := waitStatus(t, bob, B+"/work/1", http.StatusOK, 2*time.Second)
+	t.Logf("after the approval on node B: bob in on node A after %s, node B after %s", tA.Round(time.Millisecond), tB.Round(time.Millisecond))
+	if p := bob.navigate(A + "/.gatehouse/access"); !strings.Contains(p.Body, "projects-app") || !strings.Contains(p.Body, "left") {
+		t.Errorf("my access does not show the grant:\n%s", p.Body)
+	}
+	time.Sleep(time.Until(approvedAt.Add(4 * time.Second)))
+	waitStatus(t, bob, A+"/work/1", http.StatusForbidden, 2*time.Second)
+	waitStatus(t, bob, B+"/work/1", http.StatusForbidden, 2*time.Second)
+	if !auditHasMsgIn(e.ghA, e.ghB, "grant expired", "bob") {
+		t.Error("no audit line for the grant that expired on use")
+	}
+
+	t.Run("the requester cannot approve their own request", func(t *testing.T) {
+		carol := newBrowser(t, e.ghA, e.ghB)
+		mustStatus(t, carol.login(A+"/", "carol"), http.StatusOK)
+		cp := carol.navigate(A + "/admin/")
+		cv := form(cp)
+		cv.Set("reason", "rotate keys")
+		cv.Set("duration", "1h")
+		if resp := carol.post(A+"/.gatehouse/request", cv, nil); resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("carol's request: %d", resp.StatusCode)
+		}
+		var id string
+		for _, r := range e.requests(t, "--status", "pending") {
+			if r.User.Sub == "carol" {
+				id = r.ID
+			}
+		}
+		page := carol.navigate(A + "/.gatehouse/approvals")
+		page = carol.submitLoginOTP(page, "carol", "333333")
+		if strings.Contains(page.Body, id) {
+			t.Error("carol's own request is on her approvals page")
+		}
+		var js struct{ CSRF string }
+		carol.fetch(http.MethodGet, A+"/.gatehouse/approvals").json(t, &js)
+		resp := carol.post(A+"/.gatehouse/approvals", url.Values{"csrf": {js.CSRF}, "request": {id}, "action": {"approve"}}, nil)
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("carol approving her own request: %d", resp.StatusCode)
+		}
+		if !auditHasMsgIn(e.ghA, e.ghB, "approval refused", "carol") {
+			t.Error("no audit line for the refused self-approval")
+		}
+	})
+
+	t.Run("revocation and de-provisioning reach the other node within 2s", func(t *testing.T) {
+		e.cli(t, "grants", "add", "--sub", "bob", "--iss", e.idp.Issuer, "--user", "bob@contractor.example",
+			"--resource", "projects-app", "--duration", "1h", "--reason", "e2e")
+		waitStatus(t, bob, A+"/work/1", http.StatusOK, 2*time.Second)
+		waitStatus(t, bob, B+"/work/1", http.StatusOK, 2*time.Second)
+		// bob ends it on node A; node B follows.
+		page := bob.navigate(A + "/.gatehouse/access")
+		id := regexp.MustCompile(`name="grant" value="([a-z2-7]+)"`).FindStringSubmatch(page.Body)
+		if id == nil {
+			t.Fatalf("no grant on my access:\n%s", page.Body)
+		}
+		if resp := bob.post(A+"/.gatehouse/access", url.Values{"csrf": {form(page).Get("csrf")}, "grant": {id[1]}, "action": {"end"}}, nil); resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("end grant: %d", resp.StatusCode)
+		}
+		revoked := waitStatus(t, bob, B+"/work/1", http.StatusForbidden, 2*time.Second)
+		t.Logf("grant revoked on node A: refused on node B after %s", revoked.Round(time.Millisecond))
+
+		e.cli(t, "grants", "add", "--sub", "bob", "--iss", e.idp.Issuer, "--resource", "projects-app", "--duration", "1h", "--reason", "e2e")
+		waitStatus(t, bob, B+"/work/1", http.StatusOK, 2*time.Second)
+		start := time.Now()
+		e.cli(t, "users", "deprovision", "--user", "bob@contractor.example", "--reason", "contract ended")
+		cliTook := time.Since(start)
+		dA := waitStatus(t, bob, A+"/work/1", http.StatusUnauthorized, 2*time.Second)
+		dB := waitStatus(t, bob, B+"/work/1", http.StatusUnauthorized, 2*time.Second)
+		t.Logf("de-provisioned (CLI %s): bob's session refused on node A after %s, node B after %s",
+			cliTook.Round(time.Millisecond), dA.Round(time.Millisecond), dB.Round(time.Millisecond))
+		for _, g := range e.grants(t, "--user", "bob@contractor.example") {
+			t.Errorf("bob still holds %+v", g)
+		}
+	})
+
+	t.Run("a cookie replayed after logout is refused", func(t *testing.T) {
+		a := newBrowser(t, e.ghA, e.ghB)
+		mustStatus(t, a.login(A+"/work/2", "alice"), http.StatusOK)
+		c := a.cookie(A, "__Host-gatehouse")
+		p := a.navigate(A + "/.gatehouse/logout")
+		a.submitForm(p, url.Values{"logout": {"yes"}})
+		req, _ := http.NewRequest(http.MethodGet, B+"/work/2", nil)
+		req.Header.Set("Accept", "application/json")
+		req.Header.Set("Cookie", c.Name+"="+c.Value)
+		resp, err := transport(e.ghB).RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct{ Reason string }
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized || body.Reason != "revoked" {
+			t.Errorf("a copied cookie after logout: %d %q", resp.StatusCode, body.Reason)
+		}
+	})
+
+	t.Run("Redis down: standing access works, JIT access 503, revocations hold, nothing hangs", func(t *testing.T) {
+		staff := newBrowser(t, e.ghA, e.ghB)
+		mustStatus(t, staff.login(A+"/work/3", "carol"), http.StatusOK)
+		dave := newBrowser(t, e.ghA, e.ghB)
+		dave.login(A+"/", "dave")
+		e.cli(t, "grants", "add", "--sub", "dave", "--iss", e.idp.Issuer, "--resource", "projects-app", "--duration", "1h", "--reason", "e2e")
+		waitStatus(t, dave, A+"/work/3", http.StatusOK, 2*time.Second)
+
+		e.redis.stop()
+		// What a node read in the last second may still serve (the cache
+		// is at most about a second old); after that, the outage shows.
+		time.Sleep(1200 * time.Millisecond)
+		var mu sync.Mutex
+		var lat []time.Duration
+		check := func(b *browser, url string, want int) {
+			start := time.Now()
+			p := b.fetch(http.MethodGet, url)
+			mu.Lock()
+			lat = append(lat, time.Since(start))
+			mu.Unlock()
+			if p.StatusCode != want {
+				t.Errorf("with Redis down, %s: %d, want %d", url, p.StatusCode, want)
+			}
+		}
+		var wg sync.WaitGroup
+		for i := range 20 {
+			node := A
+			if i%2 == 1 {
+				node = B
+			}
+			wg.Go(func() {
+				check(staff, node+"/work/3", http.StatusOK)
+				check(dave, node+"/work/3", http.StatusServiceUnavailable)
+				check(bob, node+"/work/3", http.StatusUnauthorized)
+			})
+		}
+		wg.Wait()
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		p99 := lat[len(lat)*99/100]
+		t.Logf("with Redis down: %d requests, p50 %s, p99 %s, max %s (grants_timeout 50ms)", len(lat),
+			lat[len(lat)/2].Round(time.Millisecond), p99.Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
+		if p99 > time.Second {
+			t.Errorf("p99 %s with Redis down: requests hang", p99)
+		}
+		p := dave.navigate(A + "/work/3")
+		if p.StatusCode != http.StatusServiceUnavailable || !strings.Contains(p.Body, "cannot be checked right now") {
+			t.Errorf("the 503 page: %d\n%s", p.StatusCode, p.Body)
+		}
+
+		e.redis.start()
+		back := waitStatus(t, dave, A+"/work/3", http.StatusOK, 15*time.Second)
+		t.Logf("Redis back: JIT access works again after %s", back.Round(time.Millisecond))
+		waitStatus(t, dave, B+"/work/3", http.StatusOK, 15*time.Second)
+	})
+}
+
+func auditHasMsgIn(a, b *gatehouse, msg, user string) bool {
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, g := range []*gatehouse{a, b} {
+			for _, l := range g.auditLines() {
+				if l["msg"] == msg && l["user"] == user {
+					return true
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
+}
