@@ -45,7 +45,10 @@ func grantsCommands() []*cobra.Command {
 	var list, add, revoke, deprov, logout, reqs storeFlags
 
 	listCmd := &cobra.Command{Use: "list", Short: "List grants (with --all, expired and revoked too: an access review)", Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error { list.op.Op = "list-grants"; return list.exec(c.OutOrStdout()) }}
+		RunE: func(c *cobra.Command, _ []string) error {
+			list.op.Op = "list-grants"
+			return list.exec(c.OutOrStdout())
+		}}
 	list.bind(listCmd, true)
 	listCmd.Flags().StringVar(&list.op.Resource, "resource", "", "only this resource")
 	listCmd.Flags().BoolVar(&list.op.All, "all", false, "include expired and revoked grants")
@@ -59,7 +62,10 @@ func grantsCommands() []*cobra.Command {
 	addCmd.Flags().StringVar(&add.op.App, "app", "", "the app it is for (informational)")
 
 	revokeCmd := &cobra.Command{Use: "revoke", Short: "Revoke a grant at once, on every node", Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error { revoke.op.Op = "revoke-grant"; return revoke.exec(c.OutOrStdout()) }}
+		RunE: func(c *cobra.Command, _ []string) error {
+			revoke.op.Op = "revoke-grant"
+			return revoke.exec(c.OutOrStdout())
+		}}
 	revoke.bind(revokeCmd, false)
 	revokeCmd.Flags().StringVar(&revoke.op.ID, "id", "", "the grant id")
 	revokeCmd.Flags().StringVar(&revoke.op.Reason, "reason", "", "why (audited)")
@@ -67,18 +73,27 @@ func grantsCommands() []*cobra.Command {
 
 	usersCmd := &cobra.Command{Use: "users", Short: "De-provision users, log them out everywhere"}
 	deprovCmd := &cobra.Command{Use: "deprovision", Short: "Revoke every session and grant of a user, reject their pending requests", Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error { deprov.op.Op = "deprovision"; return deprov.exec(c.OutOrStdout()) }}
+		RunE: func(c *cobra.Command, _ []string) error {
+			deprov.op.Op = "deprovision"
+			return deprov.exec(c.OutOrStdout())
+		}}
 	deprov.bind(deprovCmd, true)
 	deprovCmd.Flags().StringVar(&deprov.op.Reason, "reason", "", "why (audited)")
 	logoutCmd := &cobra.Command{Use: "logout", Short: "End every session of a user (they can sign in again)", Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error { logout.op.Op = "logout-user"; return logout.exec(c.OutOrStdout()) }}
+		RunE: func(c *cobra.Command, _ []string) error {
+			logout.op.Op = "logout-user"
+			return logout.exec(c.OutOrStdout())
+		}}
 	logout.bind(logoutCmd, true)
 	logoutCmd.Flags().StringVar(&logout.op.Reason, "reason", "", "why (audited)")
 	usersCmd.AddCommand(deprovCmd, logoutCmd)
 
 	requestsCmd := &cobra.Command{Use: "requests", Short: "Access requests"}
 	reqsCmd := &cobra.Command{Use: "list", Short: "List access requests", Args: cobra.NoArgs,
-		RunE: func(c *cobra.Command, _ []string) error { reqs.op.Op = "list-requests"; return reqs.exec(c.OutOrStdout()) }}
+		RunE: func(c *cobra.Command, _ []string) error {
+			reqs.op.Op = "list-requests"
+			return reqs.exec(c.OutOrStdout())
+		}}
 	reqs.bind(reqsCmd, false)
 	reqsCmd.Flags().StringVar(&reqs.op.Status, "status", "", "pending, approved, auto_approved or rejected")
 	reqsCmd.Flags().StringVar(&reqs.op.App, "app", "", "only this app")
