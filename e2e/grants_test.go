@@ -416,3 +416,55 @@ func auditHasMsgIn(a, b *gatehouse, msg, user string) bool {
 	}
 	return false
 }
+
+// TestEmbeddedStore runs the contractor-jit example on one node with the
+// embedded file store: the ops CLI reaches it through the admin API while
+// Caddy holds the file, and grants survive a restart.
+func TestEmbeddedStore(t *testing.T) {
+	site := fmt.Sprintf("https://localhost:%d", freePort(t))
+	p := startIdP(t, idpClient{ClientID: "emb", ClientSecret: "emb-secret",
+		RedirectURIs: []string{site + "/.gatehouse/callback"}, PostLogoutRedirectURIs: []string{site + "/.gatehouse/logout"}})
+	up := startUpstream(t)
+	example, _ := os.ReadFile("../caddyfile-examples/contractor-jit.Caddyfile")
+	policy, _ := filepath.Abs("../policies")
+	store := "file://" + filepath.Join(t.TempDir(), "grants.db")
+	env := []string{"GATEHOUSE_SITE=" + site, "GATEHOUSE_ISSUER=" + p.Issuer, "GATEHOUSE_CLIENT_ID=emb",
+		"GATEHOUSE_CLIENT_SECRET=emb-secret", "GATEHOUSE_COOKIE_SECRET=" + randomSecret(t), "GATEHOUSE_GRANTS=" + store,
+		"GATEHOUSE_POLICY=" + policy, "GATEHOUSE_UPSTREAM=" + up.Listener.Addr().String()}
+	gh := startGatehouse(t, string(example), env, site)
+	dave := newBrowser(t, gh)
+	mustStatus(t, dave.login(site+"/work/1", "dave"), http.StatusForbidden)
+
+	cli := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(gatehouseBin, append(append([]string{"gatehouse"}, args...), "--store", store, "--admin", gh.admin)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("gatehouse %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	cli("grants", "add", "--sub", "dave", "--iss", p.Issuer, "--user", "dave@partner.example", "--resource", "projects-app",
+		"--duration", "1h", "--reason", "audit", "--by", "ops")
+	waitStatus(t, dave, site+"/work/1", http.StatusOK, 2*time.Second)
+	if out := cli("grants", "list", "--user", "dave@partner.example"); !strings.Contains(out, "projects-app") || !strings.Contains(out, "active") {
+		t.Errorf("grants list through the admin API:\n%s", out)
+	}
+	if !auditHasMsgIn(gh, gh, "grant approved", "dave") {
+		t.Error("the running Caddy did not audit the grant added through its admin API")
+	}
+	// A restart keeps the grant and the session.
+	gh.stop()
+	gh2 := startGatehouse(t, string(example), env, site)
+	dave2 := newBrowser(t, gh2)
+	dave2.jar = dave.jar
+	dave2.client.Jar = dave.jar
+	if p := dave2.fetch(http.MethodGet, site+"/work/1"); p.StatusCode != http.StatusOK {
+		t.Errorf("after a restart: %d %s", p.StatusCode, p.Body)
+	}
+	// With Caddy stopped, the CLI opens the file itself.
+	gh2.stop()
+	if out := cli("grants", "list", "--all"); !strings.Contains(out, "dave@partner.example") {
+		t.Errorf("grants list on the file directly:\n%s", out)
+	}
+}

@@ -235,6 +235,7 @@ type gatehouse struct {
 	config  string   // Caddyfile path
 	admin   string   // admin API address
 	env     []string // process environment
+	stop    func()   // stops the process (also done at cleanup)
 }
 
 // reload asks the running process to load its Caddyfile again, as
@@ -267,6 +268,15 @@ func startGatehouse(t testing.TB, caddyfile string, env []string, waitFor ...str
 	cmd.Env = g.env
 	cmd.Stdout, cmd.Stderr = g.log, g.log
 	exited := startProcess(t, "gatehouse", cmd)
+	g.stop = func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-exited
+		}
+	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("gatehouse log:\n%s", g.log)
