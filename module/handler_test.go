@@ -76,6 +76,9 @@ func TestProvisionRefusesBadConfig(t *testing.T) {
 		{"forbidden header", func(h *Handler) { h.IdentityHeaders = []IdentityHeader{{Header: "Cookie", Claim: "sub"}} }, "gatehouse: identity_header: \"Cookie\" cannot be"},
 		{"external url with path", func(h *Handler) { h.ExternalURL = "https://app.example.com/x" }, "gatehouse: external_url: \"https://app.example.com/x\" must be an origin"},
 		{"bad domain", func(h *Handler) { h.AllowEmailDomains = []string{"exa mple.com"} }, "gatehouse: allow_email_domains: \"exa mple.com\" is not a domain name"},
+		{"bad grants URL", func(h *Handler) { h.Grants = "mysql://db" }, "gatehouse: grants: \"mysql://db\": want file:///path"},
+		{"grants timeout too long", func(h *Handler) { h.GrantsTimeout = caddy.Duration(time.Minute) }, "gatehouse: grants_timeout: must be between 1ms and 10s"},
+		{"approval step-up asking nothing", func(h *Handler) { h.ApprovalStepUp = &StepUpRule{} }, "gatehouse: approval_step_up: asks for nothing"},
 	}
 	for _, c := range cases {
 		h := validHandler()
