@@ -262,6 +262,48 @@ func TestGrants(t *testing.T) {
 		t.Error("no audit line for the grant that expired on use")
 	}
 
+	t.Run("trusted contractors are approved at once; a rejection is final", func(t *testing.T) {
+		erin := newBrowser(t, e.ghA, e.ghB)
+		p := erin.login(A+"/work/7", "erin")
+		v := form(p)
+		v.Set("reason", "hotfix")
+		v.Set("duration", "1h")
+		resp := erin.post(A+"/.gatehouse/request", v, nil)
+		if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/work/7" {
+			t.Fatalf("auto-approval: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+		}
+		waitStatus(t, erin, B+"/work/7", http.StatusOK, 2*time.Second)
+		if !auditHasMsgIn(e.ghA, e.ghB, "grant auto-approved", "erin") {
+			t.Error("no audit line for the auto-approval")
+		}
+		// erin asks for longer than auto-approval allows: alice rejects.
+		e.cli(t, "grants", "revoke", "--id", e.grants(t, "--user", "erin@contractor.example")[0].ID)
+		p = erin.navigate(A + "/work/8")
+		v = form(p)
+		v.Set("reason", "the whole week")
+		v.Set("duration", "8h")
+		if resp := erin.post(A+"/.gatehouse/request", v, nil); resp.Header.Get("Location") != "/.gatehouse/access?notice=requested" {
+			t.Fatalf("an 8h request: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+		}
+		var js struct {
+			CSRF     string
+			Requests []struct{ ID string }
+		}
+		alice.fetch(http.MethodGet, B+"/.gatehouse/approvals").json(t, &js)
+		if len(js.Requests) != 1 {
+			t.Fatalf("pending for alice: %+v", js)
+		}
+		if resp := alice.post(B+"/.gatehouse/approvals", url.Values{"csrf": {js.CSRF}, "request": {js.Requests[0].ID}, "action": {"reject"}, "note": {"too long"}}, nil); resp.Header.Get("Location") != "/.gatehouse/approvals?notice=rejected" {
+			t.Fatalf("reject: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+		}
+		if p := erin.fetch(http.MethodGet, A+"/work/8"); p.StatusCode != http.StatusForbidden {
+			t.Errorf("after a rejection: %d", p.StatusCode)
+		}
+		if !auditHasMsgIn(e.ghA, e.ghB, "grant rejected", "erin") {
+			t.Error("no audit line for the rejection")
+		}
+	})
+
 	t.Run("the requester cannot approve their own request", func(t *testing.T) {
 		carol := newBrowser(t, e.ghA, e.ghB)
 		mustStatus(t, carol.login(A+"/", "carol"), http.StatusOK)

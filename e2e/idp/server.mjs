@@ -37,6 +37,7 @@ const PROFILES = {
     bob: { name: 'Bob Contractor', email: 'bob@contractor.example', email_verified: false, groups: ['contractors'], otp: '222222' },
     carol: { name: 'Carol Manager', email: 'carol@example.com', email_verified: true, groups: ['staff', 'managers'], otp: '333333' },
     dave: { name: 'Dave Partner, "Ltd"', email: 'dave@partner.example', email_verified: true, groups: ['partners', 'weird,group'], otp: '444444' },
+    erin: { name: 'Erin Trusted', email: 'erin@contractor.example', email_verified: true, groups: ['contractors', 'trusted-contractors'], otp: '555555' },
   },
   eid: {
     alice: { name: 'Alice Example', given_name: 'Alice', family_name: 'Example', birthdate: '1990-04-01', email: 'alice@example.com', email_verified: true },
