@@ -2,9 +2,10 @@
 // local test OpenID Provider, on this machine. Start it with ./demo.sh.
 //
 // It builds the gatehouse binary, starts the IdP (e2e/idp), the sample app
-// and Gatehouse with caddyfile-examples/sensitive-paths.Caddyfile (the
-// legacy-app example plus step-up MFA on /admin and /payslips), prints the
-// URL and the test users, and stops everything on Ctrl-C.
+// and Gatehouse with caddyfile-examples/contractor-jit.Caddyfile (login,
+// idle logout, the policy library, just-in-time grants in an embedded
+// store, step-up MFA for approvers), prints the URL and the test users, and
+// stops everything on Ctrl-C.
 package main
 
 import (
@@ -102,8 +103,8 @@ func run(port int) error {
 		return fmt.Errorf("the IdP said %q: %w", sc.Text(), err)
 	}
 
-	// Gatehouse, with the sensitive-paths example as is.
-	example, err := os.ReadFile(filepath.Join(root, "caddyfile-examples", "sensitive-paths.Caddyfile"))
+	// Gatehouse, with the contractor-jit example as is.
+	example, err := os.ReadFile(filepath.Join(root, "caddyfile-examples", "contractor-jit.Caddyfile"))
 	if err != nil {
 		return err
 	}
@@ -122,6 +123,9 @@ func run(port int) error {
 		"GATEHOUSE_CLIENT_SECRET=demo-client-secret",
 		"GATEHOUSE_COOKIE_SECRET="+base64.StdEncoding.EncodeToString(secret),
 		"GATEHOUSE_UPSTREAM="+appLn.Addr().String(),
+		// The embedded grant store: kept across demo runs in .demo/.
+		"GATEHOUSE_GRANTS=file://"+filepath.Join(state, "grants.db"),
+		"GATEHOUSE_POLICY="+filepath.Join(root, "policies"),
 	)
 	logPath := filepath.Join(state, "gatehouse.log")
 	logFile, err := os.Create(logPath)
@@ -156,8 +160,12 @@ Gatehouse demo is running.
   The certificate comes from Caddy's local CA, which the demo does not
   install: accept the browser's warning, or trust
   %s
-  Idle logout is 15 minutes. /admin/ and /payslips/ ask for the one-time
-  code (step-up MFA); sign out at %s/.gatehouse/logout.
+  Try it: alice (staff) gets in. bob (contractor) is denied and asks for
+  temporary access on the deny page; alice approves it at
+  %[6]s/.gatehouse/approvals (she is asked for her one-time code
+  first); bob reloads and is in, and sees the time left at
+  %[6]s/.gatehouse/access. Grants: .demo/grants.db, policies: policies/.
+  Idle logout after 15 minutes; sign out at %[6]s/.gatehouse/logout.
 
 Ctrl-C stops everything.
 `, base, hello.Issuer, logPath, users.String(),
