@@ -56,6 +56,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    step_up <paths...> {                   # repeatable
 //	        acr <value...>; amr <value...>; max_age <duration>; provider <name>
 //	    }
+//	    assertion_header <Header> {
+//	        key <file...>; claims <claim...>; ttl <duration>
+//	    }
 //	    grants              <url>              # file:///…, redis://…
 //	    grants_timeout      <duration>
 //	    approval_step_up {
@@ -175,6 +178,8 @@ func (h *Handler) unmarshalSpecial(d *caddyfile.Dispenser, sub string) error {
 		h.TrustUnverifiedEmail = true
 	case "step_up":
 		return h.unmarshalStepUp(d)
+	case "assertion_header":
+		return h.unmarshalAssertion(d)
 	case "approval_step_up":
 		if d.NextArg() {
 			return d.Errf("approval_step_up takes no paths, only a block")
@@ -247,6 +252,53 @@ func unmarshalStepUpBlock(d *caddyfile.Dispenser, what string) (StepUpRule, erro
 		return r, d.Errf("%s asks for nothing: give acr, amr, max_age or provider in its block", what)
 	}
 	return r, nil
+}
+
+// unmarshalAssertion parses
+//
+//	assertion_header <Header> {
+//	    key    <file> [<older files>...]
+//	    claims <claim...>
+//	    ttl    <duration>
+//	}
+func (h *Handler) unmarshalAssertion(d *caddyfile.Dispenser) error {
+	if h.AssertionHeader != nil {
+		return d.Errf("assertion_header is set twice")
+	}
+	a := &Assertion{}
+	if err := oneArg(d, &a.Header); err != nil {
+		return err
+	}
+	if err := checkManagedHeaderName(a.Header); err != nil {
+		return d.Errf("assertion_header: %v", err)
+	}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		sub := d.Val()
+		if seen[sub] {
+			return d.Errf("assertion_header: %s is set twice", sub)
+		}
+		seen[sub] = true
+		var err error
+		switch sub {
+		case "key":
+			err = someArgs(d, &a.Keys)
+		case "claims":
+			err = someArgs(d, &a.Claims)
+		case "ttl":
+			err = durationArg(d, &a.TTL)
+		default:
+			err = d.Errf("assertion_header: unknown setting %q (key, claims, ttl)", sub)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if len(a.Keys) == 0 || len(a.Claims) == 0 {
+		return d.Errf("assertion_header %s needs key and claims in its block", a.Header)
+	}
+	h.AssertionHeader = a
+	return nil
 }
 
 // unmarshalProvider parses

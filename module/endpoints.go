@@ -20,6 +20,8 @@ func (h *Handler) serveInternal(w http.ResponseWriter, r *http.Request, canon st
 	switch strings.ToLower(canon) {
 	case "/.gatehouse/healthz":
 		return h.serveHealthz(w, r, d)
+	case "/.gatehouse/jwks.json":
+		return h.serveJWKS(w, r, d)
 	case "/.gatehouse/callback":
 		return h.serveCallback(w, r, d)
 	case "/.gatehouse/login":

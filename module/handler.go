@@ -126,6 +126,10 @@ type Handler struct {
 	// users to (a national eID, a qualification attester), by name.
 	Providers map[string]*Provider `json:"providers,omitempty"`
 
+	// AssertionHeader adds a signed identity assertion (an ES256 JWT) to
+	// upstream requests, besides the plain identity headers.
+	AssertionHeader *Assertion `json:"assertion_header,omitempty"`
+
 	// Grants is the grant store: file:///path (embedded, one node),
 	// redis://… (shared by every node; also rediss://, Sentinel with
 	// ?master_name=, redis+cluster://). Without it, an in-memory store:
@@ -204,6 +208,9 @@ type Handler struct {
 
 	stepUps      []stepUpRule
 	providerKeys []string // pool keys of second providers' discovery
+
+	assertion    *assertionSigner
+	assertionKey string
 
 	storeKey string
 	cache    *grants.Cache
@@ -411,6 +418,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			extra = append(extra, ih.Claim)
 		}
 	}
+	if h.AssertionHeader != nil {
+		names = append(names, h.AssertionHeader.Header)
+	}
 	h.policyHeaders = make(map[string]string, len(h.PolicyHeaders))
 	for _, ph := range h.PolicyHeaders {
 		h.policyHeaders[normalizeHeaderName(ph)] = http.CanonicalHeaderKey(ph)
@@ -459,6 +469,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if err := h.provisionGrants(); err != nil {
+		return err
+	}
+	if err := h.provisionAssertion(); err != nil {
 		return err
 	}
 	if h.Policy != "" {
@@ -582,6 +595,7 @@ func (h *Handler) validate() error {
 		}
 	}
 	h.validateStepUp(bad)
+	h.validateAssertion(bad, seen)
 	if time.Duration(h.GrantsTimeout) < time.Millisecond || time.Duration(h.GrantsTimeout) > 10*time.Second {
 		bad("grants_timeout", "must be between 1ms and 10s, got %s", time.Duration(h.GrantsTimeout))
 	}
@@ -679,6 +693,11 @@ func (h *Handler) Cleanup() error {
 	}
 	if h.cache != nil {
 		_, err := grantStores.Delete(h.storeKey)
+		errs = append(errs, err)
+	}
+	if h.assertion != nil {
+		h.assertion.keys.release(h.assertion.kids, time.Now())
+		_, err := assertionKeys.Delete(h.assertionKey)
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

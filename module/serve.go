@@ -2,6 +2,7 @@ package module
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -96,6 +97,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 	}
 	h.setPolicyHeaders(r, dec)
+	if h.assertion != nil {
+		if err := h.setAssertion(r, sess, now); err != nil {
+			return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("signing the assertion: %w", err))
+		}
+	}
 	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
 		repl.Set("http.auth.user.id", sess.Subject)
 	}
