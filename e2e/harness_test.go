@@ -121,7 +121,7 @@ type idpClient struct {
 	ClientID               string   `json:"client_id"`
 	ClientSecret           string   `json:"client_secret,omitempty"`
 	RedirectURIs           []string `json:"redirect_uris"`
-	PostLogoutRedirectURIs []string `json:"post_logout_redirect_uris"`
+	PostLogoutRedirectURIs []string `json:"post_logout_redirect_uris,omitempty"`
 }
 
 type idp struct {
