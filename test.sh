@@ -26,7 +26,8 @@ go vet ./...
 # embedded engine, from go.mod's tool line).
 go tool opa check --strict policies/
 go tool opa test policies/
-go test -count=1 ./...
+# Browser tests save screenshots and HTML of failures under .test-output/.
+go test -count=1 -artifacts -outputdir "$PWD/.test-output" ./...
 # The race detector where goroutines share state.
 go test -count=1 -race ./authn/ ./module/ ./policies/ ./grants/
 # Each fuzz target, briefly (seed corpora run in every go test). Budgets are

@@ -148,7 +148,14 @@ func (h *Handler) checkForm(w http.ResponseWriter, r *http.Request, d *decision,
 	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
 		return bad("cross_site_form")
 	}
-	if o := r.Header.Get("Origin"); o != "" {
+	switch o := r.Header.Get("Origin"); {
+	case o == "null":
+		// Sent by a page with a no-referrer policy: trust only Fetch
+		// Metadata then.
+		if r.Header.Get("Sec-Fetch-Site") != "same-origin" {
+			return bad("cross_site_form")
+		}
+	case o != "":
 		if own, ok := h.origin(r); !ok || !strings.EqualFold(o, own) {
 			return bad("cross_site_form")
 		}

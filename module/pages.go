@@ -88,7 +88,9 @@ func (p *pages) render(w http.ResponseWriter, html bool, name string, data pageD
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
+	// same-origin, not no-referrer: browsers send "Origin: null" on form
+	// posts from a no-referrer page, and forms check the Origin.
+	h.Set("Referrer-Policy", "same-origin")
 	if !html {
 		h.Set("Content-Type", "application/json")
 		w.WriteHeader(a.Status)
