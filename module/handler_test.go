@@ -259,6 +259,11 @@ func TestServeHTTPWithoutSession(t *testing.T) {
 	if w.Code != http.StatusBadGateway || got != nil || !strings.Contains(w.Body.String(), "identity provider cannot be reached") {
 		t.Errorf("IdP down: %d %s", w.Code, w.Body)
 	}
+	for _, leak := range []string{"idp.invalid", "dial", "lookup", "discovery", "authn:", "error"} {
+		if strings.Contains(strings.ToLower(w.Body.String()), leak) {
+			t.Errorf("the error page leaks %q:\n%s", leak, w.Body)
+		}
+	}
 	if !strings.Contains(w.Header().Get("Content-Security-Policy"), "default-src 'none'") {
 		t.Error("error page without CSP")
 	}
