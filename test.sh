@@ -27,6 +27,7 @@ go vet ./...
 go tool opa check --strict policies/
 go tool opa test policies/
 # Browser tests save screenshots and HTML of failures under .test-output/.
+mkdir -p .test-output
 go test -count=1 -artifacts -outputdir "$PWD/.test-output" ./...
 # The race detector where goroutines share state.
 go test -count=1 -race ./authn/ ./module/ ./policies/ ./grants/
