@@ -90,6 +90,13 @@ func TestProvisionRefusesBadConfig(t *testing.T) {
 	}
 }
 
+// tryProvisionKeep provisions h for a fuzz target (no cleanup: the
+// target lives for the whole run).
+func tryProvisionKeep(h *Handler) error {
+	ctx, _ := caddy.NewContext(caddy.Context{Context: context.Background()})
+	return h.Provision(ctx)
+}
+
 // tryProvision provisions h and cleans it up, returning the error.
 func tryProvision(h *Handler) error {
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})

@@ -1,9 +1,12 @@
 package module
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"path"
 	"strings"
 	"testing"
 	"time"
@@ -92,4 +95,44 @@ func TestStepUpPipeline(t *testing.T) {
 	if !found {
 		t.Error("no audit line for the step-up requirement")
 	}
+}
+
+// FuzzStepUpPath checks the path pipeline as a whole: whatever the request
+// path, either Gatehouse refuses it (400) or its step_up rule for /admin
+// /admin/* matches exactly when the path, as an upstream would resolve it,
+// is /admin or under /admin/.
+func FuzzStepUpPath(f *testing.F) {
+	for _, s := range []string{"/admin", "/admin/x", "/Admin/x", "//admin/x", "/x/../admin/x", "/%61dmin/x", "/admin%2fx", "/admin;x",
+		"/admin.", "/adminx", "/.gatehouse/../admin", "/%2e%2e/admin", "/ADMIN%2F", "/a/b"} {
+		f.Add(s)
+	}
+	h := validHandler()
+	h.StepUp = []StepUpRule{{Paths: []string{"/admin", "/admin/*"}, ACR: []string{"mfa"}}}
+	if err := tryProvisionKeep(h); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		u, err := url.Parse(raw)
+		if err != nil || u.Host != "" || u.Scheme != "" {
+			return
+		}
+		canon, err := authn.CanonicalPath(u.EscapedPath())
+		if err != nil {
+			return // refused with 400
+		}
+		r := httptest.NewRequest(http.MethodGet, "https://app.example.com/", nil)
+		r.URL = u
+		r = r.WithContext(context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer()))
+		got := h.stepUps[0].match.Match(matchable(r, canon))
+		// How an upstream resolves it: decode, clean, compare lowercase.
+		dec, err := url.PathUnescape(u.EscapedPath())
+		if err != nil {
+			return
+		}
+		clean := strings.ToLower(path.Clean("/" + dec))
+		want := clean == "/admin" || strings.HasPrefix(clean, "/admin/")
+		if got != want {
+			t.Fatalf("%q (canonical %q, upstream %q): matched %v, want %v", raw, canon, clean, got, want)
+		}
+	})
 }

@@ -220,3 +220,36 @@ func TestInputValueMatchesJSON(t *testing.T) {
 		t.Errorf("Value() differs from the JSON form:\n got %v\nwant %v", got, want)
 	}
 }
+
+// FuzzParseDecision feeds any JSON to the decision parser: it may refuse
+// it, but never panics, and what it accepts is safe to act on.
+func FuzzParseDecision(f *testing.F) {
+	for _, s := range []string{`true`, `{"allow": true}`, `{"allow": false, "reason": "r", "request_grant": {"resource": "db", "max_duration": "4h"}}`,
+		`{"allow": true, "step_up": {"acr": ["a"], "max_age": "5m"}, "headers": {"X-A": "b"}}`, `{"allow": 1}`, `[]`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		var v any
+		if json.Unmarshal([]byte(in), &v) != nil {
+			return
+		}
+		d, err := parseDecision(v)
+		if err != nil {
+			if !errors.Is(err, ErrPolicy) {
+				t.Fatalf("an error that is not ErrPolicy: %v", err)
+			}
+			if d.Allow {
+				t.Fatalf("an invalid decision allows: %s", in)
+			}
+			return
+		}
+		if g := d.RequestGrant; g != nil && (g.Resource == "" || g.MaxDuration <= 0) {
+			t.Fatalf("accepted an empty offer: %s", in)
+		}
+		for k, v := range d.Headers {
+			if strings.ContainsAny(v, "\r\n\x00") {
+				t.Fatalf("accepted a header %q with a control character", k)
+			}
+		}
+	})
+}
