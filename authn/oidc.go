@@ -40,7 +40,45 @@ type Discovery struct {
 	mu       sync.Mutex // serialises fetches
 	failedAt time.Time
 	failErr  error
+	lastOK   atomic.Int64 // unix nanoseconds of the last good contact
+	probe    sync.Mutex   // one reachability probe at a time
 }
+
+// reachableFor is how long a good contact with the IdP vouches for it:
+// a login started later first checks the IdP still answers, so that users
+// get a clear error page rather than a browser error on a dead IdP.
+const reachableFor = 2 * time.Second
+
+// Reachable reports whether the IdP answered recently, asking it again
+// (its discovery document, within 2 s) when the last answer is older.
+func (d *Discovery) Reachable(ctx context.Context) error {
+	if time.Since(time.Unix(0, d.lastOK.Load())) < reachableFor {
+		return nil
+	}
+	d.probe.Lock()
+	defer d.probe.Unlock()
+	if time.Since(time.Unix(0, d.lastOK.Load())) < reachableFor {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(d.issuer, "/")+"/.well-known/openid-configuration", nil)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrProviderUnavailable, err)
+	}
+	resp, err := d.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrProviderUnavailable, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%w: discovery answered %s", ErrProviderUnavailable, resp.Status)
+	}
+	d.markOK()
+	return nil
+}
+
+func (d *Discovery) markOK() { d.lastOK.Store(time.Now().UnixNano()) }
 
 // Metadata is what Gatehouse uses of an issuer's discovery document.
 type Metadata struct {
@@ -83,6 +121,7 @@ func (d *Discovery) Get(ctx context.Context) (*Metadata, error) {
 	m := &Metadata{Provider: p, EndSessionURL: extra.EndSession}
 	d.meta.Store(m)
 	d.failErr = nil
+	d.markOK()
 	return m, nil
 }
 
@@ -222,6 +261,9 @@ func (rp *RelyingParty) Begin(ctx context.Context, redirectURI, returnTo string,
 	if err != nil {
 		return "", nil, err
 	}
+	if err := rp.Discovery.Reachable(ctx); err != nil {
+		return "", nil, err
+	}
 	st := &LoginState{
 		State:       rand.Text(),
 		Nonce:       rand.Text(),
@@ -269,6 +311,7 @@ func (rp *RelyingParty) Finish(ctx context.Context, code string, st *LoginState)
 		}
 		return nil, fmt.Errorf("%w: token exchange: %v", ErrProviderUnavailable, err)
 	}
+	rp.Discovery.markOK()
 	raw, _ := tok.Extra("id_token").(string)
 	if raw == "" {
 		return nil, refuse("no_id_token", "The identity provider returned no ID token.")

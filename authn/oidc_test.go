@@ -257,3 +257,29 @@ func TestDiscoveryIsLazyAndRetried(t *testing.T) {
 		t.Fatalf("Get: %+v %v", m, err)
 	}
 }
+
+func TestDiscoveryReachable(t *testing.T) {
+	f := newFakeIdP(t)
+	d := NewDiscovery(f.URL, f.Client())
+	if _, err := d.Get(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Reachable(context.Background()); err != nil {
+		t.Fatalf("Reachable right after discovery: %v", err)
+	}
+	f.Close()
+	// A recent good contact vouches for the IdP for reachableFor...
+	if err := d.Reachable(context.Background()); err != nil {
+		t.Fatalf("Reachable within the window: %v", err)
+	}
+	// ...after which the IdP is asked again, and a dead one is reported.
+	time.Sleep(reachableFor + 50*time.Millisecond)
+	start := time.Now()
+	err := d.Reachable(context.Background())
+	if !errors.Is(err, ErrProviderUnavailable) {
+		t.Fatalf("Reachable on a dead IdP: %v", err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("Reachable took %v on a dead IdP", took)
+	}
+}

@@ -21,12 +21,22 @@ import (
 type jitEnv struct {
 	idp          *idp
 	redis        *redisServer
+	proxy        *slowProxy
 	nodeA, nodeB string
 	ghA, ghB     *gatehouse
 }
 
-func startJIT(t *testing.T) *jitEnv {
-	e := &jitEnv{redis: startRedis(t)}
+func startJIT(t *testing.T) *jitEnv { return startJITWith(t, "", "", "") }
+
+// startJITWith starts the two nodes with extra gatehouse lines, a grants
+// URL other than the Redis (a proxy in front of it), and a policy
+// directory other than the repository's.
+func startJITWith(t *testing.T, extra, grantsURL, policyDir string) *jitEnv {
+	return startJITWithRedis(t, startRedis(t), extra, grantsURL, policyDir)
+}
+
+func startJITWithRedis(t *testing.T, r *redisServer, extra, grantsURL, policyDir string) *jitEnv {
+	e := &jitEnv{redis: r}
 	e.nodeA = fmt.Sprintf("https://localhost:%d", freePort(t))
 	e.nodeB = fmt.Sprintf("https://localhost:%d", freePort(t))
 	e.idp = startIdP(t, idpClient{ClientID: "jit", ClientSecret: "jit-secret",
@@ -37,15 +47,25 @@ func startJIT(t *testing.T) *jitEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	config := string(example)
+	if extra != "" {
+		config = strings.Replace(config, "\t\tapp projects\n", "\t\tapp projects\n\t\t"+extra+"\n", 1)
+	}
 	policy, _ := filepath.Abs("../policies")
+	if policyDir != "" {
+		policy = policyDir
+	}
+	if grantsURL == "" {
+		grantsURL = e.redis.URL()
+	}
 	secret := randomSecret(t)
 	env := func(site string) []string {
 		return []string{"GATEHOUSE_SITE=" + site, "GATEHOUSE_ISSUER=" + e.idp.Issuer, "GATEHOUSE_CLIENT_ID=jit",
-			"GATEHOUSE_CLIENT_SECRET=jit-secret", "GATEHOUSE_COOKIE_SECRET=" + secret, "GATEHOUSE_GRANTS=" + e.redis.URL(),
+			"GATEHOUSE_CLIENT_SECRET=jit-secret", "GATEHOUSE_COOKIE_SECRET=" + secret, "GATEHOUSE_GRANTS=" + grantsURL,
 			"GATEHOUSE_POLICY=" + policy, "GATEHOUSE_UPSTREAM=" + up.Listener.Addr().String()}
 	}
-	e.ghA = startGatehouse(t, string(example), env(e.nodeA), e.nodeA)
-	e.ghB = startGatehouse(t, string(example), env(e.nodeB), e.nodeB)
+	e.ghA = startGatehouse(t, config, env(e.nodeA), e.nodeA)
+	e.ghB = startGatehouse(t, config, env(e.nodeB), e.nodeB)
 	return e
 }
 

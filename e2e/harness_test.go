@@ -130,6 +130,11 @@ type idp struct {
 	log    *logBuffer
 }
 
+// stop kills the IdP (as a crash would).
+func (p *idp) stop() {
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+}
+
 // startIdP starts the test OpenID Provider with clients registered.
 func startIdP(t testing.TB, clients ...idpClient) *idp {
 	return startIdPWith(t, nil, clients...)
