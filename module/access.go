@@ -274,7 +274,7 @@ func (h *Handler) serveRequest(w http.ResponseWriter, r *http.Request, d *decisi
 func (h *Handler) approval(r *http.Request, s *authn.Session, d *decision, req grants.Request) (policies.Approval, error) {
 	canon, _ := authn.CanonicalPath(r.URL.EscapedPath())
 	gst, gerr := h.lookupGrants(r.Context(), s, d.start)
-	in := h.policyInput(r, s, canon, d.start, gst.Grants, gerr)
+	in := h.policyInput(r, s, canon, d.start, gst.Grants, gerr, nil)
 	in.AccessReq = &policies.AccessRequest{
 		Requester: policies.Requester{Sub: req.User.Sub, Iss: req.User.Iss, Email: req.Email},
 		Resource:  req.Resource, Reason: req.Reason, Duration: (time.Duration(req.Duration) * time.Second).String(),

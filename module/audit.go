@@ -28,6 +28,7 @@ type decision struct {
 
 	grants       []string        // resources of the user's active grants
 	revision     string          // policy revision, when a policy was asked
+	cached       bool            // the policy decision came from the cache
 	policyReason string          // the policy's own reason for a deny
 	offer        string          // resource the deny offered a grant for
 	input        *policies.Input // with decision_log full
@@ -74,6 +75,9 @@ func (h *Handler) audit(d *decision) {
 	}
 	if d.revision != "" {
 		fields = append(fields, zap.String("policy_revision", d.revision))
+	}
+	if d.cached {
+		fields = append(fields, zap.Bool("policy_cached", true))
 	}
 	if d.policyReason != "" {
 		fields = append(fields, zap.String("policy_reason", d.policyReason))

@@ -1,6 +1,7 @@
 package module
 
 import (
+	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
@@ -50,6 +51,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    policy_query        <query>
 //	    policy_headers      <names...>         # repeatable
 //	    policy_timeout      <duration>
+//	    policy_cache        <decisions>|off
 //	    decision_log        minimal|full
 //	    input_headers       <names...>         # repeatable
 //	    redact_query        <names...>         # repeatable
@@ -164,6 +166,20 @@ func (h *Handler) unmarshalSpecial(d *caddyfile.Dispenser, sub string) error {
 			return d.Errf("identity_header: %v", err)
 		}
 		h.IdentityHeaders = append(h.IdentityHeaders, IdentityHeader{Header: args[0], Claim: args[1]})
+	case "policy_cache":
+		var v string
+		if err := oneArg(d, &v); err != nil {
+			return err
+		}
+		if v == "off" {
+			h.PolicyCache = -1
+			break
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return d.Errf("policy_cache must be a number of decisions or off, got %q", v)
+		}
+		h.PolicyCache = n
 	case "decision_log":
 		if err := oneArg(d, &h.DecisionLog); err != nil {
 			return err

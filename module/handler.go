@@ -163,6 +163,11 @@ type Handler struct {
 	// with policy_error. Default: 100ms.
 	PolicyTimeout caddy.Duration `json:"policy_timeout,omitempty"`
 
+	// PolicyCache is how many decisions each policy revision keeps for
+	// inputs that agree on every field the policy can read (see the
+	// README): 0 means 10000, -1 turns the cache off.
+	PolicyCache int `json:"policy_cache,omitempty"`
+
 	// DecisionLog is "minimal" (default: the decision without its input)
 	// or "full" (the whole policy input too, query values named in
 	// redact_query masked, so that any decision can be replayed offline
@@ -217,11 +222,12 @@ type Handler struct {
 	offers   *authn.Sealer
 	csrf     *authn.CSRF
 
-	engineKey     string
-	engine        *policies.Engine
-	policyHeaders map[string]string // normalized name → canonical name
-	inputHeaders  []string          // canonical names
-	redact        map[string]bool
+	engineKey         string
+	engine            *policies.Engine
+	policyHeaders     map[string]string // normalized name → canonical name
+	inputHeaders      []string          // canonical names
+	inputHeadersLower []string          // the same in lowercase, as the input names them
+	redact            map[string]bool
 }
 
 // StepUpRule demands a stronger, fresh authentication on some paths.
@@ -427,9 +433,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		names = append(names, ph)
 	}
 	h.managed = newManagedHeaders(names)
-	h.inputHeaders = h.inputHeaders[:0]
+	h.inputHeaders, h.inputHeadersLower = h.inputHeaders[:0], h.inputHeadersLower[:0]
 	for _, ih := range h.InputHeaders {
 		h.inputHeaders = append(h.inputHeaders, http.CanonicalHeaderKey(ih))
+		h.inputHeadersLower = append(h.inputHeadersLower, strings.ToLower(ih))
 	}
 	h.redact = make(map[string]bool, len(h.RedactQuery))
 	for _, q := range h.RedactQuery {
@@ -592,6 +599,9 @@ func (h *Handler) validate() error {
 		}
 		if time.Duration(h.PolicyTimeout) < time.Millisecond {
 			bad("policy_timeout", "must be at least 1ms")
+		}
+		if h.PolicyCache < -1 {
+			bad("policy_cache", "must be a number of decisions, or -1 (off), got %d", h.PolicyCache)
 		}
 	}
 	h.validateStepUp(bad)

@@ -32,8 +32,8 @@ func (h *Handler) provisionPolicy() error {
 	if err != nil {
 		return fmt.Errorf("gatehouse: policy: %v", err)
 	}
-	opts := policies.Options{Query: h.PolicyQuery, Timeout: time.Duration(h.PolicyTimeout)}
-	h.engineKey = fmt.Sprintf("%s\x00%s\x00%s", dir, opts.Query, opts.Timeout)
+	opts := policies.Options{Query: h.PolicyQuery, Timeout: time.Duration(h.PolicyTimeout), CacheSize: h.PolicyCache}
+	h.engineKey = fmt.Sprintf("%s\x00%s\x00%s\x00%d", dir, opts.Query, opts.Timeout, opts.CacheSize)
 	val, _, err := policyEngines.LoadOrNew(h.engineKey, func() (caddy.Destructor, error) {
 		return policies.NewEngine(dir, opts, zap.New(caddyCore{name: "http.handlers.gatehouse.policy"}))
 	})
@@ -65,8 +65,11 @@ func (c caddyCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.Che
 func (c caddyCore) Write(e zapcore.Entry, f []zapcore.Field) error { return c.core().Write(e, f) }
 func (c caddyCore) Sync() error                                    { return c.core().Sync() }
 
-// policyInput builds the documented input for one request.
-func (h *Handler) policyInput(r *http.Request, s *authn.Session, canon string, now time.Time, gs []grants.Grant, grantsErr bool) *policies.Input {
+// policyInput builds the documented input for one request. With rev, it
+// leaves out the query, headers and verifications when the policy cannot
+// read them (and the decision log does not show the input).
+func (h *Handler) policyInput(r *http.Request, s *authn.Session, canon string, now time.Time, gs []grants.Grant, grantsErr bool, rev *policies.Revision) *policies.Input {
+	all := rev == nil || h.DecisionLog == "full"
 	in := &policies.Input{
 		App: h.App,
 		User: policies.User{
@@ -75,12 +78,14 @@ func (h *Handler) policyInput(r *http.Request, s *authn.Session, canon string, n
 		},
 		Session: policies.Session{AgeS: now.Unix() - s.Created, IdleS: now.Unix() - s.LastSeen},
 		Request: policies.Request{
-			Method: r.Method, Host: r.Host, Path: canon, PathLower: strings.ToLower(canon),
+			Method: r.Method, Host: r.Host, Path: canon, PathLower: lower(canon),
 			RawPath: r.URL.EscapedPath(), RemoteIP: clientIP(r),
 		},
 		Grants:      policyGrants(gs),
 		GrantsError: grantsErr,
 		Now:         now.Unix(),
+		NowMinute:   policies.MinuteOf(now.Unix()),
+		Version:     policies.InputVersion,
 	}
 	if in.User.Groups == nil {
 		in.User.Groups = []string{}
@@ -88,8 +93,8 @@ func (h *Handler) policyInput(r *http.Request, s *authn.Session, canon string, n
 	if in.User.AMR == nil {
 		in.User.AMR = []string{}
 	}
-	in.User.Verifications = make(map[string]map[string]any, len(s.Verifications))
-	if len(s.Verifications) > 0 {
+	if len(s.Verifications) > 0 && (all || rev.Reads("user", "verifications")) {
+		in.User.Verifications = make(map[string]map[string]any, len(s.Verifications))
 		for name, v := range s.Verifications {
 			facts := map[string]any{"acr": v.ACR, "auth_time": v.AuthTime}
 			for c, val := range v.Claims {
@@ -99,20 +104,36 @@ func (h *Handler) policyInput(r *http.Request, s *authn.Session, canon string, n
 			}
 			in.User.Verifications[name] = facts
 		}
+	} else if all {
+		in.User.Verifications = map[string]map[string]any{}
 	}
-	if r.URL.RawQuery != "" {
-		in.Request.Query = r.URL.Query()
-	} else {
-		in.Request.Query = map[string][]string{}
-	}
-	in.Request.Headers = make(map[string]string, len(h.inputHeaders))
-	for _, name := range h.inputHeaders {
-		if v := r.Header.Get(name); v != "" {
-			in.Request.Headers[strings.ToLower(name)] = v
+	if all || rev.Reads("request", "query") {
+		if r.URL.RawQuery != "" {
+			in.Request.Query = r.URL.Query()
+		} else {
+			in.Request.Query = map[string][]string{}
 		}
 	}
-	in.Version = policies.InputVersion
+	if all || rev.Reads("request", "headers") {
+		in.Request.Headers = make(map[string]string, len(h.inputHeaders))
+		for i, name := range h.inputHeaders {
+			if v := r.Header.Get(name); v != "" {
+				in.Request.Headers[h.inputHeadersLower[i]] = v
+			}
+		}
+	}
 	return in
+}
+
+// lower is strings.ToLower without the allocation for a path that is
+// already lowercase, the usual case.
+func lower(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; 'A' <= c && c <= 'Z' || c >= 0x80 {
+			return strings.ToLower(s)
+		}
+	}
+	return s
 }
 
 // clientIP is the client's address as Caddy established it (honouring
@@ -152,14 +173,15 @@ func (h *Handler) loggableInput(in *policies.Input) *policies.Input {
 // decide evaluates the policy for a request with a valid session. It
 // returns the decision, or an error that must deny (policy_error).
 func (h *Handler) decide(r *http.Request, s *authn.Session, canon string, d *decision, gs []grants.Grant, grantsErr bool) (policies.Decision, error) {
-	in := h.policyInput(r, s, canon, d.start, gs, grantsErr)
+	rev := h.engine.Current()
+	d.revision = rev.ID
+	in := h.policyInput(r, s, canon, d.start, gs, grantsErr, rev)
 	if h.DecisionLog == "full" {
 		d.input = h.loggableInput(in)
 	}
-	rev := h.engine.Current()
-	d.revision = rev.ID
 	// The decision is made and logged even if the client has gone.
-	dec, err := rev.Decide(context.WithoutCancel(r.Context()), in.Value())
+	dec, cached, err := rev.DecideInput(context.WithoutCancel(r.Context()), in)
+	d.cached = cached
 	if err != nil {
 		return dec, err
 	}

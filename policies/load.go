@@ -1,6 +1,7 @@
 package policies
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -40,6 +41,9 @@ type Options struct {
 	ApprovalQuery string
 	// Timeout bounds one evaluation; default 100ms.
 	Timeout time.Duration
+	// CacheSize is how many decisions a revision keeps: 0 means
+	// DefaultCacheSize, a negative number turns the cache off.
+	CacheSize int
 }
 
 func (o *Options) defaults() {
@@ -69,6 +73,9 @@ type Revision struct {
 	Warnings []string
 
 	opts     Options
+	reads    *projection    // what the decision can read of the input; nil: all of it
+	noCache  string         // why decisions are not cached
+	cache    *decisionCache // nil: off
 	compiler *ast.Compiler
 	store    storage.Store
 	decision rego.PreparedEvalQuery
@@ -162,6 +169,13 @@ func Load(ctx context.Context, dir string, opts Options) (*Revision, error) {
 	}
 	if err := checkDecisionType(compiler, decisionRef, dir); err != nil {
 		return nil, err
+	}
+	rev.reads, rev.noCache = analyse(compiler, decisionRef)
+	switch {
+	case opts.CacheSize < 0:
+		rev.noCache = "policy_cache is off"
+	case rev.reads != nil:
+		rev.cache = newDecisionCache(cmp.Or(opts.CacheSize, DefaultCacheSize))
 	}
 	if rev.decision, err = rev.prepare(ctx, decisionRef); err != nil {
 		return nil, err

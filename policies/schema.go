@@ -14,6 +14,7 @@ const inputSchemaJSON = `{
     "app": {"type": "string"},
     "version": {"type": "integer"},
     "now": {"type": "integer"},
+    "now_minute": {"type": "integer"},
     "grants_error": {"type": "boolean"},
     "user": {
       "type": "object",

@@ -51,6 +51,7 @@ req(user_groups, method, path, grants, now) := {
 	"grants": grants,
 	"grants_error": false,
 	"now": now,
+	"now_minute": now - (now % 60),
 }
 
 admin_grant := [{"resource": "payroll-admin", "expires_at": wednesday_10 + 3600, "approved_by": "m@example.com"}]

@@ -12,6 +12,7 @@ projects_req(user, groups, method, path, grants) := {
 	"grants": grants,
 	"grants_error": false,
 	"now": wednesday_10,
+	"now_minute": wednesday_10,
 }
 
 projects_grant := [{"resource": "projects-app", "expires_at": wednesday_10 + 600, "approved_by": "alice@example.com"}]

@@ -1,0 +1,257 @@
+package policies
+
+import (
+	"context"
+	"fmt"
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+// The decision cache.
+//
+// A decision is a function of the input and the revision (its policy
+// files and data), since policies cannot use non-deterministic built-ins
+// and cache. So a revision may reuse a decision for any input that agrees
+// with an earlier one on every field the decision query can read. Load
+// finds those fields by walking the compiled policy from the decision
+// query's rules along the compiler's dependency graph (rules, functions,
+// else branches, comprehensions, with modifiers; a dynamic reference to
+// data counts every rule it could reach) and collecting each reference
+// to input. A reference that names fields (input.user.groups) reads that
+// subtree; anything else (input[x], input used as a value) reads the
+// whole input, and then nothing is cached. A reachable non-deterministic
+// built-in (time.now_ns, http.send…) also turns the cache off.
+//
+// The cache key is the read fields of the input, encoded unambiguously
+// (fields.go). A miss evaluates the policy with exactly that projection
+// of the input, so the decision can depend on nothing else. The cache
+// belongs to the revision: a policy or data change is a new revision with
+// an empty cache. It holds at most about 2 × CacheSize decisions (two
+// generations per shard; the older is dropped when the newer fills).
+
+// DefaultCacheSize is the default number of decisions a revision keeps.
+const DefaultCacheSize = 10000
+
+const cacheShards = 16
+
+type decisionCache struct {
+	seed     maphash.Seed
+	perShard int
+	shards   [cacheShards]cacheShard
+}
+
+type cacheShard struct {
+	mu       sync.RWMutex
+	cur, old map[string]Decision
+	hits     atomic.Uint64
+	misses   atomic.Uint64
+	_        [32]byte // keep shards' counters off each other's cache lines
+}
+
+func newDecisionCache(size int) *decisionCache {
+	c := &decisionCache{seed: maphash.MakeSeed(), perShard: max(size/cacheShards, 1)}
+	for i := range c.shards {
+		c.shards[i].cur = make(map[string]Decision)
+	}
+	return c
+}
+
+func (c *decisionCache) shard(key []byte) *cacheShard {
+	return &c.shards[maphash.Bytes(c.seed, key)%cacheShards]
+}
+
+func (c *decisionCache) get(key []byte) (Decision, bool) {
+	s := c.shard(key)
+	s.mu.RLock()
+	d, ok := s.cur[string(key)]
+	if !ok {
+		d, ok = s.old[string(key)]
+	}
+	s.mu.RUnlock()
+	if ok {
+		s.hits.Add(1)
+	} else {
+		s.misses.Add(1)
+	}
+	return d, ok
+}
+
+func (c *decisionCache) put(key []byte, d Decision) {
+	s := c.shard(key)
+	s.mu.Lock()
+	if len(s.cur) >= c.perShard {
+		s.old, s.cur = s.cur, make(map[string]Decision, c.perShard)
+	}
+	s.cur[string(key)] = d
+	s.mu.Unlock()
+}
+
+// CacheStats counts decision cache lookups of a revision.
+type CacheStats struct {
+	Enabled      bool
+	Reads        []string // the input fields the decision can depend on
+	Why          string   // why the cache is off
+	Hits, Misses uint64
+	Entries      int
+}
+
+// CacheStats reports the revision's decision cache.
+func (r *Revision) CacheStats() CacheStats {
+	st := CacheStats{Enabled: r.cache != nil, Why: r.noCache}
+	if r.reads != nil {
+		st.Reads = r.reads.names()
+	}
+	if r.cache == nil {
+		return st
+	}
+	for i := range r.cache.shards {
+		s := &r.cache.shards[i]
+		st.Hits += s.hits.Load()
+		st.Misses += s.misses.Load()
+		s.mu.RLock()
+		st.Entries += len(s.cur) + len(s.old)
+		s.mu.RUnlock()
+	}
+	return st
+}
+
+// Reads reports whether the decision query can read input.top (or
+// input.top.sub): callers may leave out what it cannot.
+func (r *Revision) Reads(top, sub string) bool {
+	return r.reads == nil || r.reads.reads(top, sub)
+}
+
+var keyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// DecideInput evaluates the decision query for in, from the cache when
+// an equal projection of the input was decided before. cached says so.
+// The returned decision is shared: callers must not modify it.
+func (r *Revision) DecideInput(ctx context.Context, in *Input) (d Decision, cached bool, err error) {
+	if r.cache == nil {
+		if r.reads == nil {
+			d, err = r.Decide(ctx, in.Value())
+		} else {
+			d, err = r.Decide(ctx, r.reads.value(in))
+		}
+		return d, false, err
+	}
+	bp := keyBufs.Get().(*[]byte)
+	key := r.reads.key((*bp)[:0], in)
+	defer func() { *bp = key; keyBufs.Put(bp) }()
+	if d, ok := r.cache.get(key); ok {
+		return d, true, nil
+	}
+	d, err = r.Decide(ctx, r.reads.value(in))
+	if err == nil {
+		r.cache.put(key, d)
+	}
+	return d, false, err
+}
+
+// analyse finds what the query can read of the input. It returns the
+// projection, or nil and why when the decision may depend on more than
+// named fields of the input.
+func analyse(c *ast.Compiler, query ast.Ref) (*projection, string) {
+	var (
+		why     string
+		tops    = map[string]bool{} // input.user…
+		wholes  = map[string]bool{} // input.user, input.user[x]
+		subs    = map[string]bool{} // input.user.groups…
+		seen    = map[*ast.Rule]bool{}
+		pending []*ast.Rule
+	)
+	refuse := func(format string, args ...any) {
+		if why == "" {
+			why = fmt.Sprintf(format, args...)
+		}
+	}
+	push := func(rs ...*ast.Rule) {
+		for _, r := range rs {
+			for ; r != nil; r = r.Else {
+				if !seen[r] {
+					seen[r] = true
+					pending = append(pending, r)
+				}
+			}
+		}
+	}
+	var visit func(x any)
+	visit = func(x any) {
+		ast.WalkTerms(x, func(t *ast.Term) bool {
+			switch v := t.Value.(type) {
+			case ast.Var:
+				if v.Equal(ast.InputRootDocument.Value) {
+					refuse("the policy uses input as a whole")
+				}
+			case ast.Ref:
+				if b, ok := ast.BuiltinMap[v.String()]; ok && (b.Nondeterministic || isNondeterministicName(b.Name)) {
+					refuse("the policy uses %s, which is not deterministic", b.Name)
+				}
+				if !v[0].Equal(ast.InputRootDocument) {
+					return false
+				}
+				top, ok1 := refString(v, 1)
+				sub, ok2 := refString(v, 2)
+				switch {
+				case len(v) == 1:
+					refuse("the policy uses input as a whole")
+				case !ok1:
+					refuse("the policy reads input with a variable key (%s)", v)
+				case !ok2:
+					tops[top], wholes[top] = true, true
+				default:
+					tops[top], subs[top+"."+sub] = true, true
+				}
+				// Dynamic parts of the reference are read too.
+				for _, e := range v[1:] {
+					if _, ok := e.Value.(ast.String); !ok {
+						visit(e)
+					}
+				}
+				return true
+			}
+			return false
+		})
+	}
+	push(c.GetRulesDynamicWithOpts(query, ast.RulesOptions{IncludeHiddenModules: true})...)
+	for len(pending) > 0 {
+		r := pending[len(pending)-1]
+		pending = pending[:len(pending)-1]
+		visit(r.Head)
+		if r.Head.Reference != nil {
+			visit(r.Head.Reference)
+		}
+		visit(r.Body)
+		for dep := range c.Graph.Dependencies(r) {
+			if dr, ok := dep.(*ast.Rule); ok {
+				push(dr)
+			}
+		}
+	}
+	if why != "" {
+		return nil, why
+	}
+	return projectionOf(func(f *field) bool {
+		if f.sub == "" {
+			return tops[f.top]
+		}
+		return wholes[f.top] || subs[f.top+"."+f.sub]
+	}), ""
+}
+
+// refString is the i-th element of ref when it is a string.
+func refString(ref ast.Ref, i int) (string, bool) {
+	if i >= len(ref) {
+		return "", false
+	}
+	s, ok := ref[i].Value.(ast.String)
+	return string(s), ok
+}
+
+func isNondeterministicName(name string) bool {
+	_, ok := nonDeterministic[name]
+	return ok
+}
