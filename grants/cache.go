@@ -132,6 +132,12 @@ func (c *Cache) refreshMirror() {
 			delete(c.expired, id)
 		}
 	}
+	// Users who stopped coming: their entries are stale anyway.
+	for k, e := range c.entries {
+		if now.Sub(e.fetched) >= c.ttl {
+			delete(c.entries, k)
+		}
+	}
 }
 
 // Lookup returns the user's active grants and whether the session is

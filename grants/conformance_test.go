@@ -247,6 +247,19 @@ func conformance(t *testing.T, open func(t *testing.T) Store) {
 		if len(expired) != 1 || expired[0] != "db" {
 			t.Errorf("expired on use: %v", expired)
 		}
+		// Users who stop coming leave the cache at the next mirror refresh.
+		_, _ = c.Lookup(ctx, User{Iss: alice.Iss, Sub: "gone"}, "s2", time.Now())
+		c.mu.RLock()
+		n := len(c.entries)
+		c.mu.RUnlock()
+		c.now = func() time.Time { return now.Add(3 * time.Hour) } // past every lookup above
+		c.refreshMirror()
+		c.mu.RLock()
+		left := len(c.entries)
+		c.mu.RUnlock()
+		if n == 0 || left != 0 {
+			t.Errorf("entries before and after pruning: %d, %d", n, left)
+		}
 	})
 }
 

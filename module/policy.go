@@ -81,12 +81,12 @@ func (h *Handler) policyInput(r *http.Request, s *authn.Session, canon string, n
 			Method: r.Method, Host: r.Host, Path: canon, PathLower: lower(canon),
 			RawPath: r.URL.EscapedPath(), RemoteIP: clientIP(r),
 		},
-		Grants:      policyGrants(gs),
 		GrantsError: grantsErr,
 		Now:         now.Unix(),
 		NowMinute:   policies.MinuteOf(now.Unix()),
 		Version:     policies.InputVersion,
 	}
+	in.SetGrants(policyGrants(gs))
 	if in.User.Groups == nil {
 		in.User.Groups = []string{}
 	}

@@ -200,17 +200,20 @@ func TestParseDecision(t *testing.T) {
 
 func TestInputValueMatchesJSON(t *testing.T) {
 	in := &Input{
-		App: "payroll", Now: 1764000000,
+		App: "payroll", Now: 1764000030, NowMinute: MinuteOf(1764000030),
 		User: User{Sub: "alice", Iss: "https://idp", Email: "a@example.com", Name: "Alice", Groups: []string{"staff"},
 			ACR: "urn:mfa", AMR: []string{"pwd", "otp"}, AuthTime: 1763999000,
 			Verifications: map[string]map[string]any{"eid": {"acr": "high", "auth_time": int64(1763999500), "birthdate": "1990-01-01"}}},
 		Session: Session{AgeS: 120, IdleS: 30},
 		Request: Request{Method: "GET", Host: "payroll.example.com", Path: "/Admin/x", PathLower: "/admin/x", RawPath: "/%41dmin/x",
 			Query: map[string][]string{"b": {"2"}, "a": {"1", "3"}}, RemoteIP: "203.0.113.9", Headers: map[string]string{"user-agent": "x"}},
-		Grants:    []Grant{{Resource: "payroll-admin", ExpiresAt: 1764003600, ApprovedBy: "m@example.com"}},
 		AccessReq: &AccessRequest{Requester: Requester{Sub: "alice", Iss: "https://idp"}, Resource: "r", Reason: "why", Duration: "1h"},
 	}
 	in.Version = InputVersion
+	in.SetGrants([]Grant{{Resource: "payroll-admin", ExpiresAt: 1764003600, ApprovedBy: "m@example.com"}, {Resource: "a", ExpiresAt: 1764003600}, {Resource: "a", ExpiresAt: 1764003700}})
+	if got := strings.Join(in.GrantResources, ","); got != "a,payroll-admin" || in.NowMinute != 1764000000 {
+		t.Fatalf("grant_resources %q, now_minute %d", got, in.NowMinute)
+	}
 	b, _ := json.Marshal(in)
 	want, err := ast.ValueFromReader(strings.NewReader(string(b)))
 	if err != nil {

@@ -65,6 +65,7 @@ const inputSchemaJSON = `{
         }
       }
     },
+    "grant_resources": {"type": "array", "items": {"type": "string"}},
     "access_request": {
       "type": "object",
       "additionalProperties": false,

@@ -49,6 +49,7 @@ req(user_groups, method, path, grants, now) := {
 	"user": {"sub": "u1", "iss": "https://idp", "email": "u1@example.com", "groups": user_groups},
 	"request": {"method": method, "path": path, "path_lower": lower(path)},
 	"grants": grants,
+	"grant_resources": sort({g.resource | some g in grants}),
 	"grants_error": false,
 	"now": now,
 	"now_minute": now - (now % 60),

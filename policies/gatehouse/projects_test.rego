@@ -10,6 +10,7 @@ projects_req(user, groups, method, path, grants) := {
 	"user": {"sub": user, "iss": "https://idp", "groups": groups},
 	"request": {"method": method, "path": path, "path_lower": lower(path)},
 	"grants": grants,
+	"grant_resources": sort({g.resource | some g in grants}),
 	"grants_error": false,
 	"now": wednesday_10,
 	"now_minute": wednesday_10,
