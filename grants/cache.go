@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 )
@@ -25,12 +26,21 @@ type Cache struct {
 
 	mu       sync.RWMutex
 	entries  map[string]*cacheEntry // user key → state
-	sessions map[string]int64       // user key/sid → until
+	sessions map[sessionKey]int64   // revoked sessions → until
+	keys     map[User]string        // User.Key, memoised (a SHA-256 each)
 	users    map[string]int64       // user key → revoked at
 	expired  map[string]int64       // grant ids already reported → expiry
 
 	stop chan struct{}
 	done chan struct{}
+}
+
+type sessionKey struct{ user, sid string }
+
+// parseSessionKey reads the stores' "user key/session id".
+func parseSessionKey(s string) sessionKey {
+	uk, sid, _ := strings.Cut(s, "/")
+	return sessionKey{uk, sid}
 }
 
 type cacheEntry struct {
@@ -51,7 +61,8 @@ const (
 func NewCache(store Store, timeout time.Duration) *Cache {
 	c := &Cache{
 		store: store, ttl: CacheTTL, timeout: timeout, now: time.Now,
-		entries: map[string]*cacheEntry{}, sessions: map[string]int64{}, users: map[string]int64{}, expired: map[string]int64{},
+		entries: map[string]*cacheEntry{}, sessions: map[sessionKey]int64{}, users: map[string]int64{}, expired: map[string]int64{},
+		keys: map[User]string{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	c.refreshMirror()
@@ -88,7 +99,7 @@ func (c *Cache) apply(e Event) {
 	c.mu.Lock()
 	switch e.Kind {
 	case "session_revoked":
-		c.sessions[e.UserKey+"/"+e.SessionID] = e.At
+		c.sessions[sessionKey{e.UserKey, e.SessionID}] = e.At
 	case "user_revoked":
 		if e.At > c.users[e.UserKey] {
 			c.users[e.UserKey] = e.At
@@ -115,7 +126,7 @@ func (c *Cache) refreshMirror() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k, until := range rv.Sessions {
-		c.sessions[k] = until
+		c.sessions[parseSessionKey(k)] = until
 	}
 	for k, at := range rv.Users {
 		if at > c.users[k] {
@@ -138,6 +149,9 @@ func (c *Cache) refreshMirror() {
 			delete(c.entries, k)
 		}
 	}
+	if len(c.keys) > len(c.entries)+1024 {
+		clear(c.keys)
+	}
 }
 
 // Lookup returns the user's active grants and whether the session is
@@ -145,10 +159,19 @@ func (c *Cache) refreshMirror() {
 // with no grants but the locally known revocations, so standing access
 // can go on, JIT access cannot, and a revoked session stays revoked.
 func (c *Cache) Lookup(ctx context.Context, u User, sid string, now time.Time) (State, error) {
-	uk := u.Key()
 	c.mu.RLock()
+	uk, known := c.keys[u]
+	if !known {
+		c.mu.RUnlock()
+		uk = u.Key()
+		c.mu.Lock()
+		c.keys[u] = uk
+		c.mu.Unlock()
+		c.mu.RLock()
+	}
+	sk := sessionKey{uk, sid}
 	e := c.entries[uk]
-	mirror := State{UserRevokedAt: c.users[uk], SessionRevoked: c.sessions[uk+"/"+sid] > 0}
+	mirror := State{UserRevokedAt: c.users[uk], SessionRevoked: c.sessions[sk] > 0}
 	fresh := e != nil && now.Sub(e.fetched) < c.ttl && now.Sub(e.sessions[sid]) < c.ttl
 	var st State
 	if fresh {
@@ -176,15 +199,15 @@ func (c *Cache) Lookup(ctx context.Context, u User, sid string, now time.Time) (
 	}
 	c.entries[uk] = ne
 	if got.SessionRevoked {
-		if _, ok := c.sessions[uk+"/"+sid]; !ok {
-			c.sessions[uk+"/"+sid] = now.Add(24 * time.Hour).Unix()
+		if _, ok := c.sessions[sk]; !ok {
+			c.sessions[sk] = now.Add(24 * time.Hour).Unix()
 		}
 	}
 	if got.UserRevokedAt > c.users[uk] {
 		c.users[uk] = got.UserRevokedAt
 	}
 	got.UserRevokedAt = max(got.UserRevokedAt, c.users[uk])
-	got.SessionRevoked = got.SessionRevoked || c.sessions[uk+"/"+sid] > 0
+	got.SessionRevoked = got.SessionRevoked || c.sessions[sk] > 0
 	c.mu.Unlock()
 	c.reportExpired(got.Expired, nil, now)
 	return got, nil

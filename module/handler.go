@@ -193,10 +193,12 @@ type Handler struct {
 	provider    *providerEntry
 	rp          *authn.RelyingParty
 
-	sessions  *authn.Sealer
-	logins    *authn.Sealer
-	idTokens  *authn.Sealer
-	lifetimes authn.Lifetimes
+	sessions *authn.Sealer
+	// sessionCache holds opened session cookies for the hot path.
+	sessionCache *authn.OpenCache[authn.Session]
+	logins       *authn.Sealer
+	idTokens     *authn.Sealer
+	lifetimes    authn.Lifetimes
 
 	sessionCookie     string
 	loginCookiePrefix string
@@ -295,6 +297,8 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 
 // Defaults.
 const (
+	sessionCacheTTL        = time.Minute
+	sessionCacheSize       = 8192
 	defaultIdleTimeout     = 15 * time.Minute
 	defaultSessionLifetime = 12 * time.Hour
 	defaultCookieName      = "gatehouse"
@@ -395,6 +399,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	} else {
 		h.sessionCookie = "__Secure-" + h.CookieName
 	}
+	// An opened session cookie is trusted again for a minute.
+	h.sessionCache = authn.NewOpenCache[authn.Session](h.sessions, h.sessionCookie, sessionCacheTTL, sessionCacheSize)
 	h.loginCookiePrefix = "__Secure-" + h.CookieName + "_login_"
 	h.idTokenCookie = "__Secure-" + h.CookieName + "_idt"
 

@@ -1,13 +1,13 @@
 package module
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -70,7 +70,8 @@ func (c caddyCore) Sync() error                                    { return c.co
 // read them (and the decision log does not show the input).
 func (h *Handler) policyInput(r *http.Request, s *authn.Session, canon string, now time.Time, gs []grants.Grant, grantsErr bool, rev *policies.Revision) *policies.Input {
 	all := rev == nil || h.DecisionLog == "full"
-	in := &policies.Input{
+	in := inputs.Get().(*policies.Input)
+	*in = policies.Input{
 		App: h.App,
 		User: policies.User{
 			Sub: s.Subject, Iss: h.Issuer, Email: s.Email, Name: s.Name, Groups: s.Groups,
@@ -124,6 +125,9 @@ func (h *Handler) policyInput(r *http.Request, s *authn.Session, canon string, n
 	}
 	return in
 }
+
+// inputs recycles policy inputs that no log line keeps.
+var inputs = sync.Pool{New: func() any { return new(policies.Input) }}
 
 // lower is strings.ToLower without the allocation for a path that is
 // already lowercase, the usual case.
@@ -180,8 +184,11 @@ func (h *Handler) decide(r *http.Request, s *authn.Session, canon string, d *dec
 		d.input = h.loggableInput(in)
 	}
 	// The decision is made and logged even if the client has gone.
-	dec, cached, err := rev.DecideInput(context.WithoutCancel(r.Context()), in)
+	dec, cached, err := rev.DecideInput(r.Context(), in)
 	d.cached = cached
+	if d.input == nil {
+		inputs.Put(in)
+	}
 	if err != nil {
 		return dec, err
 	}

@@ -40,8 +40,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.serveInternal(w, r, canon, d)
 	}
 
-	mr := matchable(r, canon)
-	if h.public.Match(mr) {
+	pv := pathView{r: r, canon: canon}
+	if len(h.public) > 0 && h.public.Match(pv.req()) {
 		d.result = "public"
 		h.audit(d)
 		return next.ServeHTTP(w, r)
@@ -49,7 +49,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	// 3. Session.
 	now := d.start
-	sess, reason := h.readSession(r, now)
+	sess, reason := h.readSessionShared(r, now)
 	if sess == nil {
 		// 4. No session.
 		return h.requireLogin(w, r, d, reason)
@@ -80,12 +80,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	// 7. Step-up.
-	if !h.stepUpPolicy(w, r, mr, d, sess, dec) {
+	if !h.stepUpPolicy(w, r, &pv, d, sess, dec) {
 		return nil
 	}
 
 	// 9. Allow: slide the idle clock on user activity, set identity.
-	if h.isActivity(r, mr) && h.lifetimes.ShouldSlide(sess, now) {
+	if h.lifetimes.ShouldSlide(sess, now) && h.isActivity(r, &pv) {
 		sess.LastSeen = now.Unix()
 		if err := h.writeSession(w, sess); err != nil {
 			h.logger.Error("re-issuing session cookie", zap.Error(err))
@@ -120,8 +120,23 @@ func matchable(r *http.Request, canon string) *http.Request {
 	return &mr
 }
 
-func (h *Handler) isActivity(r *http.Request, mr *http.Request) bool {
-	if h.idleIgnore.Match(mr) {
+// pathView is the request as path matchers see it: with its canonical
+// path. The copy is made on first use; most requests need none.
+type pathView struct {
+	r     *http.Request
+	canon string
+	mr    *http.Request
+}
+
+func (v *pathView) req() *http.Request {
+	if v.mr == nil {
+		v.mr = matchable(v.r, v.canon)
+	}
+	return v.mr
+}
+
+func (h *Handler) isActivity(r *http.Request, pv *pathView) bool {
+	if len(h.idleIgnore) > 0 && h.idleIgnore.Match(pv.req()) {
 		return false
 	}
 	if h.IdleActivity == "any" {
@@ -138,6 +153,28 @@ func (h *Handler) readSession(r *http.Request, now time.Time) (*authn.Session, a
 	for _, c := range r.CookiesNamed(h.sessionCookie) {
 		var s authn.Session
 		if err := h.sessions.Open(h.sessionCookie, c.Value, &s); err != nil {
+			if reason == authn.ReasonNoCookie {
+				reason = authn.ReasonInvalid
+			}
+			continue
+		}
+		if why := h.lifetimes.Check(&s, now); why != authn.ReasonNone {
+			reason = why
+			continue
+		}
+		return &s, authn.ReasonNone
+	}
+	return nil, reason
+}
+
+// readSessionShared is readSession through the handler's cache of opened
+// cookies: the session's maps and slices are shared with other requests
+// and must not be changed (LastSeen may: the struct is a copy).
+func (h *Handler) readSessionShared(r *http.Request, now time.Time) (*authn.Session, authn.Reason) {
+	reason := authn.ReasonNoCookie
+	for _, c := range r.CookiesNamed(h.sessionCookie) {
+		s, err := h.sessionCache.Open(c.Value, now)
+		if err != nil {
 			if reason == authn.ReasonNoCookie {
 				reason = authn.ReasonInvalid
 			}

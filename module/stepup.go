@@ -188,10 +188,10 @@ func (h *Handler) linkClaims() []string {
 
 // requirements lists what a request needs: the step_up rules matching its
 // canonical path, and the policy decision's obligation.
-func (h *Handler) requirements(mr *http.Request, dec policies.Decision) ([]authn.Requirement, error) {
+func (h *Handler) requirements(pv *pathView, dec policies.Decision) ([]authn.Requirement, error) {
 	var reqs []authn.Requirement
 	for _, r := range h.stepUps {
-		if r.match.Match(mr) {
+		if r.match.Match(pv.req()) {
 			reqs = append(reqs, r.req)
 		}
 	}
@@ -216,11 +216,11 @@ func firstUnmet(reqs []authn.Requirement, s *authn.Session, now time.Time) (auth
 
 // stepUpPolicy applies step 7 of the pipeline. It returns true when the
 // request may go on; otherwise it has answered.
-func (h *Handler) stepUpPolicy(w http.ResponseWriter, r, mr *http.Request, d *decision, s *authn.Session, dec policies.Decision) bool {
+func (h *Handler) stepUpPolicy(w http.ResponseWriter, r *http.Request, pv *pathView, d *decision, s *authn.Session, dec policies.Decision) bool {
 	if len(h.stepUps) == 0 && dec.StepUp == nil {
 		return true
 	}
-	reqs, err := h.requirements(mr, dec)
+	reqs, err := h.requirements(pv, dec)
 	if err != nil {
 		d.result, d.reason = "deny", "step_up_conflict"
 		h.logger.Error("conflicting step-up requirements", zap.String("decision_id", d.ID()), zap.Error(err))
@@ -338,7 +338,7 @@ func (h *Handler) serveStepUp(w http.ResponseWriter, r *http.Request, d *decisio
 		gst, grantsErr := h.lookupGrants(r.Context(), sess, d.start)
 		dec, _ = h.decide(target, sess, canon, d, gst.Grants, grantsErr)
 	}
-	reqs, err := h.requirements(matchable(target, canon), dec)
+	reqs, err := h.requirements(&pathView{r: target, canon: canon}, dec)
 	if err == nil {
 		if req, why := firstUnmet(reqs, sess, d.start); why != "" {
 			d.result, d.reason = "step_up", "step_up_"+why

@@ -128,9 +128,12 @@ var keyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }
 
 // DecideInput evaluates the decision query for in, from the cache when
 // an equal projection of the input was decided before. cached says so.
-// The returned decision is shared: callers must not modify it.
+// The returned decision is shared: callers must not modify it. An
+// evaluation is bounded by the revision's timeout, not cancelled with
+// ctx: a decision is made (and logged) even if the client has gone.
 func (r *Revision) DecideInput(ctx context.Context, in *Input) (d Decision, cached bool, err error) {
 	if r.cache == nil {
+		ctx = context.WithoutCancel(ctx)
 		if r.reads == nil {
 			d, err = r.Decide(ctx, in.Value())
 		} else {
@@ -144,7 +147,7 @@ func (r *Revision) DecideInput(ctx context.Context, in *Input) (d Decision, cach
 	if d, ok := r.cache.get(key); ok {
 		return d, true, nil
 	}
-	d, err = r.Decide(ctx, r.reads.value(in))
+	d, err = r.Decide(context.WithoutCancel(ctx), r.reads.value(in))
 	if err == nil {
 		r.cache.put(key, d)
 	}

@@ -1,0 +1,513 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// prepare brings the target up, checks it allows every request, and
+// warms it up. Every response must be a 2xx: a benchmark of denials is no
+// benchmark.
+func (t *target) prepare(ctx context.Context, c config, up *process) error {
+	t.slug = slug(t.name)
+	pop, err := t.start(ctx, c, up, c.users, t.slug)
+	if err != nil {
+		return err
+	}
+	t.reqs = pop.requests(c.paths, t.stepUp, 20000, 42)
+	if err := t.check(); err != nil {
+		return err
+	}
+	t.script = filepath.Join(c.work, t.slug, "requests.lua")
+	if err := writeLua(t.script, t.reqs); err != nil {
+		return err
+	}
+	fmt.Printf("%s: warming up…\n", t.name)
+	if _, err := runWrk(c, t.script, t.proc.addr, 2*time.Second); err != nil {
+		return err
+	}
+	// The warm-up stays out of the cache figures.
+	if err := t.countAudit(c); err != nil {
+		return err
+	}
+	t.warmDecisions, t.warmHits = t.decisions, t.cacheHits
+	return nil
+}
+
+// throughputRun is one wrk run.
+func (t *target) throughputRun(c config, i int) error {
+	cpu0 := t.proc.cpuTime()
+	r, err := runWrk(c, t.script, t.proc.addr, c.duration)
+	if err != nil {
+		return err
+	}
+	t.throughput = append(t.throughput, r.rps)
+	t.p50 = append(t.p50, r.p50)
+	t.p99 = append(t.p99, r.p99)
+	t.cpu = append(t.cpu, perRequest(t.proc.cpuTime()-cpu0, r.requests))
+	t.errors += r.errors
+	fmt.Printf("%s: run %d: %.0f req/s, p50 %.2f ms, p99 %.2f ms, %.0f µs CPU per request, %d errors\n",
+		t.name, i+1, r.rps, r.p50, r.p99, t.cpu[len(t.cpu)-1], r.errors)
+	if r.errors > 0 {
+		return fmt.Errorf("%d requests were not answered 2xx", r.errors)
+	}
+	return nil
+}
+
+// finishThroughput reads the peak memory and the audit log.
+func (t *target) finishThroughput(c config) error {
+	t.rss = t.proc.peakRSS()
+	if t.plain {
+		return nil
+	}
+	if err := t.countAudit(c); err != nil {
+		return err
+	}
+	t.decisions -= t.warmDecisions
+	t.cacheHits -= t.warmHits
+	return nil
+}
+
+func perRequest(cpu time.Duration, requests int) float64 {
+	if requests == 0 {
+		return 0
+	}
+	return float64(cpu) / float64(time.Microsecond) / float64(requests)
+}
+
+// check sends a sample of the requests once: all must be allowed.
+func (t *target) check() error {
+	client := &http.Client{Timeout: 5 * time.Second}
+	for i := 0; i < len(t.reqs) && i < 200; i++ {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+t.proc.addr+t.reqs[i].path, nil)
+		req.Header.Set("Cookie", t.reqs[i].cookie)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: %d %s", t.reqs[i].path, resp.StatusCode, body)
+		}
+		if len(resp.Header.Values("Set-Cookie")) > 0 {
+			return fmt.Errorf("GET %s re-issued the session cookie", t.reqs[i].path)
+		}
+	}
+	return nil
+}
+
+// countAudit reads the audit log written so far: decisions, decisions
+// from the policy cache, and anything that was not an allow.
+func (t *target) countAudit(c config) error {
+	if t.plain {
+		return nil
+	}
+	f, err := os.Open(filepath.Join(c.work, t.slug, "audit.log"))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	t.decisions, t.cacheHits = 0, 0
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if !bytes.Contains(line, []byte(`"logger":"http.handlers.gatehouse.audit"`)) {
+			continue
+		}
+		t.decisions++
+		if bytes.Contains(line, []byte(`"policy_cached":true`)) {
+			t.cacheHits++
+		}
+		if !bytes.Contains(line, []byte(`"result":"allow"`)) {
+			return fmt.Errorf("a request was not allowed: %s", line)
+		}
+	}
+	return sc.Err()
+}
+
+// writeLua renders every request once; each wrk thread starts at its
+// own place in the list.
+func writeLua(path string, reqs []request) error {
+	var b strings.Builder
+	b.WriteString("local raw = {\n")
+	for _, r := range reqs {
+		fmt.Fprintf(&b, "{%q, %q},\n", r.path, r.cookie)
+	}
+	b.WriteString(`}
+local reqs = {}
+local i = 0
+local threads = 0
+function setup(thread)
+	thread:set("id", threads)
+	threads = threads + 1
+end
+function init(args)
+	for k, r in ipairs(raw) do
+		reqs[k] = wrk.format("GET", r[1], {["Cookie"] = r[2]})
+	end
+	i = (id or 0) * 7919 % #reqs
+end
+function request()
+	i = i % #reqs + 1
+	return reqs[i]
+end
+`)
+	return os.WriteFile(path, []byte(b.String()), 0o600)
+}
+
+type wrkResult struct {
+	rps, p50, p99 float64 // req/s, ms, ms
+	requests      int
+	errors        int
+}
+
+var (
+	reRPS     = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	reCount   = regexp.MustCompile(`(\d+) requests in`)
+	reLatency = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([0-9.]+)(us|ms|s)\s*$`)
+	reNon2xx  = regexp.MustCompile(`Non-2xx or 3xx responses:\s+(\d+)`)
+	reSocket  = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+)
+
+func runWrk(c config, script, addr string, d time.Duration) (wrkResult, error) {
+	var r wrkResult
+	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "wrk", "-t"+strconv.Itoa(c.threads), "-c"+strconv.Itoa(c.conns),
+		"-d"+strconv.Itoa(max(1, int(d.Seconds())))+"s", "--timeout", "5s", "--latency", "-s", script, "http://"+addr+"/")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return r, fmt.Errorf("wrk: %v\n%s", err, out)
+	}
+	m := reRPS.FindSubmatch(out)
+	if m == nil {
+		return r, fmt.Errorf("wrk printed no Requests/sec:\n%s", out)
+	}
+	r.rps, _ = strconv.ParseFloat(string(m[1]), 64)
+	if m := reCount.FindSubmatch(out); m != nil {
+		r.requests, _ = strconv.Atoi(string(m[1]))
+	}
+	for _, m := range reLatency.FindAllSubmatch(out, -1) {
+		v, _ := strconv.ParseFloat(string(m[2]), 64)
+		switch string(m[3]) {
+		case "us":
+			v /= 1000
+		case "s":
+			v *= 1000
+		}
+		if string(m[1]) == "50" {
+			r.p50 = v
+		} else {
+			r.p99 = v
+		}
+	}
+	if m := reNon2xx.FindSubmatch(out); m != nil {
+		n, _ := strconv.Atoi(string(m[1]))
+		r.errors += n
+	}
+	if m := reSocket.FindSubmatch(out); m != nil {
+		for _, s := range m[1:] {
+			n, _ := strconv.Atoi(string(s))
+			r.errors += n
+		}
+	}
+	return r, nil
+}
+
+// rateRun sends rate requests a second, open loop: each request leaves
+// at its scheduled time whatever the others do, and its latency counts
+// from then, so a slow answer cannot hide the queue behind it.
+func (t *target) rateRun(c config, rate float64, i int) error {
+	cpu0 := t.proc.cpuTime()
+	lat, errs := openLoop(t.proc.addr, t.reqs, rate, c.duration)
+	if len(lat) == 0 {
+		return fmt.Errorf("no answers")
+	}
+	t.rateP50 = append(t.rateP50, pct(lat, 0.50))
+	t.rateP99 = append(t.rateP99, pct(lat, 0.99))
+	t.rateCPU = append(t.rateCPU, perRequest(t.proc.cpuTime()-cpu0, len(lat)))
+	fmt.Printf("%s at %.0f req/s: run %d: p50 %.2f ms, p99 %.2f ms, %.0f µs CPU per request, %d errors\n",
+		t.name, rate, i+1, pct(lat, 0.5), pct(lat, 0.99), t.rateCPU[len(t.rateCPU)-1], errs)
+	if errs > 0 {
+		return fmt.Errorf("%d requests failed or were not answered 2xx", errs)
+	}
+	return nil
+}
+
+func newClient(conns int) *http.Client {
+	return &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{
+			MaxIdleConns: conns, MaxIdleConnsPerHost: conns, IdleConnTimeout: time.Minute,
+			DisableCompression: true, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		},
+	}
+}
+
+// openLoop returns the latencies in milliseconds, sorted, and the number
+// of failed or non-2xx requests. It is light on purpose: the generator
+// shares the CPUs with what it measures. Requests are pre-rendered and
+// written on 64 keep-alive connections; each request is due at its
+// scheduled time and waits, counted, when every connection is busy.
+func openLoop(addr string, reqs []request, rate float64, d time.Duration) ([]float64, int) {
+	const conns = 64
+	raw := make([][]byte, len(reqs))
+	for i, r := range reqs {
+		raw[i] = []byte("GET " + r.path + " HTTP/1.1\r\nHost: " + addr + "\r\nUser-Agent: gatehouse-bench\r\nCookie: " + r.cookie + "\r\n\r\n")
+	}
+	n := int(rate * d.Seconds())
+	interval := float64(time.Second) / rate
+	lat := make([]float64, n)
+	type job struct {
+		i  int
+		at time.Time
+	}
+	jobs := make(chan job, n)
+	var errs atomic.Int64
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Go(func() {
+			var c net.Conn
+			var br *bufio.Reader
+			for j := range jobs {
+				ok := false
+				for attempt := 0; attempt < 2 && !ok; attempt++ {
+					if c == nil {
+						var err error
+						if c, err = net.DialTimeout("tcp", addr, 5*time.Second); err != nil {
+							c = nil
+							break
+						}
+						br = bufio.NewReaderSize(c, 16<<10)
+					}
+					_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+					if _, err := c.Write(raw[(j.i*7919)%len(raw)]); err != nil {
+						c.Close()
+						c = nil
+						continue
+					}
+					resp, err := http.ReadResponse(br, nil)
+					if err != nil {
+						c.Close()
+						c = nil
+						continue
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					ok = resp.StatusCode/100 == 2
+					if resp.Close {
+						c.Close()
+						c = nil
+					}
+					break
+				}
+				if !ok {
+					errs.Add(1)
+				}
+				lat[j.i] = float64(time.Since(j.at)) / float64(time.Millisecond)
+			}
+			if c != nil {
+				c.Close()
+			}
+		})
+	}
+	start := time.Now()
+	for i := 0; i < n; {
+		now := time.Since(start)
+		for ; i < n && time.Duration(float64(i)*interval) <= now; i++ {
+			jobs <- job{i, start.Add(time.Duration(float64(i) * interval))}
+		}
+		if i < n {
+			time.Sleep(time.Duration(float64(i)*interval) - time.Since(start))
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	sort.Float64s(lat)
+	return lat, int(errs.Load())
+}
+
+func pct(sorted []float64, q float64) float64 {
+	return sorted[int(float64(len(sorted)-1)*q)]
+}
+
+func printTable(ts []*target, rate float64) {
+	base := ts[0]
+	fmt.Printf("\n| target | req/s (median) | runs | vs (1) | p50 ms | p99 ms | CPU µs/req | p99 at %.0f req/s | added p99 | CPU µs/req at that rate | decisions from the policy cache | peak RSS |\n", rate)
+	fmt.Println("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, t := range ts {
+		cache := "—"
+		if t.decisions > 0 {
+			cache = fmt.Sprintf("%.1f%% of %d", 100*float64(t.cacheHits)/float64(t.decisions), t.decisions)
+		}
+		atRate, added, rateCPU := "—", "—", "—"
+		if len(t.rateP99) > 0 {
+			atRate = fmt.Sprintf("%.2f ms", t.rateP99.median())
+			rateCPU = fmt.Sprintf("%.0f", t.rateCPU.median())
+			if t != base {
+				added = fmt.Sprintf("%+.2f ms", t.rateP99.median()-base.rateP99.median())
+			}
+		}
+		fmt.Printf("| %s | %.0f | %s | %.2f | %.2f | %.2f | %.0f | %s | %s | %s | %s | %d MiB |\n", t.name, t.throughput.median(), t.throughput,
+			t.throughput.median()/base.throughput.median(), t.p50.median(), t.p99.median(), t.cpu.median(), atRate, added, rateCPU, cache, t.rss/1024)
+	}
+	fmt.Println()
+}
+
+// memResult is the memory of a Gatehouse whose store holds many users'
+// grants, after each of them made a request.
+type memResult struct {
+	store         string
+	users         int
+	requests      int
+	took          time.Duration
+	rss, peak     int64 // KiB
+	storeBytes    int64
+	storeMemLabel string
+}
+
+func measureMemory(ctx context.Context, c config, up *process, store string) (memResult, error) {
+	m := memResult{store: store, users: c.memUsers}
+	s := "memory-" + store
+	// The embedded store syncs each write; on tmpfs filling it takes
+	// seconds instead of minutes.
+	dir := filepath.Join(c.work, s)
+	if shm, err := os.MkdirTemp("/dev/shm", "gatehouse-bench"); err == nil {
+		defer os.RemoveAll(shm)
+		dir = shm
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return m, err
+	}
+	fmt.Printf("memory, %s store: %d users with a grant…\n", store, c.memUsers)
+	pop, err := makeGrantedPopulation(c.memUsers)
+	if err != nil {
+		return m, err
+	}
+	storeURL := "file://" + filepath.Join(dir, "grants.db")
+	var redis *process
+	if store == "redis" {
+		if redis, storeURL, err = startRedis(c, s); err != nil {
+			return m, err
+		}
+		defer redis.stop()
+	}
+	if err := pop.fillConcurrently(ctx, storeURL, 16); err != nil {
+		return m, err
+	}
+	addr, err := freePort()
+	if err != nil {
+		return m, err
+	}
+	proc, err := startCaddy(c, s, gatehouseCaddyfile(addr, up.addr, filepath.Join(c.work, s+"-audit.log"), storeURL,
+		filepath.Join(c.repo, "policies"), false, false), addr)
+	if err != nil {
+		return m, err
+	}
+	defer proc.stop()
+	// Every user once, 32 at a time, bounded in time.
+	client := newClient(64)
+	start := time.Now()
+	var next, failed atomic.Int64
+	var wg sync.WaitGroup
+	deadline := start.Add(3 * time.Minute)
+	for range 32 {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				i := int(next.Add(1)) - 1
+				if i >= len(pop.sessions) {
+					return
+				}
+				req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://%s/work/%d", addr, i%c.paths), nil)
+				req.Header.Set("Cookie", pop.sessions[i])
+				resp, err := client.Do(req)
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	m.took = time.Since(start)
+	m.requests = int(min(next.Load(), int64(len(pop.sessions))))
+	if f := failed.Load(); f > 0 {
+		return m, fmt.Errorf("%d of %d requests failed", f, m.requests)
+	}
+	m.rss = currentRSS(proc)
+	m.peak = proc.peakRSS()
+	if store == "file" {
+		if st, err := os.Stat(filepath.Join(dir, "grants.db")); err == nil {
+			m.storeBytes = st.Size()
+			m.storeMemLabel = "file size"
+		}
+	} else {
+		m.storeBytes = redisUsedMemory(redis.addr)
+		m.storeMemLabel = "Redis used_memory"
+	}
+	return m, nil
+}
+
+func currentRSS(p *process) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+func redisUsedMemory(addr string) int64 {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return 0
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+	fmt.Fprint(conn, "INFO memory\r\n")
+	sc := bufio.NewScanner(conn)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "used_memory:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+func printMemory(c config, ms []memResult) {
+	fmt.Println("| grant store | users with a grant | requests (one per user) | took | Gatehouse RSS after | peak RSS | store |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
+	for _, m := range ms {
+		fmt.Printf("| %s | %d | %d | %s | %d MiB | %d MiB | %d MiB (%s) |\n", m.store, m.users, m.requests, m.took.Round(100*time.Millisecond),
+			m.rss/1024, m.peak/1024, m.storeBytes>>20, m.storeMemLabel)
+	}
+	fmt.Println()
+}

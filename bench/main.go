@@ -1,0 +1,203 @@
+// Command bench measures what Gatehouse costs next to plain Caddy, on
+// loopback, in one run:
+//
+//  1. plain Caddy reverse_proxy to a small upstream (the limit);
+//  2. Gatehouse with sessions of many distinct users over varied paths,
+//     the policy library and the embedded grant store;
+//  3. the same with Redis;
+//  4. the same on a step-up-protected path the sessions already satisfy.
+//
+// Each target gets the same bounded wrk run (throughput, with wrk's
+// latency), repeated, and the median is reported with its ratio to (1);
+// then a rate-limited Go load generator sends half of (1)'s throughput to
+// each target to measure the p99 latency Gatehouse adds when not
+// saturated. Finally it reports Gatehouse's resident memory under load and
+// with 100k distinct users' grants in the store.
+//
+//	go run ./bench                  # the full run (about 10 minutes)
+//	go run ./bench -duration 2s -runs 1 -mem-users 2000   # a quick look
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+)
+
+type config struct {
+	duration   time.Duration
+	runs       int
+	threads    int
+	conns      int
+	users      int
+	paths      int
+	memUsers   int
+	bin        string
+	repo       string
+	work       string
+	keep       bool
+	skipMemory bool
+}
+
+func main() {
+	var c config
+	flag.DurationVar(&c.duration, "duration", 10*time.Second, "length of each wrk run and each fixed-rate run")
+	flag.IntVar(&c.runs, "runs", 3, "runs per target; the median is reported")
+	flag.IntVar(&c.threads, "threads", 2, "wrk threads")
+	flag.IntVar(&c.conns, "conns", 32, "wrk connections")
+	flag.IntVar(&c.users, "users", 1000, "distinct users with a session")
+	flag.IntVar(&c.paths, "paths", 200, "distinct paths under each prefix")
+	flag.IntVar(&c.memUsers, "mem-users", 100000, "distinct users with a grant for the memory run")
+	flag.StringVar(&c.bin, "gatehouse", "", "a gatehouse binary (default: build ./cmd/gatehouse)")
+	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (Caddyfiles, audit logs)")
+	flag.BoolVar(&c.skipMemory, "skip-memory", false, "skip the memory run")
+	flag.Parse()
+	if err := run(c); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(c config) error {
+	for _, tool := range []struct{ name, pkg string }{{"wrk", "wrk"}, {"redis-server", "redis-server"}} {
+		if _, err := exec.LookPath(tool.name); err != nil {
+			return fmt.Errorf("%s is required: apt-get install -y %s", tool.name, tool.pkg)
+		}
+	}
+	var err error
+	if c.repo, err = repoRoot(); err != nil {
+		return err
+	}
+	if c.work, err = os.MkdirTemp("", "gatehouse-bench"); err != nil {
+		return err
+	}
+	if c.keep {
+		fmt.Println("work directory:", c.work)
+	} else {
+		defer os.RemoveAll(c.work)
+	}
+	if c.bin == "" {
+		c.bin = filepath.Join(c.work, "gatehouse")
+		start := time.Now()
+		cmd := exec.Command("go", "build", "-o", c.bin, "./cmd/gatehouse")
+		cmd.Dir, cmd.Stdout, cmd.Stderr = c.repo, os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("building gatehouse: %w", err)
+		}
+		fmt.Printf("built gatehouse in %s\n", time.Since(start).Round(100*time.Millisecond))
+	}
+	fmt.Printf("%s, %d CPUs, %s; wrk -t%d -c%d -d%s, %d runs per target (median); %d users over %d paths\n\n",
+		time.Now().Format(time.RFC3339), runtime.NumCPU(), cpuModel(), c.threads, c.conns, c.duration, c.runs, c.users, 2*c.paths)
+
+	ctx := context.Background()
+	up, err := startUpstream(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer up.stop()
+
+	targets := []*target{plainTarget(c), gatehouseTarget(c, "file"), noCacheTarget(c), gatehouseTarget(c, "redis"), stepUpTarget(c)}
+	defer func() {
+		for _, t := range targets {
+			t.stop()
+		}
+	}()
+	for _, t := range targets {
+		if err := t.prepare(ctx, c, up); err != nil {
+			return fmt.Errorf("%s: %w", t.name, err)
+		}
+	}
+	// Runs are interleaved (1, 2, 3, 4, 1, 2…) so that the machine's
+	// drift falls on every target alike.
+	for i := range c.runs {
+		for _, t := range targets {
+			if err := t.throughputRun(c, i); err != nil {
+				return fmt.Errorf("%s: %w", t.name, err)
+			}
+		}
+	}
+	for _, t := range targets {
+		if err := t.finishThroughput(c); err != nil {
+			return fmt.Errorf("%s: %w", t.name, err)
+		}
+	}
+	// The fixed-rate runs all send half of plain Caddy's throughput.
+	rate := targets[0].throughput.median() / 2
+	for i := range c.runs {
+		for _, t := range targets {
+			if t.noRate {
+				continue
+			}
+			if err := t.rateRun(c, rate, i); err != nil {
+				return fmt.Errorf("%s at %.0f req/s: %w", t.name, rate, err)
+			}
+		}
+	}
+	for _, t := range targets {
+		t.stop()
+	}
+	printTable(targets, rate)
+
+	if !c.skipMemory {
+		var mems []memResult
+		for _, store := range []string{"file", "redis"} {
+			m, err := measureMemory(ctx, c, up, store)
+			if err != nil {
+				return fmt.Errorf("memory with %s: %w", store, err)
+			}
+			mems = append(mems, m)
+		}
+		printMemory(c, mems)
+	}
+	return nil
+}
+
+func repoRoot() (string, error) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+	if err != nil {
+		return "", fmt.Errorf("run bench from the repository: %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "?"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "model name") {
+			if _, v, ok := strings.Cut(line, ":"); ok {
+				return strings.TrimSpace(v)
+			}
+		}
+	}
+	return "?"
+}
+
+// series is one measurement over the runs.
+type series []float64
+
+func (s series) median() float64 {
+	if len(s) == 0 {
+		return 0
+	}
+	c := append(series(nil), s...)
+	sort.Float64s(c)
+	return c[len(c)/2]
+}
+
+func (s series) String() string {
+	parts := make([]string, len(s))
+	for i, v := range s {
+		parts[i] = fmt.Sprintf("%.0f", v)
+	}
+	return strings.Join(parts, " ")
+}
