@@ -47,6 +47,7 @@ type target struct {
 	throughput, p50, p99, cpu series
 	errors                    int
 	rateP50, rateP99, rateCPU series
+	genCPU                    series
 	cacheHits, decisions      int
 	warmHits, warmDecisions   int
 }
@@ -173,7 +174,7 @@ func startCaddy(c config, name, caddyfile, addr string) (*process, error) {
 	p.cmd = exec.Command(c.bin, "run", "--config", file, "--adapter", "caddyfile")
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	p.cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -234,7 +235,7 @@ func startRedis(c config, name string) (*process, string, error) {
 	p := &process{addr: addr, log: filepath.Join(dir, "redis.log")}
 	p.cmd = exec.Command("redis-server", "--bind", host, "--port", port, "--dir", dir, "--appendonly", "yes",
 		"--save", "", "--logfile", p.log, "--daemonize", "no")
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
 		return nil, "", err
 	}

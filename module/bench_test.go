@@ -143,3 +143,16 @@ func BenchmarkServeHTTPNoPolicy(b *testing.B) {
 	h.engine = nil
 	runServeBench(b, h, benchRequests(benchUsers(b, h, 1000), 100))
 }
+
+// BenchmarkAuditLine is one decision's audit line, JSON-encoded (to
+// io.Discard: the write itself is the log output's cost).
+func BenchmarkAuditLine(b *testing.B) {
+	h := benchHandler(b)
+	start := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		d := decision{start: start, method: "GET", path: "/work/17", user: "user-000042", email: "user42@example.com",
+			result: "allow", revision: "98f5fbf9c113", cached: true}
+		h.audit(&d)
+	}
+}

@@ -23,6 +23,8 @@ func realisticInput() *Input {
 		in.Grants = append(in.Grants, Grant{Resource: fmt.Sprintf("other-%d", i), ExpiresAt: 1795600000, ApprovedBy: "carol@example.com"})
 	}
 	in.Grants = append(in.Grants, Grant{Resource: "payroll-admin", ExpiresAt: 1795600000, ApprovedBy: "carol@example.com"})
+	in.SetGrants(in.Grants)
+	in.NowMinute = MinuteOf(in.Now)
 	return in
 }
 
@@ -76,6 +78,26 @@ func BenchmarkDecidePrebuiltInput(b *testing.B) {
 	for b.Loop() {
 		if _, err := rev.Decide(context.Background(), in); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDecideCached is a decision the revision's cache answers: the
+// key is built from the fields the library reads and looked up.
+func BenchmarkDecideCached(b *testing.B) {
+	rev, err := Load(context.Background(), ".", Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := realisticInput()
+	ctx := context.Background()
+	if _, _, err := rev.DecideInput(ctx, in); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, cached, err := rev.DecideInput(ctx, in); err != nil || !cached {
+			b.Fatal(cached, err)
 		}
 	}
 }

@@ -36,9 +36,8 @@ path_keys contains path
 
 path_keys contains "*"
 
-path_keys contains concat("", [concat("/", array.slice(parts, 0, i)), "/*"]) if {
-	parts := split(path, "/")
-	some i in numbers.range(1, count(parts) - 1)
+path_keys contains concat("", [substring(path, 0, i), "/*"]) if {
+	some i in indexof_n(path, "/")
 }
 
 # External users (contractors, partners) only ever get in with a grant.
