@@ -12,7 +12,7 @@ func TestExplain(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := realisticInput()
-	in.Grants = nil // no grant for /admin: denied, with an offer
+	in.SetGrants(nil) // no grant for /admin: denied, with an offer
 	ex, err := rev.Explain(context.Background(), "", in.Value(), ExplainFails)
 	if err != nil {
 		t.Fatal(err)
