@@ -135,12 +135,9 @@ func TestLegacyApp(t *testing.T) {
 		}
 
 		// The audit log has a line for the allowed request, with no secrets.
-		var found bool
-		for _, l := range env.gh.auditLines() {
-			if l["path"] == "/other" && l["result"] == "allow" && l["user"] == "alice" && l["app"] == "legacy" && l["decision_id"] != "" {
-				found = true
-			}
-		}
+		found := env.gh.waitAudit(t, func(l map[string]any) bool {
+			return l["path"] == "/other" && l["result"] == "allow" && l["user"] == "alice" && l["app"] == "legacy" && l["decision_id"] != ""
+		}) != nil
 		if !found {
 			t.Errorf("no audit line for the allowed request to /other")
 		}
@@ -207,12 +204,7 @@ func TestLegacyApp(t *testing.T) {
 				t.Errorf("a public path passed a client's %s to the upstream", name)
 			}
 		}
-		var found bool
-		for _, l := range env.gh.auditLines() {
-			if l["path"] == "/static/app.css" && l["result"] == "public" {
-				found = true
-			}
-		}
+		found := env.gh.waitAudit(t, func(l map[string]any) bool { return l["path"] == "/static/app.css" && l["result"] == "public" }) != nil
 		if !found {
 			t.Error("no audit line for the public request")
 		}

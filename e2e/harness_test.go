@@ -323,6 +323,25 @@ func startGatehouse(t testing.TB, caddyfile string, env []string, waitFor ...str
 }
 
 // auditLines returns the audit log lines written so far.
+// waitAudit returns the first audit line match accepts, waiting up to 5 s
+// for it: the line is written before the response, but reaches this test
+// through a pipe.
+func (g *gatehouse) waitAudit(t *testing.T, match func(map[string]any) bool) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		for _, l := range g.auditLines() {
+			if match(l) {
+				return l
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func (g *gatehouse) auditLines() []map[string]any {
 	var out []map[string]any
 	for _, line := range strings.Split(g.log.String(), "\n") {

@@ -335,6 +335,7 @@ func TestHostile(t *testing.T) {
 	})
 	add("host", "X-Forwarded-For does not change remote_ip", 200, func(t *testing.T) (int, string) {
 		resp, _ := h1.send(t, http.MethodGet, main+"/work/xff", as(aliceCookie, "X-Forwarded-For", "10.9.8.7", "Accept", "application/json"), nil)
+		gh.waitAudit(t, func(l map[string]any) bool { return l["path"] == "/work/xff" })
 		for _, l := range gh.auditLines() {
 			if l["path"] == "/work/xff" {
 				in, _ := l["input"].(map[string]any)

@@ -104,13 +104,11 @@ func TestPolicy(t *testing.T) {
 		t.Errorf("bob's deny page does not give the policy's reason:\n%s", pb.Body)
 	}
 	var first string
-	for _, l := range gh.auditLines() {
-		if l["user"] == "bob" && l["result"] == "deny" {
-			first, _ = l["policy_revision"].(string)
-			in, _ := json.Marshal(l["input"])
-			if !strings.Contains(string(in), `"groups":["contractors"]`) || strings.Contains(strings.ToLower(string(in)), "cookie") {
-				t.Errorf("logged input: %s", in)
-			}
+	if l := gh.waitAudit(t, func(l map[string]any) bool { return l["user"] == "bob" && l["result"] == "deny" }); l != nil {
+		first, _ = l["policy_revision"].(string)
+		in, _ := json.Marshal(l["input"])
+		if !strings.Contains(string(in), `"groups":["contractors"]`) || strings.Contains(strings.ToLower(string(in)), "cookie") {
+			t.Errorf("logged input: %s", in)
 		}
 	}
 	if first == "" {

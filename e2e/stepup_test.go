@@ -260,6 +260,7 @@ func TestStepUp(t *testing.T) {
 		}
 		// The policy saw acr, auth_time and the listed claims, nothing more.
 		var facts map[string]any
+		gh.waitAudit(t, func(l map[string]any) bool { return l["path"] == "/payouts/2026" && l["result"] == "allow" })
 		for _, l := range gh.auditLines() {
 			if l["path"] == "/payouts/2026" && l["result"] == "allow" {
 				in, _ := l["input"].(map[string]any)
