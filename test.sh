@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every Gatehouse test: unit tests, Rego tests, short fuzz runs and the
 # end-to-end tests against real processes (Caddy built from this repo, the
-# oidc-provider IdP, Redis, headless Chromium). Installs what is missing.
+# oidc-provider IdP, Redis, headless Chromium, wrk for a short run of the
+# benchmark harness). Installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -9,12 +10,13 @@ cd "$(dirname "$0")"
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v wrk >/dev/null || missing+=(wrk)
 if ((${#missing[@]})); then
 	echo "test.sh: installing ${missing[*]} (Debian packages)"
 	sudo=""
 	[[ $(id -u) -eq 0 ]] || sudo="sudo"
 	$sudo apt-get update
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y redis-server chromium
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y redis-server chromium wrk
 fi
 command -v node >/dev/null || { echo "test.sh: Node.js is required (apt-get install nodejs npm)" >&2; exit 1; }
 (cd e2e/idp && npm ci --no-audit --no-fund --loglevel=error)

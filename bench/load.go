@@ -39,7 +39,7 @@ func (t *target) prepare(ctx context.Context, c config, up *process) error {
 		return err
 	}
 	fmt.Printf("%s: warming up…\n", t.name)
-	if _, err := runWrk(c, t.script, t.proc.addr, 2*time.Second); err != nil {
+	if _, err := runWrk(c, t.script, t.proc.addr, min(2*time.Second, c.duration)); err != nil {
 		return err
 	}
 	// The warm-up stays out of the cache figures.

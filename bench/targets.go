@@ -31,18 +31,19 @@ const (
 
 // A target is one way of serving the same upstream.
 type target struct {
-	name    string
-	store   string // "", "file" or "redis"
-	stepUp  bool
-	plain   bool
-	noCache bool // policy_cache off
-	noRate  bool // left out of the fixed-rate runs
-	slug    string
-	script  string
-	reqs    []request // what the load sends, cycled at random
-	proc    *process
-	redis   *process
-	rss     int64 // peak resident memory of the serving process, KiB
+	name      string
+	store     string // "", "file" or "redis"
+	stepUp    bool
+	plain     bool
+	noCache   bool // policy_cache off
+	accessLog bool // plain Caddy with an access log
+	noRate    bool // left out of the fixed-rate runs
+	slug      string
+	script    string
+	reqs      []request // what the load sends, cycled at random
+	proc      *process
+	redis     *process
+	rss       int64 // peak resident memory of the serving process, KiB
 
 	throughput, p50, p99, cpu series
 	errors                    int
@@ -57,6 +58,12 @@ type request struct {
 }
 
 func plainTarget(c config) *target { return &target{name: "(1) Caddy reverse_proxy", plain: true} }
+
+// accessLogTarget is plain Caddy writing an access log line per request:
+// what Gatehouse's audit line is to be compared with.
+func accessLogTarget(c config) *target {
+	return &target{name: "(1b) Caddy reverse_proxy with an access log", plain: true, accessLog: true, noRate: true}
+}
 
 func gatehouseTarget(c config, store string) *target {
 	name := "(2) Gatehouse, embedded store"
@@ -289,7 +296,11 @@ http://%s {
 	return b.String()
 }
 
-func plainCaddyfile(addr, upstream string) string {
+func plainCaddyfile(addr, upstream, accessLog string) string {
+	log := ""
+	if accessLog != "" {
+		log = fmt.Sprintf("\tlog {\n\t\toutput file %s {\n\t\t\troll_disabled\n\t\t}\n\t}\n", accessLog)
+	}
 	return fmt.Sprintf(`{
 	admin off
 	auto_https off
@@ -300,9 +311,9 @@ func plainCaddyfile(addr, upstream string) string {
 }
 
 http://%s {
-	reverse_proxy %s
+%s	reverse_proxy %s
 }
-`, addr, upstream)
+`, addr, log, upstream)
 }
 
 // population makes n users' sessions and grants: nine in ten are staff
@@ -425,7 +436,11 @@ func (t *target) start(ctx context.Context, c config, up *process, users int, sl
 		if err != nil {
 			return nil, err
 		}
-		t.proc, err = startCaddy(c, slug, plainCaddyfile(addr, up.addr), addr)
+		accessLog := ""
+		if t.accessLog {
+			accessLog = filepath.Join(c.work, slug+"-access.log")
+		}
+		t.proc, err = startCaddy(c, slug, plainCaddyfile(addr, up.addr, accessLog), addr)
 		return pop, err
 	}
 	dir := filepath.Join(c.work, slug)

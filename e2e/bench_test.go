@@ -1,0 +1,44 @@
+package e2e
+
+import (
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestBenchHarness runs the benchmark harness (go run ./bench) briefly:
+// every target comes up, answers every request of every user 2xx (the
+// harness fails on anything else, and on any audit line that is not an
+// allow), and is measured; the memory run fills both stores.
+func TestBenchHarness(t *testing.T) {
+	if _, err := exec.LookPath("wrk"); err != nil {
+		t.Fatal("wrk is required: apt-get install -y wrk (./test.sh installs it)")
+	}
+	cmd := exec.Command("go", "run", "../bench", "-gatehouse", gatehouseBin, "-duration", "1s", "-runs", "1",
+		"-users", "60", "-paths", "10", "-mem-users", "400")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the harness failed: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+	row := regexp.MustCompile(`(?m)^\| (\([0-9a-z]+\)[^|]*) \| ([0-9]+) \|`)
+	seen := map[string]bool{}
+	for _, m := range row.FindAllStringSubmatch(string(out), -1) {
+		if m[2] == "0" {
+			t.Errorf("%s: 0 req/s", m[1])
+		}
+		seen[strings.TrimSpace(m[1])] = true
+	}
+	for _, want := range []string{"(1) Caddy reverse_proxy", "(1b) Caddy reverse_proxy with an access log", "(2) Gatehouse, embedded store",
+		"(2b) Gatehouse, embedded store, policy cache off", "(3) Gatehouse, Redis", "(4) Gatehouse, step-up path"} {
+		if !seen[want] {
+			t.Errorf("no result for %s", want)
+		}
+	}
+	for _, want := range []string{"| file | 400 | 400 |", "| redis | 400 | 400 |"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the memory table has no row %q", want)
+		}
+	}
+}
