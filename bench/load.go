@@ -343,6 +343,18 @@ func openLoop(addr string, reqs []request, rate float64, d time.Duration) ([]flo
 	}
 	close(jobs)
 	wg.Wait()
+	if os.Getenv("BENCH_TIMELINE") != "" {
+		// Where the slow answers were: the worst latency per 100 ms.
+		for b := 0; b*int(rate/10) < n; b++ {
+			worst := 0.0
+			for i := b * int(rate/10); i < min(n, (b+1)*int(rate/10)); i++ {
+				worst = max(worst, lat[i])
+			}
+			if worst > 20 {
+				fmt.Printf("  t=%.1fs (%s): worst %.0f ms\n", float64(b)/10, start.Add(time.Duration(b)*100*time.Millisecond).Format("15:04:05.0"), worst)
+			}
+		}
+	}
 	sort.Float64s(lat)
 	return lat, int(errs.Load())
 }

@@ -133,6 +133,13 @@ func TestLegacyApp(t *testing.T) {
 		if sc := b.setCookies("__Host-gatehouse"); len(sc) != 0 {
 			t.Errorf("the session cookie was re-issued on an ordinary request")
 		}
+		// The app gets the browser's other cookies, never Gatehouse's.
+		b.jar.SetCookies(mustParse(base+"/"), []*http.Cookie{{Name: "app_pref", Value: "dark", Path: "/"}})
+		withCookies := b.navigate(base + "/other")
+		mustStatus(t, withCookies, http.StatusOK)
+		if got := strings.Join(withCookies.echo(t).Headers["Cookie"], "; "); got != "app_pref=dark" {
+			t.Errorf("the upstream got Cookie %q, want only the app's own", got)
+		}
 
 		// The audit log has a line for the allowed request, with no secrets.
 		found := env.gh.waitAudit(t, func(l map[string]any) bool {

@@ -187,3 +187,44 @@ func joinList(vals []string) string {
 	}
 	return b.String()
 }
+
+// stripOwnCookies removes Gatehouse's own cookies (the session, login
+// and ID-token cookies) from the request before it goes upstream: the app
+// needs none of them, and a session cookie in an app's logs would be a
+// session for anyone who reads them. Other cookies are kept as sent.
+func (h *Handler) stripOwnCookies(r *http.Request) {
+	values := r.Header["Cookie"]
+	for i, v := range values {
+		if !strings.Contains(v, h.CookieName) {
+			continue // the common case: nothing of ours, nothing to rebuild
+		}
+		kept := make([]string, 0, 4)
+		for part := range strings.SplitSeq(v, ";") {
+			part = strings.TrimSpace(part)
+			// Some servers trim the name: " __Host-gatehouse =x" is ours too.
+			name, _, _ := strings.Cut(part, "=")
+			if part != "" && !h.ownCookie(strings.TrimSpace(name)) {
+				kept = append(kept, part)
+			}
+		}
+		values[i] = strings.Join(kept, "; ")
+	}
+	// Drop values left empty, and the header when none is left.
+	n := 0
+	for _, v := range values {
+		if v != "" {
+			values[n] = v
+			n++
+		}
+	}
+	switch {
+	case n == 0 && len(values) > 0:
+		delete(r.Header, "Cookie")
+	case n < len(values):
+		r.Header["Cookie"] = values[:n]
+	}
+}
+
+func (h *Handler) ownCookie(name string) bool {
+	return name == h.sessionCookie || name == h.idTokenCookie || strings.HasPrefix(name, h.loginCookiePrefix)
+}

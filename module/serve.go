@@ -44,6 +44,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if len(h.public) > 0 && h.public.Match(pv.req()) {
 		d.result = "public"
 		h.audit(d)
+		h.stripOwnCookies(r)
 		return next.ServeHTTP(w, r)
 	}
 
@@ -107,6 +108,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	d.result = "allow"
 	h.audit(d)
+	h.stripOwnCookies(r)
 	return next.ServeHTTP(w, r)
 }
 
