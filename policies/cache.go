@@ -79,6 +79,18 @@ func (c *decisionCache) get(key []byte) (Decision, bool) {
 	return d, ok
 }
 
+// has reports whether key is cached, without counting a lookup.
+func (c *decisionCache) has(key []byte) bool {
+	s := c.shard(key)
+	s.mu.RLock()
+	_, ok := s.cur[string(key)]
+	if !ok {
+		_, ok = s.old[string(key)]
+	}
+	s.mu.RUnlock()
+	return ok
+}
+
 func (c *decisionCache) put(key []byte, d Decision) {
 	s := c.shard(key)
 	s.mu.Lock()
@@ -95,12 +107,13 @@ type CacheStats struct {
 	Reads        []string // the input fields the decision can depend on
 	Why          string   // why the cache is off
 	Hits, Misses uint64
+	Prefetched   uint64 // next-minute decisions made ahead
 	Entries      int
 }
 
 // CacheStats reports the revision's decision cache.
 func (r *Revision) CacheStats() CacheStats {
-	st := CacheStats{Enabled: r.cache != nil, Why: r.noCache}
+	st := CacheStats{Enabled: r.cache != nil, Why: r.noCache, Prefetched: r.prefetched.Load()}
 	if r.reads != nil {
 		st.Reads = r.reads.names()
 	}
@@ -145,6 +158,9 @@ func (r *Revision) DecideInput(ctx context.Context, in *Input) (d Decision, cach
 	key := r.reads.key((*bp)[:0], in)
 	defer func() { *bp = key; keyBufs.Put(bp) }()
 	if d, ok := r.cache.get(key); ok {
+		if r.prefetch && in.Now-in.NowMinute >= 60-prefetchWindow {
+			r.prefetchNextMinute(in)
+		}
 		return d, true, nil
 	}
 	d, err = r.Decide(context.WithoutCancel(ctx), r.reads.value(in))
@@ -152,6 +168,36 @@ func (r *Revision) DecideInput(ctx context.Context, in *Input) (d Decision, cach
 		r.cache.put(key, d)
 	}
 	return d, false, err
+}
+
+// prefetchWindow is how long before the minute ends a cached decision is
+// decided again for the next minute. A policy that reads now_minute (and
+// not now) would otherwise miss on every key at once when the minute
+// turns; deciding the next minute's input ahead, one key at a time in the
+// background, spreads that work over the window. The decision stored is
+// that of exactly the next minute's input, so it is as correct as any.
+const prefetchWindow = 10
+
+func (r *Revision) prefetchNextMinute(in *Input) {
+	if !r.prefetching.CompareAndSwap(false, true) {
+		return // one at a time: the hot keys come back soon enough
+	}
+	next := *in
+	next.NowMinute += 60
+	next.Now = next.NowMinute // not read: prefetch is only for policies that read now_minute alone
+	key := r.reads.key(nil, &next)
+	if r.cache.has(key) {
+		r.prefetching.Store(false)
+		return
+	}
+	val := r.reads.value(&next) // now, while in is the caller's
+	go func() {
+		defer r.prefetching.Store(false)
+		if d, err := r.Decide(context.Background(), val); err == nil {
+			r.cache.put(key, d)
+			r.prefetched.Add(1)
+		}
+	}()
 }
 
 // analyse finds what the query can read of the input. It returns the

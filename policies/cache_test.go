@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestCacheAnalysis(t *testing.T) {
@@ -97,8 +98,9 @@ func randomInput(r *rand.Rand) *Input {
 	groups := [][]string{nil, {"staff"}, {"contractors"}, {"staff", "managers"}, {"payroll-users"}, {"partners", "staff"}}
 	paths := []string{"/", "/admin", "/admin/users", "/reports", "/reports/2026", "/payslips/1", "/work/1", "/work/secret/x", "/Admin", "/x"}
 	p := paths[r.IntN(len(paths))]
-	// Wednesday 10:00 and 10:00:30, Saturday 10:00, Wednesday 21:00 (Berlin).
-	now := []int64{1795597200, 1795597230, 1795856400, 1795597200 + 11*3600}[r.IntN(4)]
+	// Wednesday 10:00, 10:00:30, 10:00:55 (prefetching 10:01) and 10:01:05,
+	// Saturday 10:00, Wednesday 21:00 (Berlin).
+	now := []int64{1795597200, 1795597230, 1795597255, 1795597265, 1795856400, 1795597200 + 11*3600}[r.IntN(6)]
 	in := &Input{
 		App:     pick("payroll", "projects", "legacy", "nope"),
 		User:    User{Sub: pick("a", "b"), Iss: "https://idp", Email: pick("a@example.com", ""), Groups: groups[r.IntN(len(groups))], ACR: pick("", "urn:gatehouse:loa:mfa"), AMR: []string{"pwd"}, AuthTime: now - int64(r.IntN(600))},
@@ -141,7 +143,7 @@ func TestCacheAgreesWithEvaluation(t *testing.T) {
 		}
 	}
 	st := rev.CacheStats()
-	t.Logf("%d of %d decisions from the cache, %d entries", hits, n, st.Entries)
+	t.Logf("%d of %d decisions from the cache (%d made ahead for the next minute), %d entries", hits, n, st.Prefetched, st.Entries)
 	if hits < n/8 || st.Hits != uint64(hits) {
 		t.Errorf("hits %d (stats %d) of %d", hits, st.Hits, n)
 	}
@@ -210,5 +212,41 @@ func mutate(r *rand.Rand, in *Input) {
 		in.AccessReq = &AccessRequest{Resource: s, Duration: "1h"}
 	case 7:
 		in.Request.Path += s
+	}
+}
+
+// TestCachePrefetchesTheNextMinute: in the last seconds of a minute, a
+// cached decision of a policy that reads now_minute is made ahead for the
+// next minute, so the turn of the minute is not a miss on every key.
+func TestCachePrefetchesTheNextMinute(t *testing.T) {
+	ctx := context.Background()
+	minute := int64(1795597200)
+	policy := "package gatehouse\n\ndecision := {\"allow\": input.now_minute %% 120 == 0, \"reason\": input.user.sub}\n"
+	rev, err := Load(ctx, writePolicy(t, map[string]string{"p.rego": strings.ReplaceAll(policy, "%%", "%")}), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(now int64) *Input { return &Input{User: User{Sub: "a"}, Now: now, NowMinute: MinuteOf(now)} }
+	if _, _, err := rev.DecideInput(ctx, at(minute+20)); err != nil { // miss, cached
+		t.Fatal(err)
+	}
+	if _, cached, _ := rev.DecideInput(ctx, at(minute+55)); !cached { // hit, in the window: prefetch
+		t.Fatal("not cached within the minute")
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for rev.CacheStats().Prefetched == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	d, cached, err := rev.DecideInput(ctx, at(minute+61))
+	if err != nil || !cached || d.Allow != (MinuteOf(minute+61)%120 == 0) || d.Reason != "a" {
+		t.Fatalf("the next minute: %+v cached %v %v (prefetched %d)", d, cached, err, rev.CacheStats().Prefetched)
+	}
+	// A policy that reads now is not prefetched: its keys change every second.
+	rev2, _ := Load(ctx, writePolicy(t, map[string]string{"p.rego": "package gatehouse\n\ndecision := {\"allow\": input.now > input.now_minute}\n"}), Options{})
+	_, _, _ = rev2.DecideInput(ctx, at(minute+55))
+	_, _, _ = rev2.DecideInput(ctx, at(minute+55))
+	time.Sleep(50 * time.Millisecond)
+	if n := rev2.CacheStats().Prefetched; n != 0 {
+		t.Errorf("%d prefetches for a policy that reads now", n)
 	}
 }

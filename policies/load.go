@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -72,14 +73,19 @@ type Revision struct {
 	// non-deterministic built-ins.
 	Warnings []string
 
-	opts     Options
-	reads    *projection    // what the decision can read of the input; nil: all of it
-	noCache  string         // why decisions are not cached
-	cache    *decisionCache // nil: off
-	compiler *ast.Compiler
-	store    storage.Store
-	decision rego.PreparedEvalQuery
-	approval *rego.PreparedEvalQuery
+	opts    Options
+	reads   *projection    // what the decision can read of the input; nil: all of it
+	noCache string         // why decisions are not cached
+	cache   *decisionCache // nil: off
+	// prefetch: the decision reads now_minute but not now, so the next
+	// minute's decisions can be made ahead (cache.go).
+	prefetch    bool
+	prefetching atomic.Bool
+	prefetched  atomic.Uint64
+	compiler    *ast.Compiler
+	store       storage.Store
+	decision    rego.PreparedEvalQuery
+	approval    *rego.PreparedEvalQuery
 }
 
 // skipFile leaves out what is not policy: tests, hidden files (editor swap
@@ -176,6 +182,7 @@ func Load(ctx context.Context, dir string, opts Options) (*Revision, error) {
 		rev.noCache = "policy_cache is off"
 	case rev.reads != nil:
 		rev.cache = newDecisionCache(cmp.Or(opts.CacheSize, DefaultCacheSize))
+		rev.prefetch = rev.reads.reads("now_minute", "") && !rev.reads.reads("now", "")
 	}
 	if rev.decision, err = rev.prepare(ctx, decisionRef); err != nil {
 		return nil, err
