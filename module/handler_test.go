@@ -131,7 +131,7 @@ func serve(h *Handler, r *http.Request) (*httptest.ResponseRecorder, *http.Reque
 	repl := caddy.NewReplacer()
 	ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl)
 	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{})
-	r = r.WithContext(ctx)
+	r = r.Clone(ctx) // the handler edits headers; callers reuse their request
 	var got *http.Request
 	w := httptest.NewRecorder()
 	err := h.ServeHTTP(w, r, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
