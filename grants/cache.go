@@ -47,7 +47,23 @@ type cacheEntry struct {
 	grants        []Grant
 	userRevokedAt int64
 	fetched       time.Time
-	sessions      map[string]time.Time // sid → when its revocation was checked
+	sessions      []seenSession // a user's sessions checked within the TTL; usually one
+}
+
+// seenSession records when a session's revocation state was last read.
+type seenSession struct {
+	sid string
+	at  time.Time
+}
+
+// seen reports when sid's revocation state was read (zero if never).
+func (e *cacheEntry) seen(sid string) time.Time {
+	for _, s := range e.sessions {
+		if s.sid == sid {
+			return s.at
+		}
+	}
+	return time.Time{}
 }
 
 // Cache defaults.
@@ -172,7 +188,7 @@ func (c *Cache) Lookup(ctx context.Context, u User, sid string, now time.Time) (
 	sk := sessionKey{uk, sid}
 	e := c.entries[uk]
 	mirror := State{UserRevokedAt: c.users[uk], SessionRevoked: c.sessions[sk] > 0}
-	fresh := e != nil && now.Sub(e.fetched) < c.ttl && now.Sub(e.sessions[sid]) < c.ttl
+	fresh := e != nil && now.Sub(e.fetched) < c.ttl && now.Sub(e.seen(sid)) < c.ttl
 	var st State
 	if fresh {
 		st = State{Grants: e.grants, UserRevokedAt: max(e.userRevokedAt, mirror.UserRevokedAt), SessionRevoked: mirror.SessionRevoked}
@@ -189,11 +205,11 @@ func (c *Cache) Lookup(ctx context.Context, u User, sid string, now time.Time) (
 	}
 	c.mu.Lock()
 	prev := c.entries[uk]
-	ne := &cacheEntry{grants: got.Grants, userRevokedAt: got.UserRevokedAt, fetched: now, sessions: map[string]time.Time{sid: now}}
+	ne := &cacheEntry{grants: got.Grants, userRevokedAt: got.UserRevokedAt, fetched: now, sessions: []seenSession{{sid, now}}}
 	if prev != nil {
-		for s, t := range prev.sessions {
-			if s != sid && now.Sub(t) < c.ttl {
-				ne.sessions[s] = t
+		for _, s := range prev.sessions {
+			if s.sid != sid && now.Sub(s.at) < c.ttl {
+				ne.sessions = append(ne.sessions, s)
 			}
 		}
 	}
