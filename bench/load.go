@@ -244,18 +244,22 @@ func runWrk(c config, script, addr string, d time.Duration) (wrkResult, error) {
 // rateRun sends rate requests a second, open loop: each request leaves
 // at its scheduled time whatever the others do, and its latency counts
 // from then, so a slow answer cannot hide the queue behind it.
-func (t *target) rateRun(c config, rate float64, i int) error {
+func (t *target) rateRun(c config, rate float64, k, i int) error {
+	for len(t.rates) <= k {
+		t.rates = append(t.rates, rateResult{})
+	}
+	r := &t.rates[k]
 	cpu0, self0 := t.proc.cpuTime(), selfCPU()
 	lat, errs := openLoop(t.proc.addr, t.reqs, rate, c.duration)
-	t.genCPU = append(t.genCPU, perRequest(selfCPU()-self0, len(lat)))
+	r.genCPU = append(r.genCPU, perRequest(selfCPU()-self0, len(lat)))
 	if len(lat) == 0 {
 		return fmt.Errorf("no answers")
 	}
-	t.rateP50 = append(t.rateP50, pct(lat, 0.50))
-	t.rateP99 = append(t.rateP99, pct(lat, 0.99))
-	t.rateCPU = append(t.rateCPU, perRequest(t.proc.cpuTime()-cpu0, len(lat)))
+	r.p50 = append(r.p50, pct(lat, 0.50))
+	r.p99 = append(r.p99, pct(lat, 0.99))
+	r.cpu = append(r.cpu, perRequest(t.proc.cpuTime()-cpu0, len(lat)))
 	fmt.Printf("%s at %.0f req/s: run %d: p50 %.2f ms, p99 %.2f ms, %.0f µs CPU per request (the generator: %.0f), %d errors\n",
-		t.name, rate, i+1, pct(lat, 0.5), pct(lat, 0.99), t.rateCPU[len(t.rateCPU)-1], t.genCPU[len(t.genCPU)-1], errs)
+		t.name, rate, i+1, pct(lat, 0.5), pct(lat, 0.99), r.cpu[len(r.cpu)-1], r.genCPU[len(r.genCPU)-1], errs)
 	if errs > 0 {
 		return fmt.Errorf("%d requests failed or were not answered 2xx", errs)
 	}
@@ -449,25 +453,46 @@ func pct(sorted []float64, q float64) float64 {
 	return sorted[int(float64(len(sorted)-1)*q)]
 }
 
-func printTable(ts []*target, rate float64) {
+func printTable(ts []*target, rates []float64) {
 	base := ts[0]
-	fmt.Printf("\n| target | req/s (median) | runs | vs (1) | p50 ms | p99 ms | CPU µs/req | p99 at %.0f req/s | added p99 | CPU µs/req at that rate | decisions from the policy cache | peak RSS |\n", rate)
-	fmt.Println("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Println("\n| target | req/s (median) | runs | vs (1) | p50 ms | p99 ms | CPU µs/req | decisions from the policy cache | peak RSS |")
+	fmt.Println("|---|---:|---|---:|---:|---:|---:|---:|---:|")
 	for _, t := range ts {
 		cache := "—"
 		if t.decisions > 0 {
 			cache = fmt.Sprintf("%.1f%% of %d", 100*float64(t.cacheHits)/float64(t.decisions), t.decisions)
 		}
-		atRate, added, rateCPU := "—", "—", "—"
-		if len(t.rateP99) > 0 {
-			atRate = fmt.Sprintf("%.2f ms", t.rateP99.median())
-			rateCPU = fmt.Sprintf("%.0f", t.rateCPU.median())
-			if t != base {
-				added = fmt.Sprintf("%+.2f ms", t.rateP99.median()-base.rateP99.median())
-			}
+		fmt.Printf("| %s | %.0f | %s | %.2f | %.2f | %.2f | %.0f | %s | %d MiB |\n", t.name, t.throughput.median(), t.throughput,
+			t.throughput.median()/base.throughput.median(), t.p50.median(), t.p99.median(), t.cpu.median(), cache, t.rss/1024)
+	}
+	if len(rates) == 0 {
+		fmt.Println()
+		return
+	}
+	// Latency at fixed rates, open loop: p50 / p99 ms, the p99 added to
+	// (1)'s, and the serving process's CPU per request.
+	fmt.Print("\n| target (fixed rate, open loop) |")
+	for _, rate := range rates {
+		fmt.Printf(" %.0f req/s: p50 / p99 ms | added p99 | CPU µs/req |", rate)
+	}
+	fmt.Print("\n|---|")
+	for range rates {
+		fmt.Print("---:|---:|---:|")
+	}
+	fmt.Println()
+	for _, t := range ts {
+		if len(t.rates) == 0 {
+			continue
 		}
-		fmt.Printf("| %s | %.0f | %s | %.2f | %.2f | %.2f | %.0f | %s | %s | %s | %s | %d MiB |\n", t.name, t.throughput.median(), t.throughput,
-			t.throughput.median()/base.throughput.median(), t.p50.median(), t.p99.median(), t.cpu.median(), atRate, added, rateCPU, cache, t.rss/1024)
+		fmt.Printf("| %s |", t.name)
+		for k, r := range t.rates {
+			added := "—"
+			if t != base && k < len(base.rates) {
+				added = fmt.Sprintf("%+.2f ms", r.p99.median()-base.rates[k].p99.median())
+			}
+			fmt.Printf(" %.2f / %.2f | %s | %.0f |", r.p50.median(), r.p99.median(), added, r.cpu.median())
+		}
+		fmt.Println()
 	}
 	fmt.Println()
 }

@@ -47,10 +47,14 @@ type target struct {
 
 	throughput, p50, p99, cpu series
 	errors                    int
-	rateP50, rateP99, rateCPU series
-	genCPU                    series
+	rates                     []rateResult // one per fixed rate, in config order
 	cacheHits, decisions      int
 	warmHits, warmDecisions   int
+}
+
+// rateResult is a target's latency at one fixed rate, over the runs.
+type rateResult struct {
+	p50, p99, cpu, genCPU series
 }
 
 type request struct {

@@ -36,6 +36,17 @@ func TestBenchHarness(t *testing.T) {
 			t.Errorf("no result for %s", want)
 		}
 	}
+	// The latency table: each measured target at both default rates.
+	rates := regexp.MustCompile(`(?m)^\| (\([0-9a-z]+\)[^|]*) \|( [0-9.]+ / [0-9.]+ \| [^|]+ \| [0-9]+ \|){2}$`)
+	rated := map[string]bool{}
+	for _, m := range rates.FindAllStringSubmatch(string(out), -1) {
+		rated[strings.TrimSpace(m[1])] = true
+	}
+	for _, want := range []string{"(1) Caddy reverse_proxy", "(2) Gatehouse, embedded store", "(3) Gatehouse, Redis", "(4) Gatehouse, step-up path"} {
+		if !rated[want] {
+			t.Errorf("no fixed-rate latency for %s at both rates", want)
+		}
+	}
 	for _, want := range []string{"| file | 400 | 400 |", "| redis | 400 | 400 |"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("the memory table has no row %q", want)
