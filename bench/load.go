@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -241,6 +242,41 @@ func runWrk(c config, script, addr string, d time.Duration) (wrkResult, error) {
 	return r, nil
 }
 
+// profile saves a CPU profile of the target over a measured run (the
+// first of each kind) when BENCH_PPROF names a directory; the channel
+// gets the outcome when the profile is written.
+func (t *target) profile(c config, kind string, i int) <-chan error {
+	done := make(chan error, 1)
+	dir := os.Getenv("BENCH_PPROF")
+	if dir == "" || t.admin == "" || i > 0 {
+		done <- nil
+		return done
+	}
+	go func() {
+		secs := max(1, int(c.duration.Seconds())-1)
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", t.admin, secs))
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			done <- err
+			return
+		}
+		f, err := os.Create(filepath.Join(dir, t.slug+"-"+kind+".pprof"))
+		if err == nil {
+			_, err = io.Copy(f, resp.Body)
+			err = errors.Join(err, f.Close())
+		}
+		done <- err
+	}()
+	return done
+}
+
+// warmUp is the unmeasured load before each fixed-rate run.
+const warmUp = 2 * time.Second
+
 // rateRun sends rate requests a second, open loop: each request leaves
 // at its scheduled time whatever the others do, and its latency counts
 // from then, so a slow answer cannot hide the queue behind it.
@@ -249,17 +285,32 @@ func (t *target) rateRun(c config, rate float64, k, i int) error {
 		t.rates = append(t.rates, rateResult{})
 	}
 	r := &t.rates[k]
+	// Each run starts warm: the target sat idle while the others ran, and
+	// in the meantime its grant cache entries (1 s) ran out and, when the
+	// minute turned, so did every decision in its cache (now_minute is in
+	// the key). The first second at the new rate then evaluates every
+	// distinct key at once, which is a cold start, not the steady cost
+	// this run measures; its p99 is printed as the warm-up's.
+	warm, werrs := openLoop(t.proc.addr, t.reqs, rate, warmUp)
+	if werrs > 0 || len(warm) == 0 {
+		return fmt.Errorf("warm-up: %d requests failed or were not answered 2xx", werrs)
+	}
+	profiled := t.profile(c, fmt.Sprintf("rate%d", k), i)
 	cpu0, self0 := t.proc.cpuTime(), selfCPU()
 	lat, errs := openLoop(t.proc.addr, t.reqs, rate, c.duration)
+	if err := <-profiled; err != nil {
+		return fmt.Errorf("profiling: %w", err)
+	}
 	r.genCPU = append(r.genCPU, perRequest(selfCPU()-self0, len(lat)))
 	if len(lat) == 0 {
 		return fmt.Errorf("no answers")
 	}
+	r.warmP99 = append(r.warmP99, pct(warm, 0.99))
 	r.p50 = append(r.p50, pct(lat, 0.50))
 	r.p99 = append(r.p99, pct(lat, 0.99))
 	r.cpu = append(r.cpu, perRequest(t.proc.cpuTime()-cpu0, len(lat)))
-	fmt.Printf("%s at %.0f req/s: run %d: p50 %.2f ms, p99 %.2f ms, %.0f µs CPU per request (the generator: %.0f), %d errors\n",
-		t.name, rate, i+1, pct(lat, 0.5), pct(lat, 0.99), r.cpu[len(r.cpu)-1], r.genCPU[len(r.genCPU)-1], errs)
+	fmt.Printf("%s at %.0f req/s: run %d: p50 %.2f ms, p99 %.2f ms, %.0f µs CPU per request (the generator: %.0f), %d errors; the warm-up's p99 %.2f ms\n",
+		t.name, rate, i+1, pct(lat, 0.5), pct(lat, 0.99), r.cpu[len(r.cpu)-1], r.genCPU[len(r.genCPU)-1], errs, pct(warm, 0.99))
 	if errs > 0 {
 		return fmt.Errorf("%d requests failed or were not answered 2xx", errs)
 	}
@@ -470,14 +521,15 @@ func printTable(ts []*target, rates []float64) {
 		return
 	}
 	// Latency at fixed rates, open loop: p50 / p99 ms, the p99 added to
-	// (1)'s, and the serving process's CPU per request.
+	// (1)'s, the serving process's CPU per request, and the p99 of the
+	// warm-up that starts each run (a cold start after the target idled).
 	fmt.Print("\n| target (fixed rate, open loop) |")
 	for _, rate := range rates {
-		fmt.Printf(" %.0f req/s: p50 / p99 ms | added p99 | CPU µs/req |", rate)
+		fmt.Printf(" %.0f req/s: p50 / p99 ms | added p99 | CPU µs/req | warm-up p99 ms |", rate)
 	}
 	fmt.Print("\n|---|")
 	for range rates {
-		fmt.Print("---:|---:|---:|")
+		fmt.Print("---:|---:|---:|---:|")
 	}
 	fmt.Println()
 	for _, t := range ts {
@@ -490,7 +542,7 @@ func printTable(ts []*target, rates []float64) {
 			if t != base && k < len(base.rates) {
 				added = fmt.Sprintf("%+.2f ms", r.p99.median()-base.rates[k].p99.median())
 			}
-			fmt.Printf(" %.2f / %.2f | %s | %.0f |", r.p50.median(), r.p99.median(), added, r.cpu.median())
+			fmt.Printf(" %.2f / %.2f | %s | %.0f | %.2f |", r.p50.median(), r.p99.median(), added, r.cpu.median(), r.warmP99.median())
 		}
 		fmt.Println()
 	}
@@ -542,7 +594,7 @@ func measureMemory(ctx context.Context, c config, up *process, store string) (me
 	if err != nil {
 		return m, err
 	}
-	proc, err := startCaddy(c, s, gatehouseCaddyfile(addr, up.addr, filepath.Join(c.work, s+"-audit.log"), storeURL,
+	proc, err := startCaddy(c, s, gatehouseCaddyfile("admin off", addr, up.addr, filepath.Join(c.work, s+"-audit.log"), storeURL,
 		filepath.Join(c.repo, "policies"), false, false), addr)
 	if err != nil {
 		return m, err

@@ -39,6 +39,7 @@ type target struct {
 	accessLog bool // plain Caddy with an access log
 	noRate    bool // left out of the fixed-rate runs
 	slug      string
+	admin     string // Caddy's admin address, with BENCH_PPROF
 	script    string
 	reqs      []request // what the load sends, cycled at random
 	proc      *process
@@ -55,6 +56,7 @@ type target struct {
 // rateResult is a target's latency at one fixed rate, over the runs.
 type rateResult struct {
 	p50, p99, cpu, genCPU series
+	warmP99               series // the unmeasured warm-up's p99
 }
 
 type request struct {
@@ -200,7 +202,7 @@ func startCaddy(c config, name, caddyfile, addr string) (*process, error) {
 // globalOptions: Caddy's log, audit lines included, goes to a file, as a
 // production gateway's would.
 const globalOptions = `{
-	admin off
+	%s
 	auto_https off
 	persist_config off
 	log default {
@@ -267,9 +269,9 @@ var cookieSecret = func() string {
 	return string(b)
 }()
 
-func gatehouseCaddyfile(addr, upstream, auditLog, storeURL, policyDir string, stepUp, noCache bool) string {
+func gatehouseCaddyfile(admin, addr, upstream, auditLog, storeURL, policyDir string, stepUp, noCache bool) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, globalOptions, auditLog)
+	fmt.Fprintf(&b, globalOptions, admin, auditLog)
 	fmt.Fprintf(&b, `
 http://%s {
 	gatehouse {
@@ -300,13 +302,13 @@ http://%s {
 	return b.String()
 }
 
-func plainCaddyfile(addr, upstream, accessLog string) string {
+func plainCaddyfile(admin, addr, upstream, accessLog string) string {
 	log := ""
 	if accessLog != "" {
 		log = fmt.Sprintf("\tlog {\n\t\toutput file %s {\n\t\t\troll_disabled\n\t\t}\n\t}\n", accessLog)
 	}
 	return fmt.Sprintf(`{
-	admin off
+	%s
 	auto_https off
 	persist_config off
 	log default {
@@ -317,7 +319,7 @@ func plainCaddyfile(addr, upstream, accessLog string) string {
 http://%s {
 %s	reverse_proxy %s
 }
-`, addr, log, upstream)
+`, admin, addr, log, upstream)
 }
 
 // population makes n users' sessions and grants: nine in ten are staff
@@ -435,6 +437,15 @@ func (t *target) start(ctx context.Context, c config, up *process, users int, sl
 	if err != nil {
 		return nil, err
 	}
+	// With BENCH_PPROF, Caddy's admin endpoint (and its /debug/pprof/)
+	// listens on loopback so that fixed-rate runs can be profiled.
+	admin := "admin off"
+	if os.Getenv("BENCH_PPROF") != "" {
+		if t.admin, err = freePort(); err != nil {
+			return nil, err
+		}
+		admin = "admin " + t.admin
+	}
 	if t.plain {
 		pop, err := makePopulation(users, false)
 		if err != nil {
@@ -444,7 +455,7 @@ func (t *target) start(ctx context.Context, c config, up *process, users int, sl
 		if t.accessLog {
 			accessLog = filepath.Join(c.work, slug+"-access.log")
 		}
-		t.proc, err = startCaddy(c, slug, plainCaddyfile(addr, up.addr, accessLog), addr)
+		t.proc, err = startCaddy(c, slug, plainCaddyfile(admin, addr, up.addr, accessLog), addr)
 		return pop, err
 	}
 	dir := filepath.Join(c.work, slug)
@@ -465,7 +476,7 @@ func (t *target) start(ctx context.Context, c config, up *process, users int, sl
 	if err := pop.fill(ctx, storeURL); err != nil {
 		return nil, fmt.Errorf("filling the grant store: %w", err)
 	}
-	t.proc, err = startCaddy(c, slug, gatehouseCaddyfile(addr, up.addr, filepath.Join(dir, "audit.log"), storeURL,
+	t.proc, err = startCaddy(c, slug, gatehouseCaddyfile(admin, addr, up.addr, filepath.Join(dir, "audit.log"), storeURL,
 		filepath.Join(c.repo, "policies"), t.stepUp, t.noCache), addr)
 	return pop, err
 }

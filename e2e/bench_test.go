@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -17,6 +19,8 @@ func TestBenchHarness(t *testing.T) {
 	}
 	cmd := exec.Command("go", "run", "../bench", "-gatehouse", gatehouseBin, "-duration", "1s", "-runs", "1",
 		"-users", "60", "-paths", "10", "-mem-users", "400")
+	profiles := t.TempDir()
+	cmd.Env = append(os.Environ(), "BENCH_PPROF="+profiles)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("the harness failed: %v\n%s", err, out)
@@ -37,7 +41,7 @@ func TestBenchHarness(t *testing.T) {
 		}
 	}
 	// The latency table: each measured target at both default rates.
-	rates := regexp.MustCompile(`(?m)^\| (\([0-9a-z]+\)[^|]*) \|( [0-9.]+ / [0-9.]+ \| [^|]+ \| [0-9]+ \|){2}$`)
+	rates := regexp.MustCompile(`(?m)^\| (\([0-9a-z]+\)[^|]*) \|( [0-9.]+ / [0-9.]+ \| [^|]+ \| [0-9]+ \| [0-9.]+ \|){2}$`)
 	rated := map[string]bool{}
 	for _, m := range rates.FindAllStringSubmatch(string(out), -1) {
 		rated[strings.TrimSpace(m[1])] = true
@@ -45,6 +49,12 @@ func TestBenchHarness(t *testing.T) {
 	for _, want := range []string{"(1) Caddy reverse_proxy", "(2) Gatehouse, embedded store", "(3) Gatehouse, Redis", "(4) Gatehouse, step-up path"} {
 		if !rated[want] {
 			t.Errorf("no fixed-rate latency for %s at both rates", want)
+		}
+	}
+	// BENCH_PPROF: a CPU profile of each rated target's first run at each rate.
+	for _, name := range []string{"1--caddy-reverse-proxy-rate0", "2--gatehouse--embedded-store-rate1", "4--gatehouse--step-up-path-rate1"} {
+		if st, err := os.Stat(filepath.Join(profiles, name+".pprof")); err != nil || st.Size() == 0 {
+			t.Errorf("profile %s: %v", name, err)
 		}
 	}
 	for _, want := range []string{"| file | 400 | 400 |", "| redis | 400 | 400 |"} {
