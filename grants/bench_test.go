@@ -3,16 +3,28 @@ package grants
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 )
 
-// benchStore fills a Redis store with one user's 20 grants.
-func benchStore(b *testing.B) (*RedisStore, User) {
-	r := startRedis(b, false)
-	s, err := OpenRedis(r.URL(), RedisOptions{Timeout: time.Second})
-	if err != nil {
-		b.Fatal(err)
+// benchStore fills a store (Redis, or the embedded file store) with one
+// user's 20 grants.
+func benchStore(b *testing.B, kind string) (Store, User) {
+	var s Store
+	if kind == "redis" {
+		r := startRedis(b, false)
+		rs, err := OpenRedis(r.URL(), RedisOptions{Timeout: time.Second})
+		if err != nil {
+			b.Fatal(err)
+		}
+		s = rs
+	} else {
+		bs, err := OpenBolt(filepath.Join(b.TempDir(), "grants.db"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		s = bs
 	}
 	b.Cleanup(func() { _ = s.Close() })
 	now := time.Now()
@@ -26,23 +38,27 @@ func benchStore(b *testing.B) (*RedisStore, User) {
 	return s, u
 }
 
-// BenchmarkLookupCold is one lookup through to Redis (one round trip):
-// what a node pays at most once a second per session.
+// BenchmarkLookupCold is one lookup through to the store (for Redis, one
+// round trip): what a node pays at most once a second per session.
 func BenchmarkLookupCold(b *testing.B) {
-	s, u := benchStore(b)
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		st, err := s.Lookup(ctx, u, "sid", time.Now())
-		if err != nil || len(st.Grants) != 20 {
-			b.Fatal(err, len(st.Grants))
-		}
+	for _, kind := range []string{"redis", "file"} {
+		b.Run(kind, func(b *testing.B) {
+			s, u := benchStore(b, kind)
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				st, err := s.Lookup(ctx, u, "sid", time.Now())
+				if err != nil || len(st.Grants) != 20 {
+					b.Fatal(err, len(st.Grants))
+				}
+			}
+		})
 	}
 }
 
 // BenchmarkLookupWarm is the per-request lookup with a fresh cache entry.
 func BenchmarkLookupWarm(b *testing.B) {
-	s, u := benchStore(b)
+	s, u := benchStore(b, "redis")
 	c := NewCache(s, time.Second)
 	b.Cleanup(func() { _ = c.Close() })
 	ctx := context.Background()
