@@ -254,12 +254,17 @@ func (t *target) profile(c config, kind string, i int) <-chan error {
 	}
 	go func() {
 		secs := max(1, int(c.duration.Seconds())-1)
-		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", t.admin, secs))
+		client := &http.Client{Timeout: time.Duration(secs)*time.Second + 30*time.Second}
+		resp, err := client.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", t.admin, secs))
 		if err != nil {
 			done <- err
 			return
 		}
 		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			done <- fmt.Errorf("%s from the admin endpoint", resp.Status)
+			return
+		}
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			done <- err
 			return
