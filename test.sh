@@ -40,7 +40,7 @@ go test -count=1 -race ./authn/ ./module/ ./policies/ ./grants/
 # overrides them all with a duration.
 for spec in authn:FuzzCanonicalPath:150000 authn:FuzzSafeReturnPath:120000 authn:FuzzOpenSession:100000 \
 	module:FuzzUnmarshalCaddyfile:20000 module:FuzzStripManagedHeaders:20000 module:FuzzStepUpPath:30000 module:FuzzStripOwnCookies:20000 \
-	policies:FuzzParseDecision:40000 policies:FuzzProjectionKey:40000; do
+	policies:FuzzParseDecision:40000 policies:FuzzProjectionKey:40000 grants:FuzzGrantMemo:30000; do
 	IFS=: read -r pkg target count <<<"$spec"
 	go test -run='^$' -fuzz="^${target}\$" -fuzztime="${FUZZTIME:-${count}x}" -fuzzminimizetime=2000x "./${pkg}/"
 done

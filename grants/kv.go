@@ -42,6 +42,7 @@ var allBuckets = []string{bGrants, bUserGrants, bRequests, bSessions, bUsers, bE
 // kvStore is the Store of the embedded stores, on any kv.
 type kvStore struct {
 	db     kv
+	memo   grantMemo // decoded grants for Lookup
 	events *broadcaster
 	stop   chan struct{}
 	done   chan struct{}
@@ -73,8 +74,7 @@ func (s *kvStore) Lookup(_ context.Context, u User, sid string, now time.Time) (
 	err := s.db.view(func(tx kvTx) error {
 		uk := u.Key()
 		if err := tx.scan(bUserGrants, uk+"/", func(k string, _ []byte) error {
-			var g Grant
-			if json.Unmarshal(tx.get(bGrants, k[len(uk)+1:]), &g) == nil {
+			if g, err := s.memo.decode(tx.get(bGrants, k[len(uk)+1:])); err == nil {
 				st.classify(g, now)
 			}
 			return nil

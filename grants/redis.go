@@ -51,6 +51,7 @@ func kEmail(email string) string     { return "gh:email:" + strings.ToLower(emai
 // once.
 type RedisStore struct {
 	client redis.UniversalClient
+	memo   grantMemo // decoded grants for Lookup
 	events *broadcaster
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -180,8 +181,7 @@ func (s *RedisStore) Lookup(ctx context.Context, u User, sid string, now time.Ti
 	}
 	var st State
 	for _, v := range grants.Val() {
-		var g Grant
-		if json.Unmarshal([]byte(v), &g) == nil {
+		if g, err := s.memo.decodeString(v); err == nil {
 			st.classify(g, now)
 		}
 	}
