@@ -41,8 +41,8 @@ func TestGrantMemo(t *testing.T) {
 		a, r, // the same grant before and after its revocation: two records
 		[]byte(`{"id":"g2","user":{"iss":"i","sub":"s"},"resource":"x","expires_at":9}`),
 		[]byte(`{"id":"g2","user":{"iss":"i","sub":"s"},"resource":"x","expires_at":9,"expires_at":1}`), // last one wins, as in json
-		[]byte(`{"id":"g3","resource":"x","RESOURCE":"y"}`), // case-insensitive field names, as in json
-		[]byte(`{"id":"g4","expires_at":"9"}`),              // wrong type: an error, never remembered
+		[]byte(`{"id":"g3","resource":"x","RESOURCE":"y"}`),                                             // case-insensitive field names, as in json
+		[]byte(`{"id":"g4","expires_at":"9"}`),                                                          // wrong type: an error, never remembered
 		[]byte(`{"id":"g5"`), []byte(``), []byte(`null`), []byte(`[]`),
 		[]byte("{\"id\":\"g6\",\"resource\":\"a\\u0000b\"}"),
 	} {
