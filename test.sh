@@ -23,6 +23,8 @@ command -v node >/dev/null || { echo "test.sh: Node.js is required (apt-get inst
 
 # --- tests ----------------------------------------------------------------
 start=$(date +%s)
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path '*/node_modules/*'))
+[[ -z $unformatted ]] || { echo "test.sh: not gofmt-clean (run gofmt -w):" $unformatted >&2; exit 1; }
 go vet ./...
 # The policy library with the standard OPA CLI (the same version as the
 # embedded engine, from go.mod's tool line).
