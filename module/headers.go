@@ -200,8 +200,12 @@ func (h *Handler) stripOwnCookies(r *http.Request) {
 		}
 		kept := make([]string, 0, 4)
 		for part := range strings.SplitSeq(v, ";") {
-			part = strings.TrimSpace(part)
-			// Some servers trim the name: " __Host-gatehouse =x" is ours too.
+			// Other cookies pass as sent, less the separator's spaces
+			// (trimming more, such as "\v", could turn a part the app's
+			// parser ignores into a cookie it reads).
+			part = strings.Trim(part, " \t")
+			// Some servers trim the name more: " __Host-gatehouse =x" and
+			// "\v__Host-gatehouse=x" are ours too.
 			name, _, _ := strings.Cut(part, "=")
 			if part != "" && !h.ownCookie(strings.TrimSpace(name)) {
 				kept = append(kept, part)

@@ -109,6 +109,8 @@ func TestStripOwnCookies(t *testing.T) {
 		{[]string{" __Host-gatehouse =x; ;a=1 "}, []string{"a=1"}},
 		{[]string{`q="a; __Host-gatehouse=b"`}, []string{`q="a`}}, // quoted ';' is not valid cookie syntax: split like a server does
 		{[]string{"__Host-gatehousex=1; __Host-gatehouse"}, []string{"__Host-gatehousex=1"}},
+		{[]string{"\v__Host-gatehouse=x; a=1"}, []string{"a=1"}},                         // ours to a server that trims more
+		{[]string{"\vgatehouse; __Host-gatehouse=x", "0"}, []string{"\vgatehouse", "0"}}, // found by the fuzzer: not "gatehouse", which parses
 	}
 	for _, c := range cases {
 		r, _ := http.NewRequest(http.MethodGet, "https://app.example/", nil)
