@@ -30,6 +30,7 @@ type Cache struct {
 	keys     map[User]string        // User.Key, memoised (a SHA-256 each)
 	users    map[string]int64       // user key → revoked at
 	expired  map[string]int64       // grant ids already reported → expiry
+	gen      uint64                 // bumped by every event and invalidation: a store read older than it is not cached
 
 	stop chan struct{}
 	done chan struct{}
@@ -113,6 +114,7 @@ func (c *Cache) run() {
 // apply takes an event from any node into this node's cache.
 func (c *Cache) apply(e Event) {
 	c.mu.Lock()
+	c.gen++
 	switch e.Kind {
 	case "session_revoked":
 		c.sessions[sessionKey{e.UserKey, e.SessionID}] = e.At
@@ -154,8 +156,10 @@ func (c *Cache) refreshMirror() {
 			delete(c.sessions, k)
 		}
 	}
+	// Stores return grants that expired up to recentlyExpired ago; forget
+	// a report only after that, or it would be made again.
 	for id, exp := range c.expired {
-		if exp < now.Add(-time.Hour).Unix() {
+		if exp < now.Add(-recentlyExpired).Unix() {
 			delete(c.expired, id)
 		}
 	}
@@ -193,6 +197,7 @@ func (c *Cache) Lookup(ctx context.Context, u User, sid string, now time.Time) (
 	if fresh {
 		st = State{Grants: e.grants, UserRevokedAt: max(e.userRevokedAt, mirror.UserRevokedAt), SessionRevoked: mirror.SessionRevoked}
 	}
+	gen := c.gen
 	c.mu.RUnlock()
 	if fresh {
 		return c.active(st, e, now), nil
@@ -204,6 +209,9 @@ func (c *Cache) Lookup(ctx context.Context, u User, sid string, now time.Time) (
 		return mirror, err
 	}
 	c.mu.Lock()
+	// An event that arrived while the store was read may have changed
+	// what was read: answer with it, but do not cache it.
+	cache := c.gen == gen
 	prev := c.entries[uk]
 	ne := &cacheEntry{grants: got.Grants, userRevokedAt: got.UserRevokedAt, fetched: now, sessions: []seenSession{{sid, now}}}
 	if prev != nil {
@@ -213,7 +221,9 @@ func (c *Cache) Lookup(ctx context.Context, u User, sid string, now time.Time) (
 			}
 		}
 	}
-	c.entries[uk] = ne
+	if cache {
+		c.entries[uk] = ne
+	}
 	if got.SessionRevoked {
 		if _, ok := c.sessions[sk]; !ok {
 			c.sessions[sk] = now.Add(24 * time.Hour).Unix()
@@ -280,6 +290,7 @@ func containsGrant(gs []Grant, id string) bool {
 // something itself; other nodes hear of it through events).
 func (c *Cache) Invalidate(u User) {
 	c.mu.Lock()
+	c.gen++
 	delete(c.entries, u.Key())
 	c.mu.Unlock()
 }

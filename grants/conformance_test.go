@@ -42,11 +42,11 @@ func conformance(t *testing.T, open func(t *testing.T) Store) {
 				t.Errorf("Lookup at %s: %d grants, %v; want %d", c.now.Sub(t0), len(st.Grants), err, c.want)
 			}
 		}
-		if st, _ := s.Lookup(ctx, bob, "s1", t0); len(st.Grants) != 0 {
-			t.Error("bob sees alice's grant")
+		if st, err := s.Lookup(ctx, bob, "s1", t0); err != nil || len(st.Grants) != 0 {
+			t.Errorf("bob sees alice's grant (%v)", err)
 		}
-		if gs, _ := s.Grants(ctx, GrantFilter{Now: t0.Add(2 * time.Hour)}); len(gs) != 0 {
-			t.Errorf("active grants after expiry: %v", gs)
+		if gs, err := s.Grants(ctx, GrantFilter{Now: t0.Add(2 * time.Hour)}); err != nil || len(gs) != 0 {
+			t.Errorf("active grants after expiry: %v %v", gs, err)
 		}
 		if gs, _ := s.Grants(ctx, GrantFilter{All: true, User: &alice}); len(gs) != 1 || gs[0].Email != "alice@example.com" {
 			t.Errorf("access review: %+v", gs)
@@ -55,14 +55,26 @@ func conformance(t *testing.T, open func(t *testing.T) Store) {
 		if err != nil || r.RevokedBy != "ops" {
 			t.Fatalf("RevokeGrant: %+v %v", r, err)
 		}
-		if st, _ := s.Lookup(ctx, alice, "s1", t0.Add(2*time.Minute)); len(st.Grants) != 0 {
-			t.Error("a revoked grant is still active")
+		if st, err := s.Lookup(ctx, alice, "s1", t0.Add(2*time.Minute)); err != nil || len(st.Grants) != 0 {
+			t.Errorf("a revoked grant is still active (%v)", err)
 		}
 		if _, err := s.RevokeGrant(ctx, "nope", "ops", t0); !errors.Is(err, ErrNotFound) {
 			t.Errorf("revoking an unknown grant: %v", err)
 		}
 		if us, _ := s.Users(ctx, "ALICE@example.com"); len(us) != 1 || us[0] != alice {
 			t.Errorf("Users(email): %v", us)
+		}
+		// An address that extends another's with "/" is another address.
+		mallory := User{Iss: alice.Iss, Sub: "mallory"}
+		if _, err := s.AddGrant(ctx, Grant{User: mallory, Email: "bob@example.com/x", Resource: "db",
+			CreatedAt: t0.Unix(), ExpiresAt: t0.Add(time.Hour).Unix()}); err != nil {
+			t.Fatal(err)
+		}
+		if us, err := s.Users(ctx, "bob@example.com"); err != nil || len(us) != 0 {
+			t.Errorf("Users(bob@example.com) = %v, %v: want none", us, err)
+		}
+		if us, err := s.Users(ctx, "bob@example.com/x"); err != nil || len(us) != 1 || us[0] != mallory {
+			t.Errorf("Users(bob@example.com/x) = %v, %v", us, err)
 		}
 	})
 
@@ -260,7 +272,52 @@ func conformance(t *testing.T, open func(t *testing.T) Store) {
 		if n == 0 || left != 0 {
 			t.Errorf("entries before and after pruning: %d, %d", n, left)
 		}
+		// An expiry is reported once, even after mirror refreshes: the
+		// store keeps returning the grant for a day.
+		for range 3 {
+			c.refreshMirror()
+			_, _ = c.Lookup(ctx, alice, "sid", now.Add(3*time.Hour))
+		}
+		if len(expired) != 1 {
+			t.Errorf("expired on use, reported %d times: %v", len(expired), expired)
+		}
 	})
+
+	t.Run("cache: a read that an event overtook is not cached", func(t *testing.T) {
+		s := open(t)
+		now := time.Now()
+		g, _ := s.AddGrant(ctx, Grant{User: alice, Resource: "db", CreatedAt: now.Unix(), ExpiresAt: now.Add(time.Hour).Unix()})
+		racing := &racingStore{Store: s}
+		c := NewCache(racing, time.Second)
+		t.Cleanup(func() { _ = c.Close() })
+		// The grant is revoked, and its event applied, while the cache's
+		// read (which still saw it) is on its way back.
+		racing.during = func() {
+			_, _ = s.RevokeGrant(ctx, g.ID, "ops", now)
+			c.Invalidate(alice)
+		}
+		if st, err := c.Lookup(ctx, alice, "sid", now); err != nil || len(st.Grants) != 1 {
+			t.Fatalf("the racing read: %+v %v", st, err)
+		}
+		racing.during = nil
+		if st, err := c.Lookup(ctx, alice, "sid", now.Add(100*time.Millisecond)); err != nil || len(st.Grants) != 0 {
+			t.Errorf("the revoked grant was served from the cache: %+v %v", st, err)
+		}
+	})
+}
+
+// racingStore runs during after reading, before answering.
+type racingStore struct {
+	Store
+	during func()
+}
+
+func (r *racingStore) Lookup(ctx context.Context, u User, sid string, now time.Time) (State, error) {
+	st, err := r.Store.Lookup(ctx, u, sid, now)
+	if r.during != nil {
+		r.during()
+	}
+	return st, err
 }
 
 type countingStore struct {

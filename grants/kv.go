@@ -295,7 +295,13 @@ func (s *kvStore) RevokeUser(_ context.Context, u User, at time.Time) error {
 func (s *kvStore) Users(_ context.Context, email string) ([]User, error) {
 	var out []User
 	err := s.db.view(func(tx kvTx) error {
-		return tx.scan(bEmails, strings.ToLower(email)+"/", func(_ string, b []byte) error {
+		prefix := strings.ToLower(email) + "/"
+		return tx.scan(bEmails, prefix, func(k string, b []byte) error {
+			// Exactly email + "/" + a user key: "alice@example.com/x" is
+			// another address, not alice's.
+			if strings.Contains(k[len(prefix):], "/") {
+				return nil
+			}
 			var u User
 			if json.Unmarshal(b, &u) == nil {
 				out = append(out, u)
