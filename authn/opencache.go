@@ -2,6 +2,7 @@ package authn
 
 import (
 	"hash/maphash"
+	"strings"
 	"sync"
 	"time"
 )
@@ -65,7 +66,9 @@ func (c *OpenCache[T]) Open(value string, now time.Time) (T, error) {
 	if len(sh.cur) >= c.per {
 		sh.old, sh.cur = sh.cur, make(map[string]openEntry[T], c.per)
 	}
-	sh.cur[value] = openEntry[T]{v: v, until: n + int64(c.ttl)}
+	// value is a piece of the request's Cookie header: a copy keeps the
+	// header itself from living on in the cache.
+	sh.cur[strings.Clone(value)] = openEntry[T]{v: v, until: n + int64(c.ttl)}
 	sh.mu.Unlock()
 	return v, nil
 }

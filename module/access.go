@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 
@@ -169,16 +170,23 @@ func (h *Handler) checkForm(w http.ResponseWriter, r *http.Request, d *decision,
 	return true
 }
 
-// cleanText keeps a free-text field to one line of printable text.
+// cleanText keeps a free-text field to one line of printable text, at
+// most max bytes of valid UTF-8: controls, invalid bytes and invisible
+// format characters (bidi overrides such as U+202E, which could make a
+// reason read differently to an approver) become spaces.
 func cleanText(s string, max int) string {
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
+	s = strings.TrimSpace(strings.Map(func(r rune) rune {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
 			return ' '
 		}
 		return r
-	}, strings.TrimSpace(s))
+	}, s))
 	if len(s) > max {
-		s = s[:max]
+		cut := max
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut]
 	}
 	return s
 }

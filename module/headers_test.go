@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestStripManagedHeaders(t *testing.T) {
@@ -160,4 +161,26 @@ func FuzzStripOwnCookies(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestCleanText(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		max  int
+		want string
+	}{
+		{"  needs the payroll db  ", 100, "needs the payroll db"},
+		{"line one\nline two\r\x00", 100, "line one line two"},
+		{"pay \u202eyrallop\u202c now", 100, "pay  yrallop  now"}, // bidi override and pop
+		{"a\u200bb\u2066c\u2069", 100, "a b c"},                   // zero-width space, isolates
+		{"bad \xff\xfe bytes", 100, "bad    bytes"},               // invalid UTF-8
+		{"héllo wörld", 2, "h"},                                   // never cut inside a rune
+		{"日本語", 4, "日"},
+		{"ok", 2, "ok"},
+	} {
+		got := cleanText(c.in, c.max)
+		if got != c.want || !utf8.ValidString(got) || len(got) > c.max {
+			t.Errorf("cleanText(%q, %d) = %q, want %q", c.in, c.max, got, c.want)
+		}
+	}
 }

@@ -79,7 +79,7 @@ func (h *Handler) policyInput(r *http.Request, s *authn.Session, canon string, n
 		},
 		Session: policies.Session{AgeS: now.Unix() - s.Created, IdleS: now.Unix() - s.LastSeen},
 		Request: policies.Request{
-			Method: r.Method, Host: r.Host, Path: canon, PathLower: lower(canon),
+			Method: r.Method, Host: r.Host, Path: canon, PathLower: strings.ToLower(canon),
 			RawPath: r.URL.EscapedPath(), RemoteIP: clientIP(r),
 		},
 		GrantsError: grantsErr,
@@ -128,17 +128,6 @@ func (h *Handler) policyInput(r *http.Request, s *authn.Session, canon string, n
 
 // inputs recycles policy inputs that no log line keeps.
 var inputs = sync.Pool{New: func() any { return new(policies.Input) }}
-
-// lower is strings.ToLower without the allocation for a path that is
-// already lowercase, the usual case.
-func lower(s string) string {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; 'A' <= c && c <= 'Z' || c >= 0x80 {
-			return strings.ToLower(s)
-		}
-	}
-	return s
-}
 
 // clientIP is the client's address as Caddy established it (honouring
 // trusted_proxies), else the peer's.
