@@ -139,6 +139,12 @@ func (r *Revision) Reads(top, sub string) bool {
 
 var keyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
+// maxKey bounds a cached decision's key. The key holds the raw values the
+// policy reads (a path, say), so without a bound a client could pin memory
+// with a few thousand huge requests; longer keys are evaluated, never
+// cached, and their buffers are not pooled.
+const maxKey = 4096
+
 // DecideInput evaluates the decision query for in, from the cache when
 // an equal projection of the input was decided before. cached says so.
 // The returned decision is shared: callers must not modify it. An
@@ -156,6 +162,11 @@ func (r *Revision) DecideInput(ctx context.Context, in *Input) (d Decision, cach
 	}
 	bp := keyBufs.Get().(*[]byte)
 	key := r.reads.key((*bp)[:0], in)
+	if len(key) > maxKey {
+		keyBufs.Put(bp)
+		d, err = r.Decide(context.WithoutCancel(ctx), r.reads.value(in))
+		return d, false, err
+	}
 	defer func() { *bp = key; keyBufs.Put(bp) }()
 	if d, ok := r.cache.get(key); ok {
 		if r.prefetch && in.Now-in.NowMinute >= 60-prefetchWindow {
@@ -186,7 +197,7 @@ func (r *Revision) prefetchNextMinute(in *Input) {
 	next.NowMinute += 60
 	next.Now = next.NowMinute // not read: prefetch is only for policies that read now_minute alone
 	key := r.reads.key(nil, &next)
-	if r.cache.has(key) {
+	if len(key) > maxKey || r.cache.has(key) {
 		r.prefetching.Store(false)
 		return
 	}

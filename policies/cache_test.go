@@ -56,6 +56,8 @@ default decision := false`}, "off: the policy uses input as a whole"},
 		{"walk over input", map[string]string{"p.rego": pkg + `decision := {"allow": count([p | walk(input, [p, _])]) > 3}`}, "off: the policy uses input as a whole"},
 		{"time.now_ns", map[string]string{"p.rego": pkg + `decision := {"allow": time.now_ns() > input.now}`}, "off: the policy uses time.now_ns, which is not deterministic"},
 		{"rand", map[string]string{"p.rego": pkg + `decision := {"allow": rand.intn("x", 2) == 1}`}, "off: the policy uses rand.intn, which is not deterministic"},
+		{"certificates verified against the clock", map[string]string{"p.rego": pkg + `decision := {"allow": v[0]} if v := crypto.x509.parse_and_verify_certificates(input.request.headers["x-cert"][0])
+default decision := false`}, "off: the policy uses crypto.x509.parse_and_verify_certificates, which is not deterministic"},
 		{"a non-deterministic built-in elsewhere does not matter", map[string]string{"p.rego": pkg + `
 decision := {"allow": input.app == "a"}
 debug := time.now_ns()`}, "app"},
@@ -165,6 +167,24 @@ func TestCacheIsBounded(t *testing.T) {
 	}
 }
 
+// TestCacheRefusesHugeKeys: a request whose projected input is huge (a
+// 1 MiB path) is decided, correctly, but never cached.
+func TestCacheRefusesHugeKeys(t *testing.T) {
+	rev, err := Load(context.Background(), writePolicy(t, map[string]string{"p.rego": "package gatehouse\n\ndecision := {\"allow\": input.request.path != \"/x\"}\n"}), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &Input{Request: Request{Path: "/" + strings.Repeat("a", 1<<20)}}
+	for range 2 {
+		if d, cached, err := rev.DecideInput(context.Background(), in); err != nil || !d.Allow || cached {
+			t.Fatalf("%+v cached %v, %v", d, cached, err)
+		}
+	}
+	if st := rev.CacheStats(); st.Entries != 0 {
+		t.Errorf("%d entries after huge inputs", st.Entries)
+	}
+}
+
 // FuzzProjectionKey: two inputs with the same cache key must have the
 // same value, field by field, as the policy sees it.
 func FuzzProjectionKey(f *testing.F) {
@@ -242,9 +262,16 @@ func TestCachePrefetchesTheNextMinute(t *testing.T) {
 		t.Fatalf("the next minute: %+v cached %v %v (prefetched %d)", d, cached, err, rev.CacheStats().Prefetched)
 	}
 	// A policy that reads now is not prefetched: its keys change every second.
-	rev2, _ := Load(ctx, writePolicy(t, map[string]string{"p.rego": "package gatehouse\n\ndecision := {\"allow\": input.now > input.now_minute}\n"}), Options{})
-	_, _, _ = rev2.DecideInput(ctx, at(minute+55))
-	_, _, _ = rev2.DecideInput(ctx, at(minute+55))
+	rev2, err := Load(ctx, writePolicy(t, map[string]string{"p.rego": "package gatehouse\n\ndecision := {\"allow\": input.now > input.now_minute}\n"}), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := rev2.DecideInput(ctx, at(minute+55)); err != nil {
+		t.Fatal(err)
+	}
+	if _, cached, err := rev2.DecideInput(ctx, at(minute+55)); err != nil || !cached {
+		t.Fatalf("the second decision of the same input: cached %v, %v", cached, err)
+	}
 	time.Sleep(50 * time.Millisecond)
 	if n := rev2.CacheStats().Prefetched; n != 0 {
 		t.Errorf("%d prefetches for a policy that reads now", n)
