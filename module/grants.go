@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -53,6 +54,7 @@ func (h *Handler) provisionGrants() error {
 		return fmt.Errorf("gatehouse: grants %s: %w", h.Grants, err)
 	}
 	h.cache = val.(*grants.Cache)
+	h.grantsDown = new(atomic.Bool)
 	if loaded {
 		return nil
 	}
@@ -100,14 +102,19 @@ func (h *Handler) user(s *authn.Session) grants.User {
 
 // lookupGrants is pipeline step 5: the user's grants and revocation
 // state, from the node's cache, within grants_timeout. A store error is
-// logged (rate-limited by the caller's audit) and reported as grantsError.
+// reported as grantsError; the log says when the store becomes
+// unreachable and when it is back, not once per request in between. A
+// client that went away is not the store's fault.
 func (h *Handler) lookupGrants(ctx context.Context, s *authn.Session, now time.Time) (st grants.State, grantsError bool) {
 	st, err := h.cache.Lookup(ctx, h.user(s), s.ID, now)
 	if err != nil {
-		if ce := h.logger.Check(zap.WarnLevel, "grant store unavailable: JIT access refused, revocations from the local mirror"); ce != nil {
-			ce.Write(zap.Error(err))
+		if ctx.Err() == nil && h.grantsDown.CompareAndSwap(false, true) {
+			h.logger.Warn("grant store unavailable: JIT access refused, revocations from the local mirror", zap.Error(err))
 		}
 		return st, true
+	}
+	if h.grantsDown.Load() && h.grantsDown.CompareAndSwap(true, false) {
+		h.logger.Info("grant store reachable again")
 	}
 	return st, false
 }

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -219,10 +220,11 @@ type Handler struct {
 	assertion    *assertionSigner
 	assertionKey string
 
-	storeKey string
-	cache    *grants.Cache
-	offers   *authn.Sealer
-	csrf     *authn.CSRF
+	storeKey   string
+	cache      *grants.Cache
+	grantsDown *atomic.Bool // the last grant lookup failed: log changes, not every request
+	offers     *authn.Sealer
+	csrf       *authn.CSRF
 
 	engineKey         string
 	engine            *policies.Engine

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/gatehouse-proxy/gatehouse/authn"
+	"github.com/gatehouse-proxy/gatehouse/grants"
 )
 
 const testSecret = "test-secret-0123456789abcdef0123456789"
@@ -280,5 +281,48 @@ func TestServeHTTPWithoutSession(t *testing.T) {
 	r.Header.Set("Accept", "text/html")
 	if w, _ := serve(h, r); w.Code != http.StatusBadRequest {
 		t.Errorf("plain HTTP: %d", w.Code)
+	}
+}
+
+// downStore is a store whose lookups fail, as a dead Redis's do.
+type downStore struct{ grants.Store }
+
+func (downStore) Lookup(context.Context, grants.User, string, time.Time) (grants.State, error) {
+	return grants.State{}, grants.ErrUnavailable
+}
+
+// TestGrantStoreOutageIsLoggedOnce: while the store is down, requests go
+// on (standing access) and the log says so once, not per request; it
+// says so again when the store is back.
+func TestGrantStoreOutageIsLoggedOnce(t *testing.T) {
+	h, logs := provision(t, validHandler())
+	mem := grants.NewMemory()
+	down := grants.NewCache(downStore{mem}, 10*time.Millisecond)
+	t.Cleanup(func() { _ = down.Close() })
+	up := h.cache
+	h.cache = down
+	now := time.Now()
+	sess := &authn.Session{ID: "s", Subject: "alice", Email: "alice@example.com", Created: now.Unix() - 60, LastSeen: now.Unix() - 5}
+	get := func() int {
+		r := httptest.NewRequest(http.MethodGet, "https://app.example.com/x", nil)
+		r.AddCookie(sessionCookie(t, h, sess))
+		r.Header.Set("Accept", "application/json")
+		w, _ := serve(h, r)
+		return w.Code
+	}
+	count := func(msg string) int { return logs.FilterMessageSnippet(msg).Len() }
+	for range 5 {
+		if code := get(); code != http.StatusNoContent {
+			t.Fatalf("standing access while the store is down: %d", code)
+		}
+	}
+	if n := count("grant store unavailable"); n != 1 {
+		t.Errorf("%d outage lines for 5 requests, want 1", n)
+	}
+	h.cache = up
+	get()
+	get()
+	if n := count("grant store reachable again"); n != 1 {
+		t.Errorf("%d recovery lines, want 1", n)
 	}
 }
