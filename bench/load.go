@@ -353,12 +353,15 @@ func openLoop(addr string, reqs []request, rate float64, d time.Duration) ([]flo
 	jobs := make(chan job, n)
 	var errs atomic.Int64
 	var wg sync.WaitGroup
+	// A stalled target cannot hold the run past its length and a grace:
+	// what is still queued then counts as failed.
+	stop := time.Now().Add(d + 15*time.Second)
 	for range conns {
 		wg.Go(func() {
 			var rr *respReader
 			for j := range jobs {
 				ok := false
-				for attempt := 0; attempt < 2 && !ok; attempt++ {
+				for attempt := 0; attempt < 2 && !ok && time.Now().Before(stop); attempt++ {
 					if rr == nil {
 						c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 						if err != nil {
@@ -366,7 +369,11 @@ func openLoop(addr string, reqs []request, rate float64, d time.Duration) ([]flo
 						}
 						rr = &respReader{c: c, buf: make([]byte, 64<<10)}
 					}
-					_ = rr.c.SetDeadline(time.Now().Add(10 * time.Second))
+					deadline := time.Now().Add(10 * time.Second)
+					if deadline.After(stop) {
+						deadline = stop
+					}
+					_ = rr.c.SetDeadline(deadline)
 					if _, err := rr.c.Write(raw[(j.i*7919)%len(raw)]); err != nil {
 						rr.c.Close()
 						rr = nil
@@ -405,9 +412,10 @@ func openLoop(addr string, reqs []request, rate float64, d time.Duration) ([]flo
 	wg.Wait()
 	if os.Getenv("BENCH_TIMELINE") != "" {
 		// Where the slow answers were: the worst latency per 100 ms.
-		for b := 0; b*int(rate/10) < n; b++ {
+		step := max(1, int(rate/10))
+		for b := 0; b*step < n; b++ {
 			worst := 0.0
-			for i := b * int(rate/10); i < min(n, (b+1)*int(rate/10)); i++ {
+			for i := b * step; i < min(n, (b+1)*step); i++ {
 				worst = max(worst, lat[i])
 			}
 			if worst > 20 {

@@ -187,20 +187,28 @@ func TestFaults(t *testing.T) {
 				e.redis.start()
 			}
 		})
+		if !stopped.Load() || !started.Load() {
+			t.Fatalf("the load ended before Redis was stopped and started (%s)", res)
+		}
 		res.check(t, "Redis stopped for 2s under load")
 		recovered(t, "Redis stopped")
 	})
 
 	t.Run("Redis slowed", func(t *testing.T) {
+		var slowed atomic.Bool
 		res := runLoad(roots, jobs(503), 6, 100000, 6*time.Second, bound, func(el time.Duration) {
 			switch {
 			case el > 1500*time.Millisecond && el < 3500*time.Millisecond:
+				slowed.Store(true)
 				e.proxy.delay.Store(int64(300 * time.Millisecond))
 			default:
 				e.proxy.delay.Store(0)
 			}
 		})
 		e.proxy.delay.Store(0)
+		if !slowed.Load() {
+			t.Fatalf("the load ended before Redis was slowed (%s)", res)
+		}
 		res.check(t, "Redis answering 300ms late for 2s under load")
 		recovered(t, "Redis slowed")
 	})
@@ -213,6 +221,9 @@ func TestFaults(t *testing.T) {
 				e.redis.start()
 			}
 		})
+		if !done.Load() {
+			t.Fatalf("the load ended before Redis was restarted (%s)", res)
+		}
 		res.check(t, "Redis restarted under load")
 		recovered(t, "Redis restarted")
 	})
@@ -229,6 +240,9 @@ func TestFaults(t *testing.T) {
 				writeAtomically(t, path, good)
 			}
 		})
+		if !broke.Load() || !fixed.Load() {
+			t.Fatalf("the load ended before the policy was broken and mended (%s)", res)
+		}
 		res.check(t, "policy garbage under load")
 		if !strings.Contains(e.ghA.log.String(), "policy change refused") || !strings.Contains(e.ghB.log.String(), "policy change refused") {
 			t.Error("a node did not log the refused policy")
@@ -244,6 +258,9 @@ func TestFaults(t *testing.T) {
 				e.ghA.reload(t)
 			}
 		})
+		if n.Load() != 3 {
+			t.Fatalf("%d config reloads during the load, want 3 (%s)", n.Load(), res)
+		}
 		res.check(t, fmt.Sprintf("%d config reloads of node A under load", n.Load()))
 		recovered(t, "config reload")
 	})

@@ -97,7 +97,7 @@ func (l *logBuffer) String() string {
 // its output is shown if the test fails.
 func startProcess(t testing.TB, name string, cmd *exec.Cmd) <-chan struct{} {
 	t.Helper()
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL} // gone with the test binary, even on a timeout panic
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", name, err)
 	}

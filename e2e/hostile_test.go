@@ -133,6 +133,11 @@ func TestHostile(t *testing.T) {
 	carolOffer := form(carol.navigate(main + "/admin/")).Get("offer")
 	var carolJS struct{ CSRF string }
 	carol.fetch(http.MethodGet, main+"/.gatehouse/access").json(t, &carolJS)
+	if carolOffer == "" || carolJS.CSRF == "" {
+		// Without them, "another user's offer" and "another session's
+		// token" would quietly test "no offer" and "no token".
+		t.Fatalf("carol's offer %q and CSRF token %q must both be set", carolOffer, carolJS.CSRF)
+	}
 
 	as := func(cookie string, kv ...string) http.Header {
 		h := hdr(kv...)

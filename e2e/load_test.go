@@ -62,8 +62,11 @@ func runLoad(roots *x509.CertPool, jobs []loadJob, workers, maxRequests int, dur
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), duration)
 	defer cancel()
+	var hook sync.WaitGroup
+	// A fault being injected finishes before the caller checks recovery.
+	defer func() { cancel(); hook.Wait() }()
 	if during != nil {
-		go func() {
+		hook.Go(func() {
 			t := time.NewTicker(50 * time.Millisecond)
 			defer t.Stop()
 			for {
@@ -74,7 +77,7 @@ func runLoad(roots *x509.CertPool, jobs []loadJob, workers, maxRequests int, dur
 					during(time.Since(start))
 				}
 			}
-		}()
+		})
 	}
 	var wg sync.WaitGroup
 	for range workers {

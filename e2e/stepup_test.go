@@ -143,7 +143,8 @@ func TestStepUp(t *testing.T) {
 	})
 
 	t.Run("sensitive paths without the step-up", func(t *testing.T) {
-		t.Parallel()
+		// Not parallel: it counts the upstream's hits, which the parallel
+		// subtests (paused until this one ends) would add to.
 		b := newBrowser(t, gh)
 		mustStatus(t, b.login(site+"/", "carol"), http.StatusOK)
 		hits := up.hits.Load()

@@ -46,7 +46,7 @@ func (r *redisServer) start() {
 	}
 	r.cmd = exec.Command("redis-server", "--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--dir", r.dir,
 		"--appendonly", ao, "--save", "", "--daemonize", "no", "--loglevel", "warning")
-	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL} // gone with the test binary, even on a timeout panic
 	if err := r.cmd.Start(); err != nil {
 		r.t.Fatal(err)
 	}
