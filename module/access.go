@@ -110,12 +110,7 @@ func displayUser(s *authn.Session) string {
 // valid and not revoked. Without one it has answered (login for a
 // navigation, 401 otherwise).
 func (h *Handler) pageSession(w http.ResponseWriter, r *http.Request, d *decision, path string) (*authn.Session, bool) {
-	sess, reason := h.readSession(r, d.start)
-	if sess != nil {
-		if st, _ := h.lookupGrants(r.Context(), sess, d.start); st.Revoked(sess.Created) {
-			sess, reason = nil, authn.ReasonRevoked
-		}
-	}
+	sess, _, _, reason := h.liveSession(r, d.start)
 	if sess == nil {
 		d.reason = string(reason)
 		if authn.IsNavigation(r) {

@@ -71,7 +71,7 @@ func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request, d *decision
 		return h.methodNotAllowed(w, r, d, "GET")
 	}
 	rd := authn.SafeReturnPath(r.URL.Query().Get("rd"))
-	sess, reason := h.readSession(r, d.start)
+	sess, _, _, reason := h.liveSession(r, d.start)
 	if sess != nil {
 		d.user, d.email, d.reason = sess.Subject, sess.Email, "already_signed_in"
 		http.Redirect(w, r, rd, http.StatusFound)

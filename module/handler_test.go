@@ -326,3 +326,33 @@ func TestGrantStoreOutageIsLoggedOnce(t *testing.T) {
 		t.Errorf("%d recovery lines, want 1", n)
 	}
 }
+
+// TestEndpointsRefuseRevokedSessions: Gatehouse's own endpoints check
+// revocation as ServeHTTP does: a revoked session is not "already signed
+// in" and cannot start a step-up.
+func TestEndpointsRefuseRevokedSessions(t *testing.T) {
+	h, _ := provision(t, validHandler())
+	now := time.Now()
+	sess := &authn.Session{ID: "s", Subject: "alice", Email: "alice@example.com", Created: now.Unix() - 60, LastSeen: now.Unix() - 5}
+	cookie := sessionCookie(t, h, sess)
+	get := func(path string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodGet, "https://app.example.com"+path, nil)
+		r.AddCookie(cookie)
+		w, _ := serve(h, r)
+		return w
+	}
+	if w := get("/.gatehouse/login?rd=/x"); w.Code != http.StatusFound || w.Header().Get("Location") != "/x" {
+		t.Fatalf("a live session at the login endpoint: %d %q", w.Code, w.Header().Get("Location"))
+	}
+	h.cache.NoteSessionRevoked(h.user(sess), sess.ID, now.Add(time.Hour))
+	for _, path := range []string{"/.gatehouse/login?rd=/x", "/.gatehouse/stepup?rd=/x"} {
+		w := get(path)
+		if w.Header().Get("Location") == "/x" {
+			t.Errorf("%s: a revoked session was sent on to /x", path)
+		}
+		// It starts a login instead, which here (no IdP) ends in 502.
+		if w.Code != http.StatusBadGateway || !strings.Contains(w.Body.String(), "idp_unavailable") {
+			t.Errorf("%s: a revoked session did not start a login: %d %s", path, w.Code, w.Body)
+		}
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/gatehouse-proxy/gatehouse/authn"
+	"github.com/gatehouse-proxy/gatehouse/grants"
 	"github.com/gatehouse-proxy/gatehouse/policies"
 )
 
@@ -150,6 +151,22 @@ func (h *Handler) isActivity(r *http.Request, pv *pathView) bool {
 // readSession opens the session cookie. A request may carry several
 // cookies of that name (a sibling subdomain can set one when cookie_domain
 // is used); the first that opens wins.
+// liveSession is readSession for Gatehouse's own endpoints, with the
+// revocation check ServeHTTP makes (pipeline step 5): a session revoked
+// on any node is no session here either. It returns the grant state it
+// read, for callers that go on to decide.
+func (h *Handler) liveSession(r *http.Request, now time.Time) (*authn.Session, grants.State, bool, authn.Reason) {
+	sess, reason := h.readSession(r, now)
+	if sess == nil {
+		return nil, grants.State{}, false, reason
+	}
+	st, grantsErr := h.lookupGrants(r.Context(), sess, now)
+	if st.Revoked(sess.Created) {
+		return nil, st, grantsErr, authn.ReasonRevoked
+	}
+	return sess, st, grantsErr, ""
+}
+
 func (h *Handler) readSession(r *http.Request, now time.Time) (*authn.Session, authn.Reason) {
 	reason := authn.ReasonNoCookie
 	for _, c := range r.CookiesNamed(h.sessionCookie) {

@@ -317,7 +317,7 @@ func (h *Handler) serveStepUp(w http.ResponseWriter, r *http.Request, d *decisio
 		return h.methodNotAllowed(w, r, d, "GET")
 	}
 	rd := authn.SafeReturnPath(r.URL.Query().Get("rd"))
-	sess, reason := h.readSession(r, d.start)
+	sess, gst, grantsErr, reason := h.liveSession(r, d.start)
 	if sess == nil {
 		d.result, d.reason = "login", string(reason)
 		return h.beginLogin(w, r, d, rd, reason.ForcesReauthentication())
@@ -335,7 +335,6 @@ func (h *Handler) serveStepUp(w http.ResponseWriter, r *http.Request, d *decisio
 	target.RequestURI = rd
 	var dec policies.Decision
 	if h.engine != nil {
-		gst, grantsErr := h.lookupGrants(r.Context(), sess, d.start)
 		dec, _ = h.decide(target, sess, canon, d, gst.Grants, grantsErr)
 	}
 	reqs, err := h.requirements(&pathView{r: target, canon: canon}, dec)
@@ -358,7 +357,7 @@ func (h *Handler) finishStepUp(w http.ResponseWriter, r *http.Request, d *decisi
 	failed func(status int, reason, msg string) error) error {
 	su := st.StepUp
 	req := su.Requirement()
-	sess, _ := h.readSession(r, d.start)
+	sess, _, _, _ := h.liveSession(r, d.start)
 	if sess == nil || sess.ID != su.Session {
 		h.auditStepUp("step-up refused", d, req, "session_changed")
 		return failed(http.StatusUnauthorized, "session_changed", "Your session ended or changed during the stronger sign-in. Please sign in and try again.")
