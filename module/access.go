@@ -392,14 +392,17 @@ func (h *Handler) serveApprovals(w http.ResponseWriter, r *http.Request, d *deci
 	if r.Method != http.MethodGet && r.Method != http.MethodPost {
 		return h.methodNotAllowed(w, r, d, "GET, POST")
 	}
-	sess, ok := h.pageSession(w, r, d, "/.gatehouse/approvals")
+	sess, ok := h.pageSession(w, r, d, approvalsPath)
 	if !ok {
 		return nil
 	}
-	if a := h.ApprovalStepUp; a != nil {
-		req := authn.Requirement{Provider: a.Provider, ACR: a.ACR, AMR: a.AMR, MaxAge: time.Duration(a.MaxAge)}
-		if why := req.Unmet(sess, d.start); why != "" {
-			return h.requireStepUp(w, r, d, sess, req, why, "/.gatehouse/approvals")
+	if h.approvalReq != nil {
+		reqs, err := h.requirements(&pathView{r: r, canon: approvalsPath}, policies.Decision{})
+		if err != nil {
+			return err
+		}
+		if req, why := firstUnmet(reqs, sess, d.start); why != "" {
+			return h.requireStepUp(w, r, d, sess, req, why, approvalsPath)
 		}
 	}
 	if h.engine == nil {

@@ -12,6 +12,9 @@ import (
 	"github.com/gatehouse-proxy/gatehouse/authn"
 )
 
+// approvalsPath is the approvals page, which approval_step_up protects.
+const approvalsPath = "/.gatehouse/approvals"
+
 // serveInternal routes Gatehouse's own endpoints under /.gatehouse/, on
 // the canonical path, case-insensitively. They are never proxied: an
 // unknown one is 404.
@@ -34,7 +37,7 @@ func (h *Handler) serveInternal(w http.ResponseWriter, r *http.Request, canon st
 		return h.serveRequest(w, r, d)
 	case "/.gatehouse/access":
 		return h.serveAccess(w, r, d)
-	case "/.gatehouse/approvals":
+	case approvalsPath:
 		return h.serveApprovals(w, r, d)
 	}
 	d.reason = "not_found"

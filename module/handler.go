@@ -215,7 +215,8 @@ type Handler struct {
 	pages      *pages
 
 	stepUps      []stepUpRule
-	providerKeys []string // pool keys of second providers' discovery
+	approvalReq  *authn.Requirement // approval_step_up, for the approvals page only
+	providerKeys []string           // pool keys of second providers' discovery
 
 	assertion    *assertionSigner
 	assertionKey string

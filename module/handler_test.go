@@ -356,3 +356,35 @@ func TestEndpointsRefuseRevokedSessions(t *testing.T) {
 		}
 	}
 }
+
+// TestApprovalStepUpURLStartsTheStepUp: the step_up_url that the
+// approvals page's 401 names starts the approver's step-up; it does not
+// send the client back to the page that answered 401 (a loop).
+func TestApprovalStepUpURLStartsTheStepUp(t *testing.T) {
+	h := validHandler()
+	h.ApprovalStepUp = &StepUpRule{ACR: []string{"urn:mfa"}, MaxAge: caddy.Duration(10 * time.Minute)}
+	h, _ = provision(t, h)
+	now := time.Now()
+	sess := &authn.Session{ID: "s", Subject: "carol", Email: "carol@example.com", ACR: "urn:pwd", Created: now.Unix() - 60, LastSeen: now.Unix() - 5}
+	cookie := sessionCookie(t, h, sess)
+	get := func(path string) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodGet, "https://app.example.com"+path, nil)
+		r.AddCookie(cookie)
+		r.Header.Set("Accept", "application/json")
+		w, _ := serve(h, r)
+		return w
+	}
+	w := get("/.gatehouse/approvals")
+	var body struct {
+		Error     string
+		StepUpURL string `json:"step_up_url"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || w.Code != http.StatusUnauthorized || body.Error != "step_up_required" || body.StepUpURL == "" {
+		t.Fatalf("approvals without the step-up: %d %s", w.Code, w.Body)
+	}
+	// It starts a step-up at the IdP, which here (no IdP) ends in 502.
+	w = get(body.StepUpURL)
+	if w.Code != http.StatusBadGateway || !strings.Contains(w.Body.String(), "idp_unavailable") {
+		t.Errorf("%s: %d %q %s; want the step-up to start", body.StepUpURL, w.Code, w.Header().Get("Location"), w.Body)
+	}
+}

@@ -129,6 +129,10 @@ func (h *Handler) provisionStepUp(ctx caddy.Context) error {
 		h.stepUps = append(h.stepUps, stepUpRule{match: m, req: authn.Requirement{
 			Provider: r.Provider, ACR: r.ACR, AMR: r.AMR, MaxAge: time.Duration(r.MaxAge)}})
 	}
+	h.approvalReq = nil
+	if a := h.ApprovalStepUp; a != nil {
+		h.approvalReq = &authn.Requirement{Provider: a.Provider, ACR: a.ACR, AMR: a.AMR, MaxAge: time.Duration(a.MaxAge)}
+	}
 	names := make([]string, 0, len(h.Providers))
 	for name := range h.Providers {
 		names = append(names, name)
@@ -197,6 +201,11 @@ func (h *Handler) requirements(pv *pathView, dec policies.Decision) ([]authn.Req
 	}
 	if s := dec.StepUp; s != nil {
 		reqs = append(reqs, authn.Requirement{ACR: s.ACR, AMR: s.AMR, MaxAge: s.MaxAge})
+	}
+	// The approvals page's own requirement, so that the step-up endpoint
+	// (which a 401 from that page names) starts it too.
+	if h.approvalReq != nil && strings.EqualFold(pv.canon, approvalsPath) {
+		reqs = append(reqs, *h.approvalReq)
 	}
 	if len(reqs) == 0 {
 		return nil, nil
