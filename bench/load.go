@@ -647,7 +647,7 @@ func measureMemory(ctx context.Context, c config, up *process, store string) (me
 	if f := failed.Load(); f > 0 {
 		return m, fmt.Errorf("%d of %d requests failed", f, m.requests)
 	}
-	m.rss = currentRSS(proc)
+	m.rss = proc.rss()
 	m.peak = proc.peakRSS()
 	if store == "file" {
 		if st, err := os.Stat(filepath.Join(dir, "grants.db")); err == nil {
@@ -659,20 +659,6 @@ func measureMemory(ctx context.Context, c config, up *process, store string) (me
 		m.storeMemLabel = "Redis used_memory"
 	}
 	return m, nil
-}
-
-func currentRSS(p *process) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return n
-		}
-	}
-	return 0
 }
 
 func redisUsedMemory(addr string) int64 {

@@ -130,13 +130,19 @@ func (p *process) cpuTime() time.Duration {
 const clockTicks = 100
 
 // peakRSS is the process's high-water resident memory, in KiB.
-func (p *process) peakRSS() int64 {
+func (p *process) peakRSS() int64 { return p.statusKiB("VmHWM:") }
+
+// rss is the process's resident memory now, in KiB.
+func (p *process) rss() int64 { return p.statusKiB("VmRSS:") }
+
+// statusKiB reads one "<field> <n> kB" line of /proc/<pid>/status.
+func (p *process) statusKiB(field string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 			return n
 		}
