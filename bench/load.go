@@ -62,7 +62,6 @@ func (t *target) throughputRun(c config, i int) error {
 	t.p50 = append(t.p50, r.p50)
 	t.p99 = append(t.p99, r.p99)
 	t.cpu = append(t.cpu, perRequest(t.proc.cpuTime()-cpu0, r.requests))
-	t.errors += r.errors
 	fmt.Printf("%s: run %d: %.0f req/s, p50 %.2f ms, p99 %.2f ms, %.0f µs CPU per request, %d errors\n",
 		t.name, i+1, r.rps, r.p50, r.p99, t.cpu[len(t.cpu)-1], r.errors)
 	if r.errors > 0 {

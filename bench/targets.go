@@ -47,7 +47,6 @@ type target struct {
 	rss       int64 // peak resident memory of the serving process, KiB
 
 	throughput, p50, p99, cpu series
-	errors                    int
 	rates                     []rateResult // one per fixed rate, in config order
 	cacheHits, decisions      int
 	warmHits, warmDecisions   int
