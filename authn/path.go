@@ -4,6 +4,7 @@ import (
 	"errors"
 	"path"
 	"strings"
+	"unicode/utf8"
 )
 
 // ErrAmbiguousPath is returned for request paths that upstreams may read
@@ -18,17 +19,63 @@ var ErrAmbiguousPath = errors.New("authn: ambiguous request path")
 //
 // It refuses (ErrAmbiguousPath) what legacy upstreams read differently from
 // Caddy: `;` (path parameters in Tomcat, Jetty…), `\` (a separator on
-// Windows and in some frameworks), an encoded `/`, a control character, an
+// Windows and in some frameworks), an encoded `/`, a control character
+// (C0, DEL or C1), bytes that are not valid UTF-8 once decoded (overlong
+// forms such as `%c0%ae` are how `..` has been smuggled past filters), an
 // invalid or double percent-encoding, and a segment ending in a dot or a
 // space (Windows drops them). Encoded forms of each are refused too.
 func CanonicalPath(escaped string) (string, error) {
 	if escaped == "" {
 		return "/", nil
 	}
-	if escaped[0] != '/' {
+	decoded, err := decodePath(escaped)
+	if err != nil {
+		return "", err
+	}
+	cleaned := path.Clean(decoded)
+	if strings.HasSuffix(decoded, "/") && cleaned != "/" {
+		cleaned += "/"
+	}
+	return cleaned, nil
+}
+
+// CheckRequestTarget applies CanonicalPath's refusals to the request
+// target exactly as the client sent it (origin-form `/p?q`, absolute-form
+// `https://host/p?q`, or `*`), before any dot segment is resolved, so that
+// a rewrite in front of Gatehouse cannot launder an ambiguous path such as
+// `/public;/../admin`. Anything else (a CONNECT authority) is refused.
+func CheckRequestTarget(target string) error {
+	if target == "*" {
+		return nil
+	}
+	if !strings.HasPrefix(target, "/") {
+		// Absolute-form: skip the scheme and authority.
+		scheme, rest, ok := strings.Cut(target, "://")
+		if !ok || scheme == "" || strings.ContainsAny(scheme, "/?#") {
+			return ErrAmbiguousPath
+		}
+		i := strings.IndexAny(rest, "/?")
+		if i < 0 {
+			return nil // no path at all: "/"
+		}
+		target = rest[i:]
+		if target[0] == '?' {
+			return nil
+		}
+	}
+	if i := strings.IndexByte(target, '?'); i >= 0 {
+		target = target[:i]
+	}
+	_, err := decodePath(target)
+	return err
+}
+
+// decodePath percent-decodes an escaped absolute path once, refusing
+// anything ambiguous on the way; dot segments are left as they are.
+func decodePath(escaped string) (string, error) {
+	if escaped == "" || escaped[0] != '/' {
 		return "", ErrAmbiguousPath
 	}
-	// Decode once, refusing anything ambiguous on the way.
 	var b []byte
 	for i := 0; i < len(escaped); i++ {
 		c := escaped[i]
@@ -67,6 +114,9 @@ func CanonicalPath(escaped string) (string, error) {
 			}
 		}
 	}
+	if !validPathText(decoded) {
+		return "", ErrAmbiguousPath
+	}
 	for seg := range strings.SplitSeq(decoded, "/") {
 		if seg == "" || seg == "." || seg == ".." {
 			continue
@@ -75,11 +125,25 @@ func CanonicalPath(escaped string) (string, error) {
 			return "", ErrAmbiguousPath
 		}
 	}
-	cleaned := path.Clean(decoded)
-	if strings.HasSuffix(decoded, "/") && cleaned != "/" {
-		cleaned += "/"
+	return decoded, nil
+}
+
+// validPathText reports whether a decoded path is valid UTF-8 (which
+// excludes overlong encodings and surrogates) without C1 control
+// characters. ASCII, the common case, is checked byte by byte.
+func validPathText(s string) bool {
+	for i := 0; i < len(s); {
+		if s[i] < utf8.RuneSelf {
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError || (r >= 0x80 && r <= 0x9f) {
+			return false
+		}
+		i += size
 	}
-	return cleaned, nil
+	return true
 }
 
 // IsInternalPath reports whether a canonical path is one of Gatehouse's own

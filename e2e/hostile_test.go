@@ -302,6 +302,11 @@ func TestHostile(t *testing.T) {
 		"/work/secret%00/plan": 400, "/work/secret%252fplan": 400, "/work/secret%3bx/plan": 400,
 		"/admin": 403, "/admin/": 403, "/ADMIN": 403, "//admin": 403, "/admin/../admin/x": 403, "/%2e/admin": 403,
 		"/.gatehouse/../admin": 403, "/x/..%2fadmin": 400, "/admin%2f": 400, "/admin;x": 400, "/admin.": 400, "/admin%2e": 400,
+		// Raw-target checks before dot segments (issue 11): path parameters
+		// ahead of "..", overlong UTF-8 dots and slashes, C1 controls.
+		"/static;/../admin": 400, "/static/x;/../../admin": 400, "/x/%c0%ae%c0%ae/admin": 400, "/x/%e0%80%ae%e0%80%ae/admin": 400,
+		"/x/%c0%ae%c0%ae%c0%afadmin": 400, "/static/%c0%ae%c0%ae/work/secret/plan": 400, "/x/%c2%85/admin": 400, "/x/%ed%a0%80": 400,
+		"/x/%ff/admin": 400, "/work/caf%C3%A9": 200,
 	} {
 		add("path tricks", path, want, reached(h1, http.MethodGet, path, as(aliceCookie, api...)))
 	}

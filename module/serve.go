@@ -28,7 +28,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// 1. Strip: before anything else can read them.
 	h.managed.strip(r)
 
-	canon, err := authn.CanonicalPath(r.URL.EscapedPath())
+	canon, err := canonicalPath(r)
 	if err != nil {
 		d.path = truncate(r.URL.EscapedPath(), 256)
 		return h.reject(w, r, d, answer{Status: http.StatusBadRequest, Error: "bad_request", Reason: "ambiguous_path",
@@ -111,6 +111,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	h.audit(d)
 	h.stripOwnCookies(r)
 	return next.ServeHTTP(w, r)
+}
+
+// canonicalPath checks the request target as the client sent it (before
+// any rewrite in front of Gatehouse, and before dot segments are resolved)
+// and returns the canonical form of the path Caddy is about to serve.
+func canonicalPath(r *http.Request) (string, error) {
+	escaped := r.URL.EscapedPath()
+	raw := r.RequestURI
+	if or, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok {
+		raw = or.RequestURI
+	}
+	// The common case: nothing was rewritten, and CanonicalPath makes the
+	// same checks on the same bytes.
+	if raw != "" && raw != escaped && !(len(raw) > len(escaped) && raw[len(escaped)] == '?' && raw[:len(escaped)] == escaped) {
+		if err := authn.CheckRequestTarget(raw); err != nil {
+			return "", err
+		}
+	}
+	return authn.CanonicalPath(escaped)
 }
 
 // matchable returns a shallow copy of r whose path is the canonical one,
