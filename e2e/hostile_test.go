@@ -282,6 +282,37 @@ func TestHostile(t *testing.T) {
 	spoof("Connection drops X-Remote-User", h1, "Connection", "X-Remote-User, X-Gatehouse-Assertion")
 	spoof("Connection drops underscore spelling", h1, "Connection", "x_remote_user")
 	spoof("over HTTP/2", h2, "x-remote-user", "mallory@example.com", "x-projects-role", "manager")
+	// Other gateways' identity headers (issue 11): removed on every path,
+	// in any spelling, whatever Connection says, over HTTP/1.1 and HTTP/2.
+	foreign := []string{"X-Forwarded-User", "X-Forwarded-Email", "X-Forwarded-Groups", "X-Forwarded-Preferred-Username",
+		"X-Auth-Request-User", "X-Auth-Request-Email", "Remote-User", "Remote-Groups", "Remote-Email", "Remote-Name",
+		"X-Remote-Role", "X-WEBAUTH-USER", "X-Authenticated-User", "X-Goog-Authenticated-User-Email", "X-Ms-Client-Principal-Name",
+		"Cf-Access-Authenticated-User-Email", "X-Pomerium-Claim-Email", "X-Gatehouse-User", "X-Amzn-Oidc-Identity"}
+	noForeign := func(path string, c *rawClient, cookie string, spell func(string) string) func(*testing.T) (int, string) {
+		return func(t *testing.T) (int, string) {
+			h := as(cookie, api...)
+			var names []string
+			for _, n := range foreign {
+				h[spell(n)] = []string{"mallory@evil.example"}
+				names = append(names, spell(n))
+			}
+			if c == h1 {
+				h["Connection"] = []string{"keep-alive, " + strings.Join(names[:4], ", ")}
+			}
+			resp, body := c.send(t, http.MethodGet, main+path, h, nil)
+			if strings.Contains(body, "mallory@evil.example") {
+				return resp.StatusCode, "a foreign identity header reached the upstream: " + body
+			}
+			return resp.StatusCode, ""
+		}
+	}
+	same := func(s string) string { return s }
+	under := func(s string) string { return strings.ToLower(strings.ReplaceAll(s, "-", "_")) }
+	add("header spoofing", "foreign identity headers", http.StatusOK, noForeign("/work/1", h1, aliceCookie, same))
+	add("header spoofing", "foreign identity headers, underscores", http.StatusOK, noForeign("/work/1", h1, aliceCookie, under))
+	add("header spoofing", "foreign identity headers, upper case", http.StatusOK, noForeign("/work/1", h1, aliceCookie, strings.ToUpper))
+	add("header spoofing", "foreign identity headers over HTTP/2", http.StatusOK, noForeign("/work/1", h2, aliceCookie, strings.ToLower))
+	add("header spoofing", "foreign identity headers on a public path", http.StatusOK, noForeign("/static/a.css", h1, "", same))
 	add("header spoofing", "public path strips too", http.StatusOK, func(t *testing.T) (int, string) {
 		resp, body := h1.send(t, http.MethodGet, main+"/static/a.css", hdr("X-Remote-User", "mallory", "X_Gatehouse_Assertion", "forged"), nil)
 		if strings.Contains(strings.ToLower(body), "mallory") || strings.Contains(body, "forged") {

@@ -55,6 +55,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    decision_log        minimal|full
 //	    input_headers       <names...>         # repeatable
 //	    redact_query        <names...>         # repeatable
+//	    strip_headers       <names...>         # repeatable; X-Acme-* for a prefix
+//	    keep_headers        <names...>         # repeatable
 //	    step_up <paths...> {                   # repeatable
 //	        acr <value...>; amr <value...>; max_age <duration>; provider <name>
 //	    }
@@ -89,6 +91,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	lists := map[string]*[]string{
 		"scopes": &h.Scopes, "allow_groups": &h.AllowGroups, "allow_email_domains": &h.AllowEmailDomains,
 		"policy_headers": &h.PolicyHeaders, "input_headers": &h.InputHeaders, "redact_query": &h.RedactQuery,
+		"strip_headers": &h.StripHeaders, "keep_headers": &h.KeepHeaders,
 	}
 	paths := map[string]*[]string{"public": &h.Public, "idle_ignore": &h.IdleIgnore}
 	durations := map[string]*caddy.Duration{"idle_timeout": &h.IdleTimeout, "session_lifetime": &h.SessionLifetime,
@@ -97,7 +100,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		sub := d.Val()
 		switch sub {
 		case "cookie_secret", "idle_ignore", "identity_header", "public", "allow_groups", "allow_email_domains",
-			"policy_headers", "input_headers", "redact_query", "step_up", "provider":
+			"policy_headers", "input_headers", "redact_query", "step_up", "provider", "strip_headers", "keep_headers":
 		default:
 			if seen[sub] {
 				return d.Errf("%s is set twice", sub)

@@ -98,6 +98,19 @@ type Handler struct {
 	// removed, whatever their case or spelling.
 	IdentityHeaders []IdentityHeader `json:"identity_headers,omitempty"`
 
+	// StripHeaders are further request headers to remove from every
+	// request, like the identity headers of other gateways that are
+	// removed by default (see the README). A trailing '*' matches a
+	// prefix: X-Acme-User-*. Compared ignoring case and '_' vs '-'.
+	StripHeaders []string `json:"strip_headers,omitempty"`
+
+	// KeepHeaders exempts names (or prefixes, with a trailing '*') from
+	// the default list of foreign identity headers that are removed, for
+	// an app that really receives one of them from a trusted source in
+	// front of Gatehouse. Gatehouse's own managed headers are always
+	// removed.
+	KeepHeaders []string `json:"keep_headers,omitempty"`
+
 	// Public lists paths (Caddy path-matcher syntax) that need no login.
 	// Managed headers are still stripped and an audit line is written.
 	Public []string `json:"public,omitempty"`
@@ -441,7 +454,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.policyHeaders[normalizeHeaderName(ph)] = http.CanonicalHeaderKey(ph)
 		names = append(names, ph)
 	}
-	h.managed = newManagedHeaders(names)
+	h.managed = newManagedHeaders(names, append(append([]string(nil), defaultForeignHeaders...), h.StripHeaders...), h.KeepHeaders)
 	h.inputHeaders, h.inputHeadersLower = h.inputHeaders[:0], h.inputHeadersLower[:0]
 	for _, ih := range h.InputHeaders {
 		h.inputHeaders = append(h.inputHeaders, http.CanonicalHeaderKey(ih))
@@ -611,6 +624,20 @@ func (h *Handler) validate() error {
 		}
 		if h.PolicyCache < -1 {
 			bad("policy_cache", "must be a number of decisions, or -1 (off), got %d", h.PolicyCache)
+		}
+	}
+	for _, n := range h.StripHeaders {
+		if err := checkHeaderPattern(n); err != nil {
+			bad("strip_headers", "%v", err)
+		}
+	}
+	for _, n := range h.KeepHeaders {
+		if err := checkHeaderPattern(n); err != nil {
+			bad("keep_headers", "%v", err)
+		}
+		norm := normalizeHeaderName(n)
+		if seen[norm] || (h.AssertionHeader != nil && norm == normalizeHeaderName(h.AssertionHeader.Header)) {
+			bad("keep_headers", "%s is set by Gatehouse itself and is always removed from requests", n)
 		}
 	}
 	h.validateStepUp(bad)

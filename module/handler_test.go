@@ -78,6 +78,10 @@ func TestProvisionRefusesBadConfig(t *testing.T) {
 		{"external url with path", func(h *Handler) { h.ExternalURL = "https://app.example.com/x" }, "gatehouse: external_url: \"https://app.example.com/x\" must be an origin"},
 		{"bad domain", func(h *Handler) { h.AllowEmailDomains = []string{"exa mple.com"} }, "gatehouse: allow_email_domains: \"exa mple.com\" is not a domain name"},
 		{"bad grants URL", func(h *Handler) { h.Grants = "mysql://db" }, "gatehouse: grants: \"mysql://db\": want file:///path"},
+		{"strip a prefix that covers X-Forwarded-For", func(h *Handler) { h.StripHeaders = []string{"X-Forwarded-*"} }, "gatehouse: strip_headers: \"X-Forwarded-*\" would cover x-forwarded-"},
+		{"strip everything", func(h *Handler) { h.StripHeaders = []string{"*"} }, "gatehouse: strip_headers: \"*\" is too wide"},
+		{"keep an identity header", func(h *Handler) { h.KeepHeaders = []string{"x_remote_user"} }, "gatehouse: keep_headers: x_remote_user is set by Gatehouse itself"},
+		{"keep Host", func(h *Handler) { h.KeepHeaders = []string{"Host"} }, "gatehouse: keep_headers: \"Host\" cannot be"},
 		{"grants timeout too long", func(h *Handler) { h.GrantsTimeout = caddy.Duration(time.Minute) }, "gatehouse: grants_timeout: must be between 1ms and 10s"},
 		{"approval step-up asking nothing", func(h *Handler) { h.ApprovalStepUp = &StepUpRule{} }, "gatehouse: approval_step_up: asks for nothing"},
 	}

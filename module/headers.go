@@ -6,21 +6,99 @@ import (
 	"strings"
 )
 
-// managedHeaders are the request headers only Gatehouse may set: identity
-// headers (and, later, policy and assertion headers). Whatever a client
-// sends under these names is removed before anything else, comparing names
-// case-insensitively and with '_' read as '-' (CGI, PHP and nginx with
-// underscores_in_headers treat them alike).
+// managedHeaders are the request headers no client may send upstream:
+// Gatehouse's own (identity, policy and assertion headers, which it then
+// sets itself) and the identity headers of other proxies and platforms
+// that legacy apps trust (foreign; see defaultForeignHeaders). Whatever a
+// client sends under these names is removed before anything else,
+// comparing names case-insensitively and with '_' read as '-' (CGI, PHP
+// and nginx with underscores_in_headers treat them alike). keep_headers
+// exempts foreign names, never Gatehouse's own.
 type managedHeaders struct {
-	names []string // normalized
+	own     headerSet
+	foreign headerSet
+	keep    headerSet
 }
 
-func newManagedHeaders(names []string) managedHeaders {
-	m := managedHeaders{}
-	for _, n := range names {
-		m.names = append(m.names, normalizeHeaderName(n))
+// defaultForeignHeaders are the identity headers of other gateways and
+// platforms (oauth2-proxy, Authelia, Apache and nginx auth modules,
+// Grafana's auth proxy, Google IAP, Azure App Service, AWS ALB, Cloudflare
+// Access, Pomerium, Vouch, authentik, Tailscale, mod_auth_openidc), which
+// an app behind Gatehouse may trust although Gatehouse never sets them. A
+// trailing '*' matches any name with that prefix.
+var defaultForeignHeaders = []string{
+	"X-Forwarded-User", "X-Forwarded-Email", "X-Forwarded-Groups", "X-Forwarded-Preferred-Username",
+	"X-Forwarded-Access-Token", "X-Auth-Request-*",
+	"Remote-User", "Remote-Groups", "Remote-Email", "Remote-Name",
+	"X-Remote-*", "X-WEBAUTH-*", "X-Authenticated-*",
+	"X-Goog-Authenticated-User-*", "X-Goog-Iap-Jwt-Assertion",
+	"X-Ms-Client-Principal*", "X-Ms-Token-*", "X-Amzn-Oidc-*",
+	"Cf-Access-*", "X-Pomerium-*", "X-Vouch-*", "X-Authentik-*", "Tailscale-User-*",
+	"Oidc-Claim-*", "Oidc-Access-Token", "X-Gatehouse-*",
+}
+
+func newManagedHeaders(own, foreign, keep []string) managedHeaders {
+	var m managedHeaders
+	for _, n := range own {
+		m.own.add(n)
+	}
+	for _, n := range foreign {
+		m.foreign.add(n)
+	}
+	for _, n := range keep {
+		m.keep.add(n)
 	}
 	return m
+}
+
+// headerSet matches header names against exact names and prefixes
+// ("X-Remote-*"), in any case and with '_' read as '-', without
+// allocating. Most request headers are ruled out by their first byte.
+type headerSet struct {
+	exact  []string // normalized
+	prefix []string // normalized, without the '*'
+	first  [256]bool
+}
+
+func (s *headerSet) add(pattern string) {
+	n := normalizeHeaderName(pattern)
+	if p, ok := strings.CutSuffix(n, "*"); ok {
+		s.prefix = append(s.prefix, p)
+		if p == "" {
+			s.first = [256]bool{}
+			for i := range s.first {
+				s.first[i] = true
+			}
+			return
+		}
+		n = p
+	} else {
+		s.exact = append(s.exact, n)
+	}
+	s.first[n[0]] = true
+	if 'a' <= n[0] && n[0] <= 'z' {
+		s.first[n[0]-'a'+'A'] = true
+	}
+	if n[0] == '-' {
+		s.first['_'] = true
+	}
+}
+
+func (s *headerSet) has(name string) bool {
+	if name == "" || !s.first[name[0]] {
+		return false
+	}
+	for _, n := range s.exact {
+		if sameHeaderName(name, n) {
+			return true
+		}
+	}
+	for _, p := range s.prefix {
+		if len(name) >= len(p) && sameHeaderName(name[:len(p)], p) {
+			return true
+		}
+	}
+	return false
 }
 
 // normalizeHeaderName lowercases a header name and maps '_' to '-'.
@@ -38,13 +116,8 @@ func normalizeHeaderName(s string) string {
 }
 
 // is reports whether name is managed, without allocating.
-func (m managedHeaders) is(name string) bool {
-	for _, n := range m.names {
-		if sameHeaderName(name, n) {
-			return true
-		}
-	}
-	return false
+func (m *managedHeaders) is(name string) bool {
+	return m.own.has(name) || (m.foreign.has(name) && !m.keep.has(name))
 }
 
 // sameHeaderName compares name with a normalized name.
@@ -71,10 +144,7 @@ func sameHeaderName(name, normalized string) bool {
 // ways a client could make a proxy drop or add one later: a Connection
 // header naming it (hop-by-hop removal would delete the value Gatehouse
 // sets) and request trailers.
-func (m managedHeaders) strip(r *http.Request) {
-	if len(m.names) == 0 {
-		return
-	}
+func (m *managedHeaders) strip(r *http.Request) {
 	for k := range r.Header {
 		if m.is(k) {
 			delete(r.Header, k)
@@ -91,7 +161,7 @@ func (m managedHeaders) strip(r *http.Request) {
 
 // stripTokens removes managed names from a comma-separated header that
 // lists header names.
-func (m managedHeaders) stripTokens(h http.Header, key string) {
+func (m *managedHeaders) stripTokens(h http.Header, key string) {
 	vals, ok := h[key]
 	if !ok {
 		return
@@ -146,6 +216,32 @@ func checkManagedHeaderName(name string) error {
 	n := normalizeHeaderName(name)
 	if forbiddenManaged[n] || strings.HasPrefix(n, "sec-") || strings.HasPrefix(n, "proxy-") {
 		return fmt.Errorf("%q cannot be an identity header: proxies and servers give it another meaning", name)
+	}
+	return nil
+}
+
+// checkHeaderPattern accepts a strip_headers or keep_headers entry: a
+// header name, or a prefix ending in '*' that covers no header proxies and
+// servers depend on (X-Forwarded-* would take X-Forwarded-For with it).
+func checkHeaderPattern(pattern string) error {
+	prefix, wild := strings.CutSuffix(pattern, "*")
+	if !wild {
+		return checkManagedHeaderName(pattern)
+	}
+	if len(prefix) < 2 {
+		return fmt.Errorf("%q is too wide: give a prefix of at least two characters, such as X-Acme-*", pattern)
+	}
+	if err := checkManagedHeaderName(prefix); err != nil {
+		return err
+	}
+	p := normalizeHeaderName(prefix)
+	for name := range forbiddenManaged {
+		if strings.HasPrefix(name, p) {
+			return fmt.Errorf("%q would cover %s, which proxies and servers give another meaning", pattern, name)
+		}
+	}
+	if strings.HasPrefix("sec-", p) || strings.HasPrefix("proxy-", p) {
+		return fmt.Errorf("%q would cover Sec-* or Proxy-* headers", pattern)
 	}
 	return nil
 }

@@ -8,7 +8,7 @@ import (
 )
 
 func TestStripManagedHeaders(t *testing.T) {
-	m := newManagedHeaders([]string{"X-Remote-User", "X-Remote-Groups"})
+	m := newManagedHeaders([]string{"X-Remote-User", "X-Remote-Groups"}, nil, nil)
 	r, _ := http.NewRequest(http.MethodGet, "https://app.example/", nil)
 	r.Header = http.Header{
 		"X-Remote-User":     {"a", "b"},
@@ -46,6 +46,76 @@ func TestStripManagedHeaders(t *testing.T) {
 	}
 }
 
+// foreignByHand is the default foreign list, matched the slow and obvious
+// way, to check headerSet against.
+func foreignByHand(normalized string) bool {
+	for _, p := range defaultForeignHeaders {
+		p = strings.ToLower(p)
+		if pre, ok := strings.CutSuffix(p, "*"); ok {
+			if strings.HasPrefix(normalized, pre) {
+				return true
+			}
+		} else if normalized == p {
+			return true
+		}
+	}
+	return false
+}
+
+func TestStripForeignIdentityHeaders(t *testing.T) {
+	m := newManagedHeaders([]string{"X-Remote-User"}, append(append([]string(nil), defaultForeignHeaders...), "X-Acme-Tenant", "X-Legacy-*"),
+		[]string{"X-Goog-Authenticated-User-Email", "Cf-Access-*", "X-Remote-User"})
+	stripped := []string{
+		"X-Forwarded-User", "x-forwarded-email", "X_Forwarded_Groups", "X-FORWARDED-PREFERRED-USERNAME", "X-Forwarded-Access-Token",
+		"X-Auth-Request-User", "x_auth_request_email", "X-Auth-Request-Groups", "X-Auth-Request-Access-Token",
+		"Remote-User", "REMOTE_USER", "remote-groups", "Remote-Email", "Remote_Name",
+		"X-Remote-User", "X-Remote-Anything", "x_remote_", "X-WEBAUTH-USER", "x-webauth-email", "X-Authenticated-User", "X-Authenticated-Userid",
+		"X-Goog-Authenticated-User-Id", "X-Goog-Iap-Jwt-Assertion", "X-Ms-Client-Principal", "X-MS-CLIENT-PRINCIPAL-NAME",
+		"X-Ms-Client-Principal-Idp", "X-Ms-Token-Aad-Access-Token", "X-Amzn-Oidc-Identity", "X-Amzn-Oidc-Data",
+		"X-Pomerium-Jwt-Assertion", "X-Pomerium-Claim-Email", "X-Vouch-User", "X-Authentik-Username", "Tailscale-User-Login",
+		"OIDC_CLAIM_email", "Oidc-Claim-Sub", "OIDC_access_token", "X-Gatehouse-Assertion", "X-Gatehouse-Anything",
+		"X-Acme-Tenant", "x_legacy_role",
+	}
+	kept := []string{
+		"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Userx", "X-Forwarded-Use", "Remote-Addr",
+		"Remote-User-Agent", "X-Remot", "X-Authenticate", "User-Agent", "Accept", "Cookie", "X-Requested-With",
+		"X-Goog-Authenticated-User-Email", "Cf-Access-Jwt-Assertion", "CF_ACCESS_CLIENT_ID", "X-Acme-Tenants", "X-Legacy",
+	}
+	r, _ := http.NewRequest(http.MethodGet, "https://app.example/", nil)
+	r.Header = http.Header{}
+	for _, n := range append(append([]string(nil), stripped...), kept...) {
+		r.Header[n] = []string{"spoof"}
+	}
+	r.Header["Connection"] = []string{"keep-alive, X-Forwarded-User, remote_user, Cf-Access-Jwt-Assertion"}
+	m.strip(r)
+	for _, n := range stripped {
+		if _, ok := r.Header[n]; ok {
+			t.Errorf("%s survived", n)
+		}
+	}
+	for _, n := range kept {
+		if _, ok := r.Header[n]; !ok {
+			t.Errorf("%s was removed", n)
+		}
+	}
+	if got := r.Header["Connection"]; len(got) != 1 || strings.ReplaceAll(got[0], " ", "") != "keep-alive,Cf-Access-Jwt-Assertion" {
+		t.Errorf("Connection = %q", got)
+	}
+}
+
+func TestHeaderPatterns(t *testing.T) {
+	for _, ok := range []string{"X-Acme-User", "X-Acme-*", "X_Legacy_*", "Rm"} {
+		if err := checkHeaderPattern(ok); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"*", "X*", "X-Forwarded-*", "x_forwarded_*", "Co*", "Sec-*", "Se*", "Proxy-A*", "Host", "X Acme", "X-Acme-**", "Transfer-*"} {
+		if err := checkHeaderPattern(bad); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}
+
 func TestHeaderValueAndList(t *testing.T) {
 	for in, want := range map[string]string{
 		"plain":          "plain",
@@ -67,19 +137,22 @@ func TestHeaderValueAndList(t *testing.T) {
 func FuzzStripManagedHeaders(f *testing.F) {
 	f.Add("X-Remote-User", "x_remote_user, keep-alive")
 	f.Add("x-REMOTE_user", "close")
-	m := newManagedHeaders([]string{"X-Remote-User"})
+	f.Add("X-Forwarded-User", "x_auth_request_email")
+	f.Add("remote_user", "X-WEBAUTH-USER")
+	f.Add("x-ms-client-principal-name", "Cf-Access-Jwt-Assertion")
+	m := newManagedHeaders([]string{"X-Remote-User"}, defaultForeignHeaders, []string{"X-Vouch-Kept"})
 	f.Fuzz(func(t *testing.T, name, connection string) {
 		r, _ := http.NewRequest(http.MethodGet, "https://app.example/", nil)
 		r.Header = http.Header{name: {"spoof"}, "Connection": {connection}}
 		m.strip(r)
 		for k := range r.Header {
-			if normalizeHeaderName(k) == "x-remote-user" {
+			if n := normalizeHeaderName(k); n == "x-remote-user" || (foreignByHand(n) && n != "x-vouch-kept") {
 				t.Fatalf("%q survived", k)
 			}
 		}
 		for _, v := range r.Header["Connection"] {
 			for tok := range strings.SplitSeq(v, ",") {
-				if normalizeHeaderName(strings.TrimSpace(tok)) == "x-remote-user" {
+				if n := normalizeHeaderName(strings.TrimSpace(tok)); n == "x-remote-user" || (foreignByHand(n) && n != "x-vouch-kept") {
 					t.Fatalf("Connection still names %q", tok)
 				}
 			}
