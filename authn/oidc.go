@@ -213,6 +213,10 @@ type Identity struct {
 	Extra    map[string]string
 	// RawIDToken is kept for logout (id_token_hint) only.
 	RawIDToken string
+	// Refused lists the claims left out because their values were not
+	// acceptable ("email: not a single plain address"), for the audit
+	// log. It never holds a value.
+	Refused []string
 }
 
 // LoginError is a login refused for a reason worth auditing. Reason is a
@@ -226,7 +230,10 @@ func (e *LoginError) Error() string { return "authn: login refused: " + e.Reason
 
 func refuse(reason, msg string) error { return &LoginError{Reason: reason, Msg: msg} }
 
-// Skews tolerated between this node's clock and the IdP's.
+// Skews tolerated between this node's clock and the IdP's: an ID token
+// may have been issued up to iatSkew before its login started (the IdP
+// signed the user in from an earlier page), and no time it states may be
+// more than reauthSkew in the future.
 const (
 	iatSkew      = 60 * time.Second
 	reauthSkew   = 5 * time.Second
@@ -334,43 +341,95 @@ func (rp *RelyingParty) Finish(ctx context.Context, code string, st *LoginState)
 	if (len(idt.Audience) > 1 || azp != "") && azp != rp.ClientID {
 		return nil, refuse("azp_mismatch", "The ID token was issued to another application.")
 	}
-	if idt.IssuedAt.IsZero() || idt.IssuedAt.After(now.Add(iatSkew)) ||
+	if idt.IssuedAt.IsZero() || idt.IssuedAt.After(now.Add(reauthSkew)) ||
 		idt.IssuedAt.Before(time.Unix(st.Started, 0).Add(-iatSkew)) {
 		return nil, refuse("iat_invalid", "The ID token was not issued for this login.")
 	}
 	if idt.Subject == "" {
 		return nil, refuse("no_subject", "The ID token names no user.")
 	}
+	if len(idt.Subject) > 255 || cleanText(idt.Subject) != nil {
+		return nil, refuse("subject_invalid", "The ID token names its user in a form Gatehouse does not accept.")
+	}
 	id := &Identity{
 		Issuer:     idt.Issuer,
 		Subject:    idt.Subject,
 		RawIDToken: raw,
 	}
+	// OIDC Core 3.1.2.1: with max_age sent, auth_time is required. A time
+	// in the future (beyond the skew) would keep a sign-in "fresh" past
+	// any max_age, so it is refused too.
+	_, hasAuthTime := claims["auth_time"]
 	id.AuthTime = int64Claim(claims["auth_time"])
-	if st.ForceLogin && (id.AuthTime == 0 || time.Unix(id.AuthTime, 0).Before(time.Unix(st.Started, 0).Add(-reauthSkew))) {
+	switch {
+	case hasAuthTime && id.AuthTime == 0:
+		return nil, refuse("auth_time_invalid", "The identity provider returned an unreadable sign-in time.")
+	case id.AuthTime == 0 && (st.MaxAge > 0 || st.ForceLogin):
+		return nil, refuse("auth_time_missing", "The identity provider did not say when you signed in, which this login asked for.")
+	case time.Unix(id.AuthTime, 0).After(now.Add(reauthSkew)):
+		return nil, refuse("auth_time_future", "The identity provider returned a sign-in time in the future.")
+	}
+	if st.ForceLogin && time.Unix(id.AuthTime, 0).Before(time.Unix(st.Started, 0).Add(-reauthSkew)) {
 		return nil, refuse("not_reauthenticated", "The identity provider did not ask you to sign in again. Please try again or contact your administrator.")
 	}
-	if st.MaxAge > 0 && id.AuthTime != 0 && now.Sub(time.Unix(id.AuthTime, 0)) > time.Duration(st.MaxAge)*time.Second+reauthSkew {
+	if st.MaxAge > 0 && now.Sub(time.Unix(id.AuthTime, 0)) > time.Duration(st.MaxAge)*time.Second+reauthSkew {
 		return nil, refuse("auth_time_too_old", "The identity provider returned a login older than allowed.")
 	}
-	if email, _ := claims["email"].(string); email != "" && (rp.TrustUnverifiedEmail || boolClaim(claims["email_verified"])) {
-		id.Email = email
+	rp.readClaims(id, claims)
+	return id, nil
+}
+
+// readClaims fills in the user's claims. Every value is checked before
+// anything decides on it: an email must be one plain address (see
+// ParseEmail), other text must be clean (see cleanText). A value that is
+// not is left out, and Identity.Refused says which claim and why (never
+// the value), for the audit log.
+func (rp *RelyingParty) readClaims(id *Identity, claims map[string]any) {
+	text := func(name string, v string) string {
+		if v != "" && cleanText(v) != nil {
+			id.Refused = append(id.Refused, name+": control characters or invalid UTF-8")
+			return ""
+		}
+		return v
 	}
-	id.Name, _ = claims["name"].(string)
-	id.ACR, _ = claims["acr"].(string)
-	id.AMR = stringsClaim(claims["amr"])
+	list := func(name string, vals []string) []string {
+		out := vals[:0]
+		for _, v := range vals {
+			if cleanText(v) != nil {
+				id.Refused = append(id.Refused, name+": a value with control characters or invalid UTF-8")
+				continue
+			}
+			out = append(out, v)
+		}
+		return out
+	}
+	if v, ok := claims["email"]; ok && (rp.TrustUnverifiedEmail || boolClaim(claims["email_verified"])) {
+		s, _ := v.(string)
+		if email, err := ParseEmail(s); err == nil {
+			id.Email = email
+		} else {
+			id.Refused = append(id.Refused, "email: not a single plain address")
+		}
+	}
+	name, _ := claims["name"].(string)
+	id.Name = text("name", name)
+	acr, _ := claims["acr"].(string)
+	id.ACR = text("acr", acr)
+	id.AMR = list("amr", stringsClaim(claims["amr"]))
 	if rp.GroupsClaim != "" {
-		id.Groups = stringsClaim(lookupClaim(claims, rp.GroupsClaim))
+		id.Groups = list("groups", stringsClaim(lookupClaim(claims, rp.GroupsClaim)))
 	}
 	for _, name := range rp.ExtraClaims {
 		if v, ok := stringClaim(lookupClaim(claims, name)); ok {
+			if v = text(name, v); v == "" {
+				continue
+			}
 			if id.Extra == nil {
 				id.Extra = make(map[string]string)
 			}
 			id.Extra[name] = v
 		}
 	}
-	return id, nil
 }
 
 func (rp *RelyingParty) idTokenVerifier(m *Metadata) *oidc.IDTokenVerifier {

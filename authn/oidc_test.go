@@ -161,11 +161,66 @@ func TestRelyingPartyFinish(t *testing.T) {
 		{name: "prompt=login ignored by the IdP", opt: AuthOptions{ForceLogin: true},
 			change: func(st *LoginState, c map[string]any) { c["auth_time"] = st.Started - 3600 }, reason: "not_reauthenticated"},
 		{name: "prompt=login without auth_time", opt: AuthOptions{ForceLogin: true},
-			change: func(_ *LoginState, c map[string]any) { delete(c, "auth_time") }, reason: "not_reauthenticated"},
+			change: func(_ *LoginState, c map[string]any) { delete(c, "auth_time") }, reason: "auth_time_missing"},
+		// OIDC Core 3.1.2.1: max_age sent, so auth_time is required.
+		{name: "max_age without auth_time", opt: AuthOptions{MaxAge: time.Hour},
+			change: func(_ *LoginState, c map[string]any) { delete(c, "auth_time") }, reason: "auth_time_missing"},
+		{name: "no max_age, no auth_time", change: func(_ *LoginState, c map[string]any) { delete(c, "auth_time") },
+			check: func(t *testing.T, id *Identity) {
+				if id.AuthTime != 0 {
+					t.Errorf("auth_time %d", id.AuthTime)
+				}
+			}},
+		{name: "auth_time in the future", opt: AuthOptions{MaxAge: time.Hour},
+			change: func(_ *LoginState, c map[string]any) { c["auth_time"] = time.Now().Add(10 * time.Second).Unix() }, reason: "auth_time_future"},
+		{name: "auth_time an hour ahead, no max_age", change: func(_ *LoginState, c map[string]any) { c["auth_time"] = time.Now().Add(time.Hour).Unix() }, reason: "auth_time_future"},
+		{name: "auth_time within the skew", opt: AuthOptions{MaxAge: time.Hour},
+			change: func(_ *LoginState, c map[string]any) { c["auth_time"] = time.Now().Add(3 * time.Second).Unix() }},
+		{name: "auth_time as a string", opt: AuthOptions{MaxAge: time.Hour},
+			change: func(_ *LoginState, c map[string]any) { c["auth_time"] = "1764000000" }, reason: "auth_time_invalid"},
+		{name: "auth_time negative", change: func(_ *LoginState, c map[string]any) { c["auth_time"] = -5 }, reason: "auth_time_invalid"},
+		{name: "iat 10 s ahead", change: func(_ *LoginState, c map[string]any) { c["iat"] = time.Now().Add(10 * time.Second).Unix() }, reason: "iat_invalid"},
+		{name: "iat within the skew", change: func(_ *LoginState, c map[string]any) { c["iat"] = time.Now().Add(3 * time.Second).Unix() }},
+		{name: "subject with a NUL", change: func(_ *LoginState, c map[string]any) { c["sub"] = "alice\x00admin" }, reason: "subject_invalid"},
+		{name: "subject too long", change: func(_ *LoginState, c map[string]any) { c["sub"] = strings.Repeat("a", 256) }, reason: "subject_invalid"},
+		{name: "claims with control characters are left out", change: func(_ *LoginState, c map[string]any) {
+			c["name"] = "Alice\u202eevil"
+			c["realm_access"] = map[string]any{"roles": []any{"staff", "admins\nX-Injected: 1", "ops\u0085"}}
+			c["department"] = "HR\r\nX: y"
+			c["acr"] = "urn:loa:mfa\x00"
+		}, check: func(t *testing.T, id *Identity) {
+			if id.Name != "" || strings.Join(id.Groups, ",") != "staff" || id.Extra["department"] != "" || id.ACR != "" {
+				t.Errorf("identity %+v", id)
+			}
+			if len(id.Refused) != 5 {
+				t.Errorf("refused %q, want 5 entries", id.Refused)
+			}
+		}},
+		{name: "email domain in lowercase", change: func(_ *LoginState, c map[string]any) { c["email"] = "Alice.Smith+hr@Example.COM" },
+			check: func(t *testing.T, id *Identity) {
+				if id.Email != "Alice.Smith+hr@example.com" {
+					t.Errorf("email %q", id.Email)
+				}
+			}},
 		{name: "prompt=login honoured", opt: AuthOptions{ForceLogin: true}},
 		{name: "auth_time older than max_age", opt: AuthOptions{MaxAge: time.Hour},
 			change: func(_ *LoginState, c map[string]any) { c["auth_time"] = time.Now().Add(-2 * time.Hour).Unix() }, reason: "auth_time_too_old"},
 	}
+	// An email claim that is not exactly one plain address is no email.
+	for _, e := range hostileEmails {
+		cases = append(cases, tc{name: "email " + e, change: func(_ *LoginState, c map[string]any) { c["email"] = e },
+			check: func(t *testing.T, id *Identity) {
+				if id.Email != "" || len(id.Refused) != 1 || id.Refused[0] != "email: not a single plain address" {
+					t.Errorf("email %q kept (refused %q)", id.Email, id.Refused)
+				}
+			}})
+	}
+	cases = append(cases, tc{name: "email as a list", change: func(_ *LoginState, c map[string]any) { c["email"] = []string{"a@corp.test", "b@corp.test"} },
+		check: func(t *testing.T, id *Identity) {
+			if id.Email != "" || len(id.Refused) != 1 {
+				t.Errorf("email %q kept (refused %q)", id.Email, id.Refused)
+			}
+		}})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			authURL, st, err := rp.Begin(ctx, "https://app.example/.gatehouse/callback", "/back", c.opt)

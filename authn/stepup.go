@@ -120,7 +120,9 @@ func (r Requirement) check(f authFacts, now time.Time) string {
 		}
 	}
 	if r.MaxAge > 0 {
-		if f.authTime == 0 || now.Sub(time.Unix(f.authTime, 0)) > r.MaxAge+reauthSkew {
+		// A time in the future would stay "fresh" past any max_age.
+		at := time.Unix(f.authTime, 0)
+		if f.authTime == 0 || now.Sub(at) > r.MaxAge+reauthSkew || at.After(now.Add(reauthSkew)) {
 			return "max_age"
 		}
 	}
@@ -159,7 +161,7 @@ func AcceptStepUp(id *Identity, r Requirement, started, now time.Time) error {
 	case "max_age":
 		return refuse("stale_auth_time", "The identity provider returned an old sign-in instead of a fresh one.")
 	}
-	if id.AuthTime == 0 || time.Unix(id.AuthTime, 0).Before(started.Add(-reauthSkew)) {
+	if id.AuthTime == 0 || time.Unix(id.AuthTime, 0).Before(started.Add(-reauthSkew)) || time.Unix(id.AuthTime, 0).After(now.Add(reauthSkew)) {
 		return refuse("stale_auth_time", "The identity provider returned an earlier sign-in instead of asking you again.")
 	}
 	return nil

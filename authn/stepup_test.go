@@ -57,6 +57,8 @@ func TestRequirementUnmet(t *testing.T) {
 		{"past max_age and skew", Session{ACR: "mfa", AMR: []string{"otp"}, AuthTime: at(5*time.Minute + 6*time.Second)}, mfa, "max_age"},
 		{"no auth_time", Session{ACR: "mfa", AMR: []string{"otp"}}, mfa, "max_age"},
 		{"IdP clock a little ahead", Session{ACR: "mfa", AMR: []string{"otp"}, AuthTime: at(-3 * time.Second)}, mfa, ""},
+		{"auth_time in the future", Session{ACR: "mfa", AMR: []string{"otp"}, AuthTime: at(-time.Hour)}, mfa, "max_age"},
+		{"auth_time 6 s ahead", Session{ACR: "mfa", AMR: []string{"otp"}, AuthTime: at(-6 * time.Second)}, mfa, "max_age"},
 		{"no max_age: any age", Session{ACR: "mfa", AMR: []string{"otp"}, AuthTime: at(100 * time.Hour)}, Requirement{ACR: []string{"mfa"}}, ""},
 		{"never verified", Session{ACR: "mfa"}, Requirement{Provider: "eid"}, "verification"},
 		{"verified", Session{Verifications: map[string]Verification{"eid": {ACR: "high", AuthTime: at(time.Minute)}}},
@@ -86,6 +88,10 @@ func TestAcceptStepUp(t *testing.T) {
 		{"no otp", Identity{ACR: "mfa", AMR: []string{"pwd"}, AuthTime: started.Unix()}, "missing_amr"},
 		{"the old login, ignored prompt", Identity{ACR: "mfa", AMR: []string{"otp"}, AuthTime: started.Add(-time.Minute).Unix()}, "stale_auth_time"},
 		{"no auth_time", Identity{ACR: "mfa", AMR: []string{"otp"}}, "stale_auth_time"},
+		// A future auth_time would keep the step-up fresh past max_age.
+		{"auth_time an hour ahead", Identity{ACR: "mfa", AMR: []string{"otp"}, AuthTime: now.Add(time.Hour).Unix()}, "stale_auth_time"},
+		{"auth_time 6 s ahead", Identity{ACR: "mfa", AMR: []string{"otp"}, AuthTime: now.Add(6 * time.Second).Unix()}, "stale_auth_time"},
+		{"auth_time 4 s ahead", Identity{ACR: "mfa", AMR: []string{"otp"}, AuthTime: now.Add(4 * time.Second).Unix()}, ""},
 	}
 	for _, c := range cases {
 		err := AcceptStepUp(&c.id, r, started, now)

@@ -33,6 +33,7 @@ type decision struct {
 	cached       bool            // the policy decision came from the cache
 	policyReason string          // the policy's own reason for a deny
 	offer        string          // resource the deny offered a grant for
+	refused      []string        // claims left out at login, and why (never their values)
 	input        *policies.Input // with decision_log full
 }
 
@@ -89,6 +90,9 @@ func (h *Handler) audit(d *decision) {
 	}
 	if d.offer != "" {
 		fields = append(fields, zap.String("grant_offer", d.offer))
+	}
+	if len(d.refused) > 0 {
+		fields = append(fields, zap.Strings("claims_refused", d.refused))
 	}
 	if d.input != nil {
 		fields = append(fields, zap.Any("input", d.input))

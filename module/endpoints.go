@@ -156,7 +156,7 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, d *decis
 		return h.idpDown(w, r, d, err)
 	}
 	h.provider.used.Mark(state, timeUnix(st.Started), d.start)
-	d.user, d.email = id.Subject, id.Email
+	d.user, d.email, d.refused = id.Subject, id.Email, id.Refused
 	sess := authn.NewSession(id, d.start)
 	if err := h.writeSession(w, sess); err != nil {
 		h.logger.Error("session does not fit in a cookie", zap.String("user", id.Subject), zap.Int("groups", len(id.Groups)), zap.Error(err))

@@ -377,6 +377,9 @@ func (h *Handler) finishStepUp(w http.ResponseWriter, r *http.Request, d *decisi
 		return failed(http.StatusInternalServerError, "provider_unknown", "This sign-in provider is no longer configured.")
 	}
 	id, err := rp.Finish(r.Context(), code, st)
+	if id != nil {
+		d.refused = id.Refused
+	}
 	if err != nil {
 		var le *authn.LoginError
 		if errors.As(err, &le) {

@@ -11,6 +11,7 @@
 //   IDP_ACR_HINT_ONLY=1  ignore acr_values, as oidc-provider does by
 //                  default: never ask for the second factor (for testing
 //                  relying parties against an IdP that ignores them)
+//   IDP_EXTRA_USERS JSON object of further users and their claims
 //
 // The corp login asks for the one-time code only when the authorization
 // request's acr_values asks for urn:gatehouse:loa:mfa: oidc-provider treats
@@ -44,7 +45,9 @@ const PROFILES = {
     mallory: { name: 'Mallory Other', given_name: 'Mallory', family_name: 'Other', birthdate: '1985-12-24', email: 'mallory@elsewhere.example', email_verified: true },
   },
 };
-export const USERS = PROFILES[profile];
+// IDP_EXTRA_USERS (JSON: {login: {claims...}}) adds users for a test, such
+// as accounts whose claims an attacker controls (a hostile email claim).
+export const USERS = { ...PROFILES[profile], ...JSON.parse(process.env.IDP_EXTRA_USERS || '{}') };
 const password = (login) => `${login}-pw`;
 
 const port = Number(process.env.IDP_PORT || 0);
