@@ -57,6 +57,7 @@ const (
 	ReasonLoggedOut Reason = "logged_out"       // a logout tombstone
 	ReasonClock     Reason = "clock_skew"       // created or last seen in the future
 	ReasonRevoked   Reason = "revoked"          // logged out, logged out everywhere, or de-provisioned
+	ReasonDuplicate Reason = "duplicate_cookie" // a Gatehouse cookie name sent twice: one may shadow the other
 )
 
 // ForcesReauthentication reports whether the next login after this reason

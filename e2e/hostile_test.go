@@ -399,8 +399,41 @@ func TestHostile(t *testing.T) {
 		return strings.Join(parts, "; ")
 	}
 	add("cookies", "100 other cookies and a valid one", 200, reached(h1, http.MethodGet, "/work/1", hdr("Cookie", junk(100, 20)+"; "+aliceCookie, "Accept", "application/json")))
-	add("cookies", "a forged session cookie before the valid one", 200, reached(h1, http.MethodGet, "/work/1", hdr("Cookie", "__Host-gatehouse=AAAA; "+aliceCookie, "Accept", "application/json")))
-	add("cookies", "20 forged session cookies", 401, reached(h1, http.MethodGet, "/work/1", hdr("Cookie", strings.Repeat("__Host-gatehouse=QUFB; ", 20), "Accept", "application/json")))
+	// Cookie shadowing (issue 11): a name sent twice is no session, never
+	// the first or the last copy.
+	dup := func(name string, want int, cookies ...string) {
+		add("cookies", name, want, func(t *testing.T) (int, string) {
+			before := up.hits.Load()
+			h := hdr("Accept", "application/json")
+			h["Cookie"] = cookies
+			resp, body := h1.send(t, http.MethodGet, main+"/work/1", h, nil)
+			if up.hits.Load() != before {
+				return resp.StatusCode, "the upstream was reached"
+			}
+			if !strings.Contains(body, `"reason":"duplicate_cookie"`) {
+				return resp.StatusCode, "reason is not duplicate_cookie: " + body
+			}
+			return resp.StatusCode, ""
+		})
+	}
+	bobSession := strings.TrimPrefix(bobCookie, "__Host-gatehouse=")
+	dup("a forged session cookie before the valid one", 401, "__Host-gatehouse=AAAA; "+aliceCookie)
+	dup("a forged session cookie after the valid one", 401, aliceCookie+"; __Host-gatehouse=AAAA")
+	dup("another user's session before mine", 401, "__Host-gatehouse="+bobSession+"; "+aliceCookie)
+	dup("another user's session in a second Cookie header", 401, aliceCookie, "__Host-gatehouse="+bobSession)
+	dup("the same session twice", 401, aliceCookie+"; "+aliceCookie)
+	dup("a copy with spaces around its name", 401, aliceCookie+";  __Host-gatehouse =AAAA")
+	dup("an ID-token cookie twice", 401, aliceCookie+"; __Secure-gatehouse_idt=a; __Secure-gatehouse_idt=b")
+	dup("20 forged session cookies", 401, strings.Repeat("__Host-gatehouse=QUFB; ", 20))
+	add("cookies", "a duplicate page for a navigation, not a login loop", 401, func(t *testing.T) (int, string) {
+		h := hdr("Sec-Fetch-Mode", "navigate", "Sec-Fetch-Dest", "document", "Accept", "text/html")
+		h["Cookie"] = []string{"__Host-gatehouse=" + bobSession + "; " + aliceCookie}
+		resp, body := h1.send(t, http.MethodGet, main+"/work/1", h, nil)
+		if resp.Header.Get("Location") != "" || !strings.Contains(body, "cookie sent twice") {
+			return resp.StatusCode, "Location " + resp.Header.Get("Location")
+		}
+		return resp.StatusCode, ""
+	})
 	add("cookies", "an 8 KB session cookie", 401, reached(h1, http.MethodGet, "/work/1", hdr("Cookie", "__Host-gatehouse="+strings.Repeat("A", 8192), "Accept", "application/json")))
 	add("cookies", "bad base64", 401, reached(h1, http.MethodGet, "/work/1", hdr("Cookie", "__Host-gatehouse=%%%***", "Accept", "application/json")))
 	add("cookies", "a value with quotes", 401, reached(h1, http.MethodGet, "/work/1", hdr("Cookie", `__Host-gatehouse="MTIz"`, "Accept", "application/json")))
@@ -519,7 +552,7 @@ func TestHostile(t *testing.T) {
 	add("csrf", "approvals without a token", 403, post("/.gatehouse/approvals", aliceCookie, url.Values{"request": {"x"}, "action": {"approve"}}))
 	add("csrf", "request without a session", 401, post("/.gatehouse/request", "", request(nil)))
 	add("csrf", "GET on the request endpoint", 405, status(h1, http.MethodGet, "/.gatehouse/request", as(bobCookie)))
-	add("forged requests", "an offer never made (tampered)", 403, post("/.gatehouse/request", bobCookie, request(func(v url.Values) { v.Set("offer", offer[:30]+"A"+offer[31:]) })))
+	add("forged requests", "an offer never made (tampered)", 403, post("/.gatehouse/request", bobCookie, request(func(v url.Values) { v.Set("offer", offer[:30]+flip(offer[30])+offer[31:]) })))
 	add("forged requests", "another user's offer", 403, post("/.gatehouse/request", bobCookie, request(func(v url.Values) { v.Set("offer", carolOffer) })))
 	add("forged requests", "no offer", 403, post("/.gatehouse/request", bobCookie, request(func(v url.Values) { v.Del("offer") })))
 	for d, want := range map[string]int{"9h": 400, "8h0m1s": 400, "-1h": 400, "0s": 400, "9999999999h": 400, "1e9h": 400, "NaN": 400,
@@ -539,6 +572,15 @@ func TestHostile(t *testing.T) {
 		})
 	}
 	t.Logf("%d hostile cases", len(cases))
+}
+
+// flip returns another base64 character than c, so a "tampered" value
+// really differs from the original.
+func flip(c byte) string {
+	if c == 'A' {
+		return "B"
+	}
+	return "A"
 }
 
 func mustParse(s string) *url.URL {

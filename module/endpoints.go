@@ -103,6 +103,10 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, d *decis
 		return h.reject(w, r, d, answer{Status: status, Error: "login_failed", Reason: reason,
 			Title: "Sign-in failed", Message: msg, ActionURL: "/", ActionText: "Try again"})
 	}
+	if h.duplicateOwnCookie(r) {
+		return loginFailed(http.StatusBadRequest, string(authn.ReasonDuplicate),
+			"Your browser sent one of this site's sign-in cookies twice. Clear this site's cookies, then sign in again.")
+	}
 	if !stateRE.MatchString(state) {
 		return loginFailed(http.StatusBadRequest, "state_missing", "This sign-in link is incomplete. Please start again.")
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -167,9 +168,6 @@ func (h *Handler) isActivity(r *http.Request, pv *pathView) bool {
 	return authn.IsUserActivity(r)
 }
 
-// readSession opens the session cookie. A request may carry several
-// cookies of that name (a sibling subdomain can set one when cookie_domain
-// is used); the first that opens wins.
 // liveSession is readSession for Gatehouse's own endpoints, with the
 // revocation check ServeHTTP makes (pipeline step 5): a session revoked
 // on any node is no session here either. It returns the grant state it
@@ -186,45 +184,81 @@ func (h *Handler) liveSession(r *http.Request, now time.Time) (*authn.Session, g
 	return sess, st, grantsErr, ""
 }
 
+// readSession opens the session cookie. A request that carries any of
+// Gatehouse's cookie names more than once has no session
+// (duplicate_cookie): picking the first or the last would let a cookie
+// set by a sibling subdomain, or injected, shadow the real one.
 func (h *Handler) readSession(r *http.Request, now time.Time) (*authn.Session, authn.Reason) {
-	reason := authn.ReasonNoCookie
-	for _, c := range r.CookiesNamed(h.sessionCookie) {
-		var s authn.Session
-		if err := h.sessions.Open(h.sessionCookie, c.Value, &s); err != nil {
-			if reason == authn.ReasonNoCookie {
-				reason = authn.ReasonInvalid
-			}
-			continue
-		}
-		if why := h.lifetimes.Check(&s, now); why != authn.ReasonNone {
-			reason = why
-			continue
-		}
-		return &s, authn.ReasonNone
+	if h.duplicateOwnCookie(r) {
+		return nil, authn.ReasonDuplicate
 	}
-	return nil, reason
+	c, err := r.Cookie(h.sessionCookie)
+	if err != nil {
+		return nil, authn.ReasonNoCookie
+	}
+	var s authn.Session
+	if err := h.sessions.Open(h.sessionCookie, c.Value, &s); err != nil {
+		return nil, authn.ReasonInvalid
+	}
+	if why := h.lifetimes.Check(&s, now); why != authn.ReasonNone {
+		return nil, why
+	}
+	return &s, authn.ReasonNone
 }
 
 // readSessionShared is readSession through the handler's cache of opened
 // cookies: the session's maps and slices are shared with other requests
 // and must not be changed (LastSeen may: the struct is a copy).
 func (h *Handler) readSessionShared(r *http.Request, now time.Time) (*authn.Session, authn.Reason) {
-	reason := authn.ReasonNoCookie
-	for _, c := range r.CookiesNamed(h.sessionCookie) {
-		s, err := h.sessionCache.Open(c.Value, now)
-		if err != nil {
-			if reason == authn.ReasonNoCookie {
-				reason = authn.ReasonInvalid
-			}
-			continue
-		}
-		if why := h.lifetimes.Check(&s, now); why != authn.ReasonNone {
-			reason = why
-			continue
-		}
-		return &s, authn.ReasonNone
+	if h.duplicateOwnCookie(r) {
+		return nil, authn.ReasonDuplicate
 	}
-	return nil, reason
+	c, err := r.Cookie(h.sessionCookie)
+	if err != nil {
+		return nil, authn.ReasonNoCookie
+	}
+	s, err := h.sessionCache.Open(c.Value, now)
+	if err != nil {
+		return nil, authn.ReasonInvalid
+	}
+	if why := h.lifetimes.Check(&s, now); why != authn.ReasonNone {
+		return nil, why
+	}
+	return &s, authn.ReasonNone
+}
+
+// duplicateOwnCookie reports whether the request's Cookie headers carry
+// one of Gatehouse's cookie names (session, login state, ID token) more
+// than once, counting names the way the most lenient server would (with
+// any surrounding space).
+func (h *Handler) duplicateOwnCookie(r *http.Request) bool {
+	vals := r.Header["Cookie"]
+	// Each of Gatehouse's cookie names contains cookie_name: fewer than
+	// two occurrences in all cannot be a duplicate (the common case).
+	n := 0
+	for _, v := range vals {
+		if n += strings.Count(v, h.CookieName); n > 1 {
+			break
+		}
+	}
+	if n < 2 {
+		return false
+	}
+	var seen []string
+	for _, v := range vals {
+		for part := range strings.SplitSeq(v, ";") {
+			name, _, _ := strings.Cut(part, "=")
+			name = strings.TrimSpace(name)
+			if !h.ownCookie(name) {
+				continue
+			}
+			if slices.Contains(seen, name) {
+				return true
+			}
+			seen = append(seen, name)
+		}
+	}
+	return false
 }
 
 // writeSession seals s into the session cookie.
@@ -308,6 +342,15 @@ func (h *Handler) claimValue(s *authn.Session, claim string) string {
 // to the IdP, everything else gets 401 JSON.
 func (h *Handler) requireLogin(w http.ResponseWriter, r *http.Request, d *decision, reason authn.Reason) error {
 	d.reason = string(reason)
+	if reason == authn.ReasonDuplicate {
+		// A login would not help: the browser would send both cookies
+		// again. Say what happened, never redirect (no loop).
+		d.result = "unauthenticated"
+		return h.reject(w, r, d, answer{Status: http.StatusUnauthorized, Error: "unauthenticated", Reason: string(reason),
+			Title: "Sign-in cookie sent twice",
+			Message: "Your browser sent this site's sign-in cookie twice, so Gatehouse cannot tell which one is yours. " +
+				"Another site under the same domain may have set one. Clear this site's cookies, then sign in again."})
+	}
 	if !authn.IsNavigation(r) {
 		d.result = "unauthenticated"
 		login := "/.gatehouse/login?rd=" + url.QueryEscape(authn.SafeReturnPath(r.URL.RequestURI()))
