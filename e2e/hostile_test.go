@@ -96,6 +96,7 @@ func TestHostile(t *testing.T) {
 			max_age 5m
 		}
 		public /static/*
+		upgrade_origins https://partner.example
 	}
 	reverse_proxy %[6]s
 }
@@ -352,6 +353,35 @@ func TestHostile(t *testing.T) {
 	add("methods", "WebSocket upgrade without a session", 401, reached(h1, http.MethodGet, "/work/ws", hdr(ws...)))
 	add("methods", "WebSocket upgrade to a step-up path", 401, reached(h1, http.MethodGet, "/work/secret/ws", as(aliceCookie, ws...)))
 	add("methods", "WebSocket upgrade to a policy-denied path", 403, reached(h1, http.MethodGet, "/admin/ws", as(aliceCookie, ws...)))
+	// Cross-site WebSocket hijacking (issue 11): an upgrade from another
+	// origin never reaches the app, whatever else it carries.
+	wsFrom := func(origin ...string) http.Header {
+		h := as(aliceCookie, ws...)
+		h["Origin"] = origin
+		if len(origin) == 0 {
+			delete(h, "Origin")
+		}
+		return h
+	}
+	add("upgrades", "WebSocket from the site's own origin", 101, reached(h1, http.MethodGet, "/work/ws", wsFrom(main)))
+	add("upgrades", "WebSocket without Origin (not a browser)", 101, reached(h1, http.MethodGet, "/work/ws", wsFrom()))
+	add("upgrades", "WebSocket from the listed partner origin", 101, reached(h1, http.MethodGet, "/work/ws", wsFrom("https://partner.example")))
+	for name, origin := range map[string][]string{
+		"another site": {"https://evil.example"}, "another port of this host": {evilSite}, "this host over http": {strings.Replace(main, "https:", "http:", 1)},
+		"Origin null": {"null"}, "an empty Origin": {""}, "two Origins": {main, "https://evil.example"},
+		"a look-alike host": {main + ".evil.example"}, "Origin with a path": {main + "/x"},
+	} {
+		add("upgrades", "WebSocket from "+name, 403, reached(h1, http.MethodGet, "/work/ws", wsFrom(origin...)))
+	}
+	add("upgrades", "h2c from another site", 403, reached(h1, http.MethodGet, "/work/x", as(aliceCookie, "Origin", "https://evil.example",
+		"Connection", "Upgrade, HTTP2-Settings", "Upgrade", "h2c", "HTTP2-Settings", "AAMAAABkAAQAoAAAAAIAAAAA")))
+	add("upgrades", "cross-origin upgrade is audited", 403, func(t *testing.T) (int, string) {
+		resp, _ := h1.send(t, http.MethodGet, main+"/work/ws-audit", wsFrom("https://evil.example"), nil)
+		if gh.waitAudit(t, func(l map[string]any) bool { return l["path"] == "/work/ws-audit" && l["reason"] == "cross_origin_upgrade" }) == nil {
+			return resp.StatusCode, "no audit line with reason cross_origin_upgrade"
+		}
+		return resp.StatusCode, ""
+	})
 	add("methods", "HTTP/2 without a session", 401, reached(h2, http.MethodGet, "/work/1", hdr(api...)))
 	add("methods", "HTTP/2 to a step-up path", 401, reached(h2, http.MethodGet, "//work/secret/plan", as(aliceCookie, api...)))
 	add("methods", "HTTP/2 to a policy-denied path", 403, reached(h2, http.MethodGet, "/ADMIN", as(aliceCookie, api...)))

@@ -46,6 +46,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    allow_groups        <group...>         # repeatable
 //	    allow_email_domains <domain...>        # repeatable
 //	    external_url        <url>
+//	    upgrade_origins     <origin...>        # repeatable
 //	    trust_unverified_email
 //	    policy              <dir>
 //	    policy_query        <query>
@@ -91,7 +92,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	lists := map[string]*[]string{
 		"scopes": &h.Scopes, "allow_groups": &h.AllowGroups, "allow_email_domains": &h.AllowEmailDomains,
 		"policy_headers": &h.PolicyHeaders, "input_headers": &h.InputHeaders, "redact_query": &h.RedactQuery,
-		"strip_headers": &h.StripHeaders, "keep_headers": &h.KeepHeaders,
+		"strip_headers": &h.StripHeaders, "keep_headers": &h.KeepHeaders, "upgrade_origins": &h.UpgradeOrigins,
 	}
 	paths := map[string]*[]string{"public": &h.Public, "idle_ignore": &h.IdleIgnore}
 	durations := map[string]*caddy.Duration{"idle_timeout": &h.IdleTimeout, "session_lifetime": &h.SessionLifetime,
@@ -100,7 +101,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		sub := d.Val()
 		switch sub {
 		case "cookie_secret", "idle_ignore", "identity_header", "public", "allow_groups", "allow_email_domains",
-			"policy_headers", "input_headers", "redact_query", "step_up", "provider", "strip_headers", "keep_headers":
+			"policy_headers", "input_headers", "redact_query", "step_up", "provider", "strip_headers", "keep_headers", "upgrade_origins":
 		default:
 			if seen[sub] {
 				return d.Errf("%s is set twice", sub)

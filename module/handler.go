@@ -128,6 +128,13 @@ type Handler struct {
 	// the host.
 	ExternalURL string `json:"external_url,omitempty"`
 
+	// UpgradeOrigins are other origins (https://partner.example.com)
+	// whose pages may open WebSockets and other protocol upgrades to this
+	// site in a signed-in user's name. An upgrade whose Origin is neither
+	// the site's own (external_url, else the request's) nor listed here is
+	// refused with 403 cross_origin_upgrade. Default: none.
+	UpgradeOrigins []string `json:"upgrade_origins,omitempty"`
+
 	// TrustUnverifiedEmail uses the email claim even when email_verified
 	// is not true. Only for IdPs that verify every address they issue.
 	TrustUnverifiedEmail bool `json:"trust_unverified_email,omitempty"`
@@ -225,6 +232,7 @@ type Handler struct {
 	allGroups  map[string]struct{}
 	domains    map[string]struct{}
 	external   *url.URL
+	upgradeOK  map[string]bool // upgrade_origins, normalized
 	pages      *pages
 
 	stepUps      []stepUpRule
@@ -467,6 +475,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.ExternalURL != "" {
 		h.external, _ = url.Parse(strings.TrimSuffix(h.ExternalURL, "/"))
 	}
+	h.upgradeOK = make(map[string]bool, len(h.UpgradeOrigins))
+	for _, o := range h.UpgradeOrigins {
+		n, _ := authn.NormalizeOrigin(o)
+		h.upgradeOK[n] = true
+	}
 	if h.pages, err = newPages(); err != nil {
 		return err
 	}
@@ -600,6 +613,11 @@ func (h *Handler) validate() error {
 	if h.ExternalURL != "" {
 		if err := checkOriginURL(h.ExternalURL, false); err != nil {
 			bad("external_url", "%v", err)
+		}
+	}
+	for _, o := range h.UpgradeOrigins {
+		if _, err := authn.NormalizeOrigin(o); err != nil {
+			bad("upgrade_origins", "%q is not an origin: give scheme://host[:port], such as https://partner.example.com (no path, no wildcard, never null)", o)
 		}
 	}
 	for _, ph := range h.PolicyHeaders {

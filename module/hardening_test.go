@@ -113,3 +113,64 @@ func TestDuplicateCookies(t *testing.T) {
 		t.Errorf("callback with a duplicated login cookie: %d %s", w.Code, w.Body)
 	}
 }
+
+// TestCrossOriginUpgrade: an upgrade (WebSocket, h2c, extended CONNECT)
+// from another origin never reaches the upstream (cross-site WebSocket
+// hijacking); one from the site's own pages, a listed origin, or a
+// non-browser client without Origin does.
+func TestCrossOriginUpgrade(t *testing.T) {
+	h := validHandler()
+	h.UpgradeOrigins = []string{"https://partner.example.com:443"}
+	h, logs := provision(t, h)
+	ext := validHandler()
+	ext.ExternalURL = "https://portal.example.com"
+	ext, _ = provision(t, ext)
+	now := time.Now()
+	sess := &authn.Session{ID: "s", Subject: "alice", Email: "alice@example.com", Created: now.Unix() - 60, LastSeen: now.Unix() - 5}
+	ws := []string{"Connection", "Upgrade", "Upgrade", "websocket", "Sec-WebSocket-Version", "13", "Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="}
+	cases := []struct {
+		name   string
+		h      *Handler
+		method string
+		kv     []string
+		want   int
+	}{
+		{"same origin", h, "GET", append([]string{"Origin", "https://app.example.com"}, ws...), http.StatusNoContent},
+		{"same origin, default port written", h, "GET", append([]string{"Origin", "https://APP.example.com:443"}, ws...), http.StatusNoContent},
+		{"no Origin: not a browser", h, "GET", ws, http.StatusNoContent},
+		{"listed origin", h, "GET", append([]string{"Origin", "https://partner.example.com"}, ws...), http.StatusNoContent},
+		{"another site", h, "GET", append([]string{"Origin", "https://evil.example"}, ws...), http.StatusForbidden},
+		{"a sibling subdomain", h, "GET", append([]string{"Origin", "https://evil.example.com"}, ws...), http.StatusForbidden},
+		{"same host, another port", h, "GET", append([]string{"Origin", "https://app.example.com:8443"}, ws...), http.StatusForbidden},
+		{"same host over http", h, "GET", append([]string{"Origin", "http://app.example.com"}, ws...), http.StatusForbidden},
+		{"Origin null", h, "GET", append([]string{"Origin", "null"}, ws...), http.StatusForbidden},
+		{"empty Origin", h, "GET", append([]string{"Origin", ""}, ws...), http.StatusForbidden},
+		{"two Origins, own first", h, "GET", append([]string{"Origin", "https://app.example.com", "Origin", "https://evil.example"}, ws...), http.StatusForbidden},
+		{"Origin with a path", h, "GET", append([]string{"Origin", "https://app.example.com/x"}, ws...), http.StatusForbidden},
+		{"Origin as a prefix", h, "GET", append([]string{"Origin", "https://app.example.com.evil.example"}, ws...), http.StatusForbidden},
+		{"h2c from another site", h, "GET", []string{"Origin", "https://evil.example", "Connection", "Upgrade, HTTP2-Settings", "Upgrade", "h2c"}, http.StatusForbidden},
+		{"Upgrade without Connection", h, "GET", []string{"Origin", "https://evil.example", "Upgrade", "websocket"}, http.StatusForbidden},
+		{"extended CONNECT from another site", h, "CONNECT", []string{"Origin", "https://evil.example", ":protocol", "websocket"}, http.StatusForbidden},
+		{"a cross-origin fetch is no upgrade", h, "GET", []string{"Origin", "https://evil.example"}, http.StatusNoContent},
+		{"external_url is the own origin", ext, "GET", append([]string{"Origin", "https://portal.example.com"}, ws...), http.StatusNoContent},
+		{"the request's host is not, with external_url", ext, "GET", append([]string{"Origin", "https://app.example.com"}, ws...), http.StatusForbidden},
+	}
+	for _, c := range cases {
+		r := httptest.NewRequest(c.method, "https://app.example.com/ws", nil)
+		r.AddCookie(sessionCookie(t, c.h, sess))
+		for i := 0; i+1 < len(c.kv); i += 2 {
+			r.Header.Add(c.kv[i], c.kv[i+1])
+		}
+		w, got := serve(c.h, r)
+		if w.Code != c.want || (got != nil) != (c.want == http.StatusNoContent) {
+			t.Errorf("%s: status %d, next called %v; want %d", c.name, w.Code, got != nil, c.want)
+		}
+		if c.want == http.StatusForbidden && !strings.Contains(w.Body.String(), `"reason":"cross_origin_upgrade"`) {
+			t.Errorf("%s: body %s", c.name, w.Body)
+		}
+	}
+	// 12 refusals by h (the 13th is ext's, in its own log).
+	if n := logs.FilterField(zap.String("reason", "cross_origin_upgrade")).Len(); n != 12 {
+		t.Errorf("%d audit lines with cross_origin_upgrade, want 12", n)
+	}
+}

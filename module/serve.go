@@ -67,6 +67,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	d.grants = grantResources(gst.Grants)
 
+	// Cross-site WebSocket hijacking: a page of another origin that opens
+	// a socket here would ride the user's session.
+	if h.crossOriginUpgrade(r) {
+		return h.reject(w, r, d, answer{Status: http.StatusForbidden, Error: "forbidden", Reason: "cross_origin_upgrade",
+			Message: "Connections that switch protocol (such as WebSockets) are only accepted from this site's own pages."})
+	}
+
 	if !h.entitled(sess) {
 		return h.reject(w, r, d, answer{Status: http.StatusForbidden, Error: "forbidden", Reason: "not_allowed",
 			Message: "Your account is not in a group or email domain allowed to use this application."})
@@ -131,6 +138,38 @@ func canonicalPath(r *http.Request) (string, error) {
 		}
 	}
 	return authn.CanonicalPath(escaped)
+}
+
+// crossOriginUpgrade reports whether r is a protocol upgrade (WebSocket,
+// h2c, extended CONNECT) sent by a browser from another origin: its Origin
+// is neither this site's (external_url, else the request's scheme and
+// host) nor an upgrade_origins entry. "null", an unreadable or a repeated
+// Origin counts as another. A request without Origin is not from a
+// browser (browsers always send it on upgrades) and goes on like any other.
+func (h *Handler) crossOriginUpgrade(r *http.Request) bool {
+	if !authn.IsUpgrade(r) {
+		return false
+	}
+	vals, ok := r.Header["Origin"]
+	if !ok {
+		return false
+	}
+	if len(vals) != 1 {
+		return true
+	}
+	o, err := authn.NormalizeOrigin(vals[0])
+	if err != nil {
+		return true
+	}
+	if h.upgradeOK[o] {
+		return false
+	}
+	own, ok := h.origin(r)
+	if !ok {
+		return true
+	}
+	own, err = authn.NormalizeOrigin(own)
+	return err != nil || o != own
 }
 
 // matchable returns a shallow copy of r whose path is the canonical one,
