@@ -101,21 +101,22 @@ func TestAssertionHeader(t *testing.T) {
 	keys := t.TempDir()
 	key1, key2 := writeKey(t, keys, "k1.pem"), writeKey(t, keys, "k2.pem")
 	site := func(key string) string {
-		return fmt.Sprintf(`%s {
+		return fmt.Sprintf(`%[1]s {
 	gatehouse {
 		app signed
-		issuer %s
+		issuer %[2]s
 		client_id sig
 		client_secret sig-secret
 		scopes openid email profile groups
-		cookie_secret %s
+		cookie_secret %[3]s
+		external_url %[1]s
 		assertion_header X-Gatehouse-Assertion {
-			key %s
+			key %[4]s
 			claims sub email groups acr
 			ttl 30s
 		}
 	}
-	reverse_proxy %s
+	reverse_proxy %[5]s
 }
 `, base, p.Issuer, "assertion-test-secret-0123456789abcdef", key, app.Listener.Addr())
 	}

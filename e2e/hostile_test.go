@@ -3,6 +3,7 @@ package e2e
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -74,7 +75,8 @@ func TestHostile(t *testing.T) {
 	up := startUpstream(t)
 	policy, _ := filepath.Abs("../policies")
 	keyPath := writeKey(t, t.TempDir(), "assertion.pem")
-	gh := startGatehouse(t, fmt.Sprintf(`%[1]s {
+	alt := strings.Replace(main, "localhost", "127.0.0.1", 1) // a second name of the same site
+	gh := startGatehouse(t, fmt.Sprintf(`%[1]s, %[9]s {
 	gatehouse {
 		app projects
 		issuer %[2]s
@@ -87,6 +89,7 @@ func TestHostile(t *testing.T) {
 		assertion_header X-Gatehouse-Assertion {
 			key %[4]s
 			claims sub email
+			issuer %[1]s
 		}
 		policy %[5]s
 		policy_headers X-Projects-Role
@@ -115,7 +118,7 @@ func TestHostile(t *testing.T) {
 	}
 	reverse_proxy %[6]s
 }
-`, main, idp.Issuer, randomSecret(t), keyPath, policy, up.Listener.Addr(), evilSite, evil.URL), nil, main, evilSite)
+`, main, idp.Issuer, randomSecret(t), keyPath, policy, up.Listener.Addr(), evilSite, evil.URL, alt), nil, main, evilSite)
 
 	h1, h2 := newRawClient(gh.roots, false), newRawClient(gh.roots, true)
 
@@ -387,6 +390,37 @@ func TestHostile(t *testing.T) {
 	add("methods", "HTTP/2 to a policy-denied path", 403, reached(h2, http.MethodGet, "/ADMIN", as(aliceCookie, api...)))
 	add("methods", "HTTP/2 HEAD", 401, reached(h2, http.MethodHead, "/work/1", hdr(api...)))
 	add("methods", "HTTP/2 allowed", 200, reached(h2, http.MethodGet, "/work/1", as(aliceCookie, api...)))
+
+	// --- The signed assertion's issuer (issue 11) --------------------------
+	// The site answers two names; whatever Host a signed-in client sends,
+	// the assertion's iss is the configured one.
+	for _, host := range []string{strings.TrimPrefix(alt, "https://"), "LOCALHOST:" + mustParse(main).Port()} {
+		add("assertion", "iss with Host "+host, 200, func(t *testing.T) (int, string) {
+			req, _ := http.NewRequest(http.MethodGet, main+"/work/1", nil)
+			req.Host = host
+			req.Header.Set("Cookie", aliceCookie)
+			req.Header.Set("Accept", "application/json")
+			resp, err := h1.c.Do(req)
+			if err != nil {
+				return 0, err.Error()
+			}
+			defer resp.Body.Close()
+			var e echoed
+			_ = json.NewDecoder(resp.Body).Decode(&e)
+			toks := e.Headers["X-Gatehouse-Assertion"]
+			if len(toks) != 1 {
+				return resp.StatusCode, "no assertion"
+			}
+			parts := strings.Split(toks[0], ".")
+			payload, _ := base64.RawURLEncoding.DecodeString(parts[min(1, len(parts)-1)])
+			var claims struct{ Iss string }
+			_ = json.Unmarshal(payload, &claims)
+			if claims.Iss != main {
+				return resp.StatusCode, "iss " + claims.Iss
+			}
+			return resp.StatusCode, ""
+		})
+	}
 
 	// --- Host and X-Forwarded-* ---------------------------------------------
 	add("host", "another Host is not this site", 200, func(t *testing.T) (int, string) {

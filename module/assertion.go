@@ -1,6 +1,7 @@
 package module
 
 import (
+	"cmp"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/sha256"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -39,10 +41,15 @@ type Assertion struct {
 	Claims []string `json:"claims"`
 	// TTL is the JWT's lifetime. Default: 60s.
 	TTL caddy.Duration `json:"ttl,omitempty"`
+	// Issuer is the JWT's iss, an origin such as https://app.example.com.
+	// Default: external_url. One of the two is required: the request's
+	// Host is the client's to choose, so it cannot name the issuer.
+	Issuer string `json:"issuer,omitempty"`
 }
 
 // assertionSigner is the runtime of an Assertion.
 type assertionSigner struct {
+	issuer string // the fixed iss: assertion issuer, else external_url
 	header string
 	claims []string
 	ttl    time.Duration
@@ -217,7 +224,11 @@ func (h *Handler) provisionAssertion() error {
 	for kid := range published {
 		kids = append(kids, kid)
 	}
-	h.assertion = &assertionSigner{header: http.CanonicalHeaderKey(a.Header), claims: a.Claims, ttl: ttl,
+	issuer, err := authn.NormalizeOrigin(cmp.Or(a.Issuer, h.ExternalURL))
+	if err != nil {
+		return fmt.Errorf("gatehouse: assertion_header: issuer: %v", err)
+	}
+	h.assertion = &assertionSigner{issuer: issuer, header: http.CanonicalHeaderKey(a.Header), claims: a.Claims, ttl: ttl,
 		signer: signer, kid: firstKID, kids: kids, keys: keys, cache: map[string]cachedAssertion{}}
 	return nil
 }
@@ -242,12 +253,21 @@ func (h *Handler) validateAssertion(bad func(directive, format string, args ...a
 	if a.TTL != 0 && (time.Duration(a.TTL) < time.Second || time.Duration(a.TTL) > time.Hour) {
 		bad("assertion_header", "ttl must be between 1s and 1h")
 	}
+	switch iss := a.Issuer; {
+	case iss == "" && h.ExternalURL == "":
+		bad("assertion_header", "needs a fixed issuer: set external_url (this site's public origin, such as https://app.example.com) "+
+			"or issuer in its block; the request's Host is the client's to choose, so it cannot name the issuer")
+	case iss != "":
+		if err := checkOriginURL(iss, false); err != nil {
+			bad("assertion_header", "issuer: %v", err)
+		}
+	}
 }
 
 // assertionClaims are the JWT's claims for a session.
-func (h *Handler) assertionClaims(s *authn.Session, origin string, now time.Time) map[string]any {
+func (h *Handler) assertionClaims(s *authn.Session, now time.Time) map[string]any {
 	c := map[string]any{
-		"iss": origin,
+		"iss": h.assertion.issuer,
 		"aud": h.App,
 		"iat": now.Unix(),
 		"nbf": now.Unix() - 5,
@@ -292,8 +312,10 @@ func (h *Handler) assertionClaims(s *authn.Session, origin string, now time.Time
 // assertion and sets it on the upstream request.
 func (h *Handler) setAssertion(r *http.Request, s *authn.Session, now time.Time) error {
 	a := h.assertion
-	origin, _ := h.origin(r)
-	cacheKey := s.ID + "\x00" + s.ACR + "\x00" + fmt.Sprint(s.AuthTime) + "\x00" + origin
+	// Keyed by what the claims come from: the session, and the step-up
+	// that may have changed its acr and auth_time. Nothing the client
+	// chooses per request (such as Host) is in it.
+	cacheKey := s.ID + "\x00" + s.ACR + "\x00" + strconv.FormatInt(s.AuthTime, 10)
 	a.mu.Lock()
 	if c, ok := a.cache[cacheKey]; ok && now.Before(c.reissue) {
 		a.mu.Unlock()
@@ -301,7 +323,7 @@ func (h *Handler) setAssertion(r *http.Request, s *authn.Session, now time.Time)
 		return nil
 	}
 	a.mu.Unlock()
-	token, err := jwt.Signed(a.signer).Claims(h.assertionClaims(s, origin, now)).Serialize()
+	token, err := jwt.Signed(a.signer).Claims(h.assertionClaims(s, now)).Serialize()
 	if err != nil {
 		return err
 	}

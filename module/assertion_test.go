@@ -49,7 +49,8 @@ func TestAssertion(t *testing.T) {
 	key1 := writeECKey(t)
 	h := validHandler()
 	h.now = func() time.Time { return now }
-	h.AssertionHeader = &Assertion{Header: "X-Gatehouse-Assertion", Keys: []string{key1}, Claims: []string{"sub", "email", "groups", "acr"}, TTL: caddy.Duration(time.Minute)}
+	h.AssertionHeader = &Assertion{Header: "X-Gatehouse-Assertion", Keys: []string{key1}, Claims: []string{"sub", "email", "groups", "acr"}, TTL: caddy.Duration(time.Minute),
+		Issuer: "https://App.example.com:443"}
 	h, _ = provision(t, h)
 	sess := &authn.Session{ID: "s", Subject: "alice", Email: "alice@example.com", Name: "Alice", Groups: []string{"staff", "a,b"}, ACR: "urn:mfa",
 		AMR: []string{"otp"}, Created: now.Unix() - 60, LastSeen: now.Unix() - 5}
@@ -94,11 +95,23 @@ func TestAssertion(t *testing.T) {
 	if claims["sub"] != "alice" || claims["groups"].([]any)[1] != "a,b" || claims["exp"].(float64) != float64(now.Add(time.Minute).Unix()) {
 		t.Errorf("claims %v", claims)
 	}
-	// Reused for half its lifetime, then re-signed.
+	// Reused for half its lifetime, then re-signed. The request's Host
+	// changes neither the issuer nor the cache: the same token comes back.
 	r2 := r.Clone(r.Context())
 	_, got2 := serve(h, r2)
 	if got2.Header.Get("X-Gatehouse-Assertion") != vals[0] {
 		t.Error("the assertion was re-signed within half its lifetime")
+	}
+	for _, host := range []string{"evil.example:8443", "evil.example", "APP.EXAMPLE.COM"} {
+		rh := r.Clone(r.Context())
+		rh.Host = host
+		_, goth := serve(h, rh)
+		if goth == nil || goth.Header.Get("X-Gatehouse-Assertion") != vals[0] {
+			t.Errorf("Host %s: a new assertion was signed (the Host chose its issuer or its cache entry)", host)
+		}
+	}
+	if n := len(h.assertion.cache); n != 1 {
+		t.Errorf("%d cached assertions for one session, want 1", n)
 	}
 	now = now.Add(31 * time.Second)
 	_, got3 := serve(h, r.Clone(r.Context()))
@@ -109,6 +122,7 @@ func TestAssertion(t *testing.T) {
 	// A reload with a new key: the old one stays published for the TTL.
 	h2 := validHandler()
 	h2.AssertionHeader = &Assertion{Header: "X-Gatehouse-Assertion", Keys: []string{writeECKey(t)}, Claims: []string{"sub"}, TTL: caddy.Duration(time.Minute)}
+	h2.ExternalURL = "https://app.example.com"
 	h2, _ = provision(t, h2)
 	if set := jwksOf(t, h2); len(set.Keys) != 2 {
 		t.Errorf("after rotating the key: %d keys published, want the new and the old", len(set.Keys))
@@ -127,8 +141,16 @@ func TestAssertionConfigErrors(t *testing.T) {
 		"no claims":        {&Assertion{Header: "X-A", Keys: []string{bad}}, "claims is required"},
 		"clashing header":  {&Assertion{Header: "x_remote_user", Keys: []string{bad}, Claims: []string{"sub"}}, "already an identity or policy header"},
 		"ttl too long":     {&Assertion{Header: "X-A", Keys: []string{bad}, Claims: []string{"sub"}, TTL: caddy.Duration(2 * time.Hour)}, "ttl must be"},
+		"no issuer":        {&Assertion{Header: "X-A", Keys: []string{bad}, Claims: []string{"sub"}, Issuer: "-"}, "assertion_header: needs a fixed issuer: set external_url"},
+		"issuer with path": {&Assertion{Header: "X-A", Keys: []string{bad}, Claims: []string{"sub"}, Issuer: "https://app.example.com/x"}, "assertion_header: issuer: \"https://app.example.com/x\" must be an origin"},
+		"issuer over http": {&Assertion{Header: "X-A", Keys: []string{bad}, Claims: []string{"sub"}, Issuer: "http://app.example.com"}, "must use https"},
 	} {
 		h := validHandler()
+		if c.a.Issuer == "" {
+			c.a.Issuer = "https://app.example.com"
+		} else if c.a.Issuer == "-" {
+			c.a.Issuer = ""
+		}
 		h.AssertionHeader = c.a
 		if err := tryProvision(h); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want %q", name, err, c.want)

@@ -62,7 +62,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	        acr <value...>; amr <value...>; max_age <duration>; provider <name>
 //	    }
 //	    assertion_header <Header> {
-//	        key <file...>; claims <claim...>; ttl <duration>
+//	        key <file...>; claims <claim...>; ttl <duration>; issuer <origin>
 //	    }
 //	    grants              <url>              # file:///…, redis://…
 //	    grants_timeout      <duration>
@@ -280,6 +280,7 @@ func unmarshalStepUpBlock(d *caddyfile.Dispenser, what string) (StepUpRule, erro
 //	    key    <file> [<older files>...]
 //	    claims <claim...>
 //	    ttl    <duration>
+//	    issuer <origin>      # default: external_url; one is required
 //	}
 func (h *Handler) unmarshalAssertion(d *caddyfile.Dispenser) error {
 	if h.AssertionHeader != nil {
@@ -307,8 +308,10 @@ func (h *Handler) unmarshalAssertion(d *caddyfile.Dispenser) error {
 			err = someArgs(d, &a.Claims)
 		case "ttl":
 			err = durationArg(d, &a.TTL)
+		case "issuer":
+			err = oneArg(d, &a.Issuer)
 		default:
-			err = d.Errf("assertion_header: unknown setting %q (key, claims, ttl)", sub)
+			err = d.Errf("assertion_header: unknown setting %q (key, claims, ttl, issuer)", sub)
 		}
 		if err != nil {
 			return err

@@ -344,6 +344,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.ClientID = repl.ReplaceKnown(h.ClientID, "")
 	h.ClientSecret = repl.ReplaceKnown(h.ClientSecret, "")
 	h.ExternalURL = repl.ReplaceKnown(h.ExternalURL, "")
+	if h.AssertionHeader != nil {
+		h.AssertionHeader.Issuer = repl.ReplaceKnown(h.AssertionHeader.Issuer, "")
+	}
 	h.CookieDomain = strings.TrimPrefix(repl.ReplaceKnown(h.CookieDomain, ""), ".")
 	for i, s := range h.CookieSecrets {
 		h.CookieSecrets[i] = repl.ReplaceKnown(s, "")
