@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/go-jose/go-jose/v4"
 	"golang.org/x/oauth2"
 )
 
@@ -84,6 +85,12 @@ func (d *Discovery) markOK() { d.lastOK.Store(time.Now().UnixNano()) }
 type Metadata struct {
 	Provider      *oidc.Provider
 	EndSessionURL string
+	// Keys are the issuer's signing keys, shared by every relying party
+	// of the issuer, refreshed at most once per KeyRefreshEvery.
+	Keys *KeySet
+	// Algorithms are the ID-token signing algorithms the issuer uses and
+	// Gatehouse accepts (asymmetric only; RS256 when it names none).
+	Algorithms []string
 }
 
 // NewDiscovery prepares discovery of issuer, fetched with client.
@@ -112,13 +119,27 @@ func (d *Discovery) Get(ctx context.Context) (*Metadata, error) {
 		return nil, d.failErr
 	}
 	var extra struct {
-		EndSession string `json:"end_session_endpoint"`
+		EndSession string   `json:"end_session_endpoint"`
+		JWKSURI    string   `json:"jwks_uri"`
+		Algs       []string `json:"id_token_signing_alg_values_supported"`
 	}
-	if err := p.Claims(&extra); err != nil {
+	if err := p.Claims(&extra); err != nil || extra.JWKSURI == "" {
+		if err == nil {
+			err = errors.New("no jwks_uri")
+		}
 		d.failedAt, d.failErr = time.Now(), fmt.Errorf("%w: discovery of %s: %v", ErrProviderUnavailable, d.issuer, err)
 		return nil, d.failErr
 	}
-	m := &Metadata{Provider: p, EndSessionURL: extra.EndSession}
+	var algs []string
+	for _, a := range extra.Algs {
+		if slices.Contains(signingAlgs, jose.SignatureAlgorithm(a)) {
+			algs = append(algs, a)
+		}
+	}
+	if len(algs) == 0 {
+		algs = []string{string(jose.RS256)}
+	}
+	m := &Metadata{Provider: p, EndSessionURL: extra.EndSession, Keys: NewKeySet(extra.JWKSURI, d.client), Algorithms: algs}
 	d.meta.Store(m)
 	d.failErr = nil
 	d.markOK()
@@ -436,7 +457,9 @@ func (rp *RelyingParty) idTokenVerifier(m *Metadata) *oidc.IDTokenVerifier {
 	if v := rp.verifier.Load(); v != nil {
 		return v
 	}
-	v := m.Provider.Verifier(&oidc.Config{ClientID: rp.ClientID, Now: rp.now})
+	// The issuer's shared key set, not go-oidc's own, which fetches the
+	// keys again for every token it cannot verify.
+	v := oidc.NewVerifier(rp.Discovery.issuer, m.Keys, &oidc.Config{ClientID: rp.ClientID, Now: rp.now, SupportedSigningAlgs: m.Algorithms})
 	rp.verifier.Store(v)
 	return v
 }

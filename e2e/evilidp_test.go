@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,6 +29,7 @@ type evilIdP struct {
 	mu         sync.Mutex
 	mode       string
 	codes      map[string]evilCode
+	jwksHits   atomic.Int64
 }
 
 type evilCode struct {
@@ -48,6 +50,7 @@ func startEvilIdP(t *testing.T) *evilIdP {
 			"token_endpoint": e.URL + "/token", "jwks_uri": e.URL + "/jwks", "id_token_signing_alg_values_supported": []string{"RS256"}})
 	})
 	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
+		e.jwksHits.Add(1)
 		_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &e.key.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
 	})
 	mux.HandleFunc("/authorize", func(w http.ResponseWriter, r *http.Request) {
@@ -83,7 +86,7 @@ func startEvilIdP(t *testing.T) *evilIdP {
 		claims := map[string]any{"iss": e.URL, "aud": "evil", "sub": "alice", "nonce": c.nonce, "iat": now.Unix(),
 			"exp": now.Add(5 * time.Minute).Unix(), "auth_time": now.Unix(), "email": "alice@example.com", "email_verified": true,
 			"acr": "urn:gatehouse:loa:pwd", "amr": []string{"pwd"}}
-		key, alg := e.key, jose.RS256
+		key, alg, kid := e.key, jose.RS256, "k1"
 		switch mode {
 		case "mfa":
 			claims["acr"], claims["amr"] = "urn:gatehouse:loa:mfa", []string{"pwd", "otp"}
@@ -109,6 +112,18 @@ func startEvilIdP(t *testing.T) *evilIdP {
 			key = e.other
 		case "stale_mfa":
 			claims["acr"], claims["amr"], claims["auth_time"] = "urn:gatehouse:loa:mfa", []string{"pwd", "otp"}, now.Add(-time.Hour).Unix()
+		case "future_mfa": // a step-up that would stay fresh for an hour
+			claims["acr"], claims["amr"], claims["auth_time"] = "urn:gatehouse:loa:mfa", []string{"pwd", "otp"}, now.Add(time.Hour).Unix()
+		case "no_auth_time": // max_age was sent: OIDC Core requires it
+			delete(claims, "auth_time")
+		case "future_auth_time":
+			claims["auth_time"] = now.Add(30 * time.Second).Unix()
+		case "future_iat_small": // within the old 60 s tolerance
+			claims["iat"] = now.Add(30 * time.Second).Unix()
+		case "random_kid": // a key id the IdP never had: each one used to fetch the key set
+			key, kid = e.other, newCode()
+		case "hostile_email":
+			claims["email"] = "mallory@evil.example@corp.test"
 		}
 		var tok string
 		switch mode {
@@ -121,7 +136,7 @@ func startEvilIdP(t *testing.T) *evilIdP {
 			m.Write([]byte(signing))
 			tok = signing + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 		default:
-			s, _ := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "k1"))
+			s, _ := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", kid))
 			payload, _ := json.Marshal(claims)
 			jws, _ := s.Sign(payload)
 			tok, _ = jws.CompactSerialize()

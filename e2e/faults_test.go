@@ -288,11 +288,13 @@ func TestFaults(t *testing.T) {
 		if took := time.Since(start); took > 3*time.Second {
 			t.Errorf("the 502 took %s", took)
 		}
-		// The IdP comes back (same address, new keys): logins work again.
+		// The IdP comes back (same address, new keys): logins work again,
+		// at the latest once the key set may be fetched again (10 s after
+		// the last fetch).
 		e.idp = startIdPWith(t, []string{"IDP_PORT=" + port}, idpClient{ClientID: "jit", ClientSecret: "jit-secret",
 			RedirectURIs:           []string{e.nodeA + "/.gatehouse/callback", e.nodeB + "/.gatehouse/callback"},
 			PostLogoutRedirectURIs: []string{e.nodeA + "/.gatehouse/logout", e.nodeB + "/.gatehouse/logout"}})
-		deadline := time.Now().Add(10 * time.Second)
+		deadline := time.Now().Add(20 * time.Second)
 		for {
 			b := newBrowser(t, nodes...)
 			if p := b.login(e.nodeB+"/work/2", "alice"); p.StatusCode == http.StatusOK {

@@ -559,7 +559,10 @@ func TestHostile(t *testing.T) {
 
 	// --- Forged ID tokens (an IdP that lies) --------------------------------
 	for _, mode := range []string{"wrong_nonce", "no_nonce", "other_client", "two_audiences", "other_issuer", "expired", "future_iat",
-		"no_sub", "unknown_key", "alg_none", "hs256_public_key", "error"} {
+		"no_sub", "unknown_key", "alg_none", "hs256_public_key", "error",
+		// issue 11: auth_time is required (max_age is always sent), and no
+		// time may be more than 5 s ahead.
+		"no_auth_time", "future_auth_time", "future_iat_small", "random_kid"} {
 		mode := mode
 		add("forged tokens", mode, 401, func(t *testing.T) (int, string) {
 			evil.setMode(mode)
@@ -572,13 +575,30 @@ func TestHostile(t *testing.T) {
 			return p.StatusCode, ""
 		})
 	}
+	add("forged tokens", "20 tokens with made-up key ids fetch the key set at most once", 401, func(t *testing.T) (int, string) {
+		evil.setMode("random_kid")
+		defer evil.setMode("ok")
+		before := evil.jwksHits.Load()
+		status := 0
+		for range 20 {
+			b := newBrowser(t, gh)
+			status = b.navigate(evilSite + "/x").StatusCode
+			if b.cookie(evilSite, "__Host-evil") != nil {
+				return status, "a session was made"
+			}
+		}
+		if n := evil.jwksHits.Load() - before; n > 1 {
+			return status, fmt.Sprintf("%d key-set fetches for 20 forged logins", n)
+		}
+		return status, ""
+	})
 	add("forged tokens", "control: a good token", 200, func(t *testing.T) (int, string) {
 		evil.setMode("ok")
 		return newBrowser(t, gh).navigate(evilSite + "/x").StatusCode, ""
 	})
 
 	// --- Step-up downgrade ---------------------------------------------------
-	for mode, want := range map[string]int{"ok": 403, "stale_mfa": 403, "other_user": 403, "mfa": 200} {
+	for mode, want := range map[string]int{"ok": 403, "stale_mfa": 403, "other_user": 403, "mfa": 200, "future_mfa": 403} {
 		mode, want := mode, want
 		add("step-up downgrade", mode, want, func(t *testing.T) (int, string) {
 			evil.setMode("ok")
