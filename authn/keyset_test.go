@@ -178,7 +178,7 @@ func TestFinishDoesNotHammerTheKeySet(t *testing.T) {
 	f := newFakeIdP(t)
 	rp := &RelyingParty{Discovery: NewDiscovery(f.URL, f.Client()), HTTPClient: f.Client(), ClientID: "gatehouse", Scopes: []string{"openid"}}
 	for i := range 20 {
-		_, st, err := rp.Begin(context.Background(), "https://app.example/.gatehouse/callback", "/", AuthOptions{})
+		st, err := rp.Begin(context.Background(), "https://app.example/.gatehouse/callback", "/", AuthOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -192,19 +192,24 @@ type AuthOptions struct {
 
 // LoginState is what a login in progress must remember between the
 // redirect to the IdP and the callback. It travels in a sealed,
-// short-lived cookie, one per login, so parallel logins in several tabs
-// do not disturb each other.
+// short-lived cookie slot (see PendingLogins), so parallel logins in a
+// few tabs do not disturb each other.
 type LoginState struct {
-	State       string `json:"s"`
+	State       string `json:"s"` // the login's id
 	Nonce       string `json:"n"`
 	Verifier    string `json:"v"`
 	RedirectURI string `json:"r"`
-	Return      string `json:"rt"`
-	ForceLogin  bool   `json:"fl,omitempty"`
-	MaxAge      int64  `json:"ma,omitempty"` // seconds
-	Started     int64  `json:"t"`            // unix seconds
+	// Return is where the login returns to. It travels sealed in the
+	// state parameter, not in the cookie, which keeps the slots small.
+	Return     string `json:"-"`
+	ForceLogin bool   `json:"fl,omitempty"`
+	MaxAge     int64  `json:"ma,omitempty"` // seconds
+	Started    int64  `json:"t"`            // unix seconds
 	// StepUp is set when this login upgrades an existing session.
 	StepUp *StepUpState `json:"su,omitempty"`
+	// Spent marks a login whose callback already came (see
+	// PendingLogins.Spend).
+	Spent bool `json:"x,omitempty"`
 }
 
 // StepUpState is what a step-up login must prove, and for which session.
@@ -282,17 +287,17 @@ func (rp *RelyingParty) oauth2Config(m *Metadata, redirectURI string) *oauth2.Co
 	}
 }
 
-// Begin starts a login: it returns the IdP authorization URL to send the
-// browser to, and the state to keep until the callback.
-func (rp *RelyingParty) Begin(ctx context.Context, redirectURI, returnTo string, opt AuthOptions) (string, *LoginState, error) {
-	m, err := rp.Discovery.Get(ctx)
-	if err != nil {
-		return "", nil, err
+// Begin starts a login: it checks that the IdP can be reached and returns
+// a fresh login state (id, nonce, PKCE verifier) to keep until the
+// callback. AuthCodeURL then gives the URL to send the browser to.
+func (rp *RelyingParty) Begin(ctx context.Context, redirectURI, returnTo string, opt AuthOptions) (*LoginState, error) {
+	if _, err := rp.Discovery.Get(ctx); err != nil {
+		return nil, err
 	}
 	if err := rp.Discovery.Reachable(ctx); err != nil {
-		return "", nil, err
+		return nil, err
 	}
-	st := &LoginState{
+	return &LoginState{
 		State:       rand.Text(),
 		Nonce:       rand.Text(),
 		Verifier:    oauth2.GenerateVerifier(),
@@ -301,6 +306,16 @@ func (rp *RelyingParty) Begin(ctx context.Context, redirectURI, returnTo string,
 		ForceLogin:  opt.ForceLogin,
 		MaxAge:      int64(opt.MaxAge / time.Second),
 		Started:     rp.now().Unix(),
+	}, nil
+}
+
+// AuthCodeURL is the IdP authorization URL for a login begun with opt,
+// with state as its state parameter (the login's id, and whatever the
+// caller adds to it).
+func (rp *RelyingParty) AuthCodeURL(ctx context.Context, st *LoginState, state string, opt AuthOptions) (string, error) {
+	m, err := rp.Discovery.Get(ctx)
+	if err != nil {
+		return "", err
 	}
 	opts := []oauth2.AuthCodeOption{
 		oauth2.S256ChallengeOption(st.Verifier),
@@ -315,7 +330,7 @@ func (rp *RelyingParty) Begin(ctx context.Context, redirectURI, returnTo string,
 	if len(opt.ACRValues) > 0 {
 		opts = append(opts, oauth2.SetAuthURLParam("acr_values", strings.Join(opt.ACRValues, " ")))
 	}
-	return rp.oauth2Config(m, redirectURI).AuthCodeURL(st.State, opts...), st, nil
+	return rp.oauth2Config(m, st.RedirectURI).AuthCodeURL(state, opts...), nil
 }
 
 // Finish completes a login: it exchanges code (with the PKCE verifier) and

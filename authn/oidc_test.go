@@ -226,7 +226,11 @@ func TestRelyingPartyFinish(t *testing.T) {
 		}})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			authURL, st, err := rp.Begin(ctx, "https://app.example/.gatehouse/callback", "/back", c.opt)
+			st, err := rp.Begin(ctx, "https://app.example/.gatehouse/callback", "/back", c.opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			authURL, err := rp.AuthCodeURL(ctx, st, st.State, c.opt)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -99,9 +100,19 @@ func TestLoginFlowAbuse(t *testing.T) {
 		attacker := newBrowser(t, env.gh)
 		startLogin(t, attacker, "/y") // the attacker has a login cookie of its own
 		p := attacker.navigate(cb)
-		mustStatus(t, p, http.StatusBadRequest)
-		if !strings.Contains(p.Body, "not started in this browser") {
-			t.Errorf("the error page does not say why:\n%s", p.Body)
+		// Either the callback's slot in this browser is empty (400, "not
+		// started in this browser"), or it holds the attacker's own newer
+		// login, and the callback looks like one of this browser's logins
+		// that a newer one replaced: it restarts a login of the attacker's
+		// own (here, the IdP's form). Never the victim's session.
+		switch {
+		case p.StatusCode == http.StatusBadRequest:
+			if !strings.Contains(p.Body, "not started in this browser") {
+				t.Errorf("the error page does not say why:\n%s", p.Body)
+			}
+		case isLoginForm(p):
+		default:
+			t.Errorf("another browser's callback: %d\n%s", p.StatusCode, fmtHops(attacker.hops))
 		}
 		if attacker.cookie(base, "__Host-gatehouse") != nil {
 			t.Fatal("the attacker's browser got a session")
@@ -153,6 +164,59 @@ func TestLoginFlowAbuse(t *testing.T) {
 		p1 := b.submitLogin(form1, "alice")
 		if p1.Request.URL.Path != "/tab1" {
 			t.Fatalf("tab 1 landed on %s:\n%s", p1.Request.URL, fmtHops(b.hops))
+		}
+	})
+
+	// Pending logins are bounded (issue 11): 50 tabs that each start a
+	// login leave at most 3 login cookies; the newest finishes at once and
+	// an older one restarts cleanly, landing where it was going.
+	t.Run("50 tabs start a login", func(t *testing.T) {
+		b := newBrowser(t, env.gh)
+		forms := make([]page, 50)
+		for i := range forms {
+			forms[i] = startLogin(t, b, fmt.Sprintf("/tab/%d?x=%d", i, i))
+		}
+		cb := mustParse(base + "/.gatehouse/callback")
+		total, logins := 0, 0
+		for _, c := range b.jar.Cookies(cb) {
+			if strings.HasPrefix(c.Name, "__Secure-gatehouse_") || strings.HasPrefix(c.Name, "__Host-gatehouse") {
+				total += len(c.Name) + 1 + len(c.Value)
+			}
+			if strings.HasPrefix(c.Name, "__Secure-gatehouse_login_") {
+				logins++
+			}
+		}
+		if logins > 3 || total > 1600 {
+			t.Fatalf("after 50 started logins: %d login cookies, %d bytes of Gatehouse cookies", logins, total)
+		}
+		newest := b.submitLogin(forms[49], "alice")
+		mustStatus(t, newest, http.StatusOK)
+		if newest.Request.URL.RequestURI() != "/tab/49?x=49" {
+			t.Fatalf("the newest tab landed on %s:\n%s", newest.Request.URL, fmtHops(b.hops))
+		}
+		// All of Gatehouse's cookies this browser sends to the callback,
+		// with a session, its ID token and 3 pending logins: under 4 KB.
+		total = 0
+		for _, c := range b.jar.Cookies(cb) {
+			if strings.Contains(c.Name, "gatehouse") {
+				total += len(c.Name) + 1 + len(c.Value) + 2
+			}
+		}
+		if total >= 4096 {
+			t.Errorf("%d bytes of Gatehouse cookies at the callback, want under 4 KB", total)
+		}
+		t.Logf("Gatehouse cookies at the callback after 50 tabs and a login: %d bytes", total)
+		// Older tabs: whatever their slot holds now, each finishes on its
+		// own page, signed in, without an error page.
+		for _, i := range []int{0, 17, 48} {
+			p := b.submitLogin(forms[i], "alice")
+			mustStatus(t, p, http.StatusOK)
+			if p.Request.URL.RequestURI() != fmt.Sprintf("/tab/%d?x=%d", i, i) {
+				t.Errorf("tab %d landed on %s:\n%s", i, p.Request.URL, fmtHops(b.hops))
+			}
+			if len(b.hops) > 8 {
+				t.Errorf("tab %d took %d hops:\n%s", i, len(b.hops), fmtHops(b.hops))
+			}
 		}
 	})
 
@@ -260,17 +324,21 @@ func TestLoginFlowAbuse(t *testing.T) {
 
 // loginCookieFor returns the login cookie a browser holds for the state in
 // a callback URL.
+// loginCookieFor returns the login-slot cookie of a browser that has one
+// login in progress (the one callback is for).
 func loginCookieFor(t *testing.T, b *browser, callback string) *http.Cookie {
 	t.Helper()
 	u, _ := url.Parse(callback)
-	name := "__Secure-gatehouse_login_" + u.Query().Get("state")
+	var found []*http.Cookie
 	for _, c := range b.jar.Cookies(u) {
-		if c.Name == name {
-			return c
+		if strings.HasPrefix(c.Name, "__Secure-gatehouse_login_") {
+			found = append(found, c)
 		}
 	}
-	t.Fatalf("no login cookie %s", name)
-	return nil
+	if len(found) != 1 {
+		t.Fatalf("%d login cookies, want the one of this login", len(found))
+	}
+	return found[0]
 }
 
 func hasSessionCookie(resp *http.Response) bool {

@@ -1,11 +1,12 @@
 package module
 
 import (
-	"crypto/subtle"
 	"errors"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -84,10 +85,6 @@ func (h *Handler) serveLogin(w http.ResponseWriter, r *http.Request, d *decision
 	return h.beginLogin(w, r, d, rd, reason.ForcesReauthentication())
 }
 
-// stateRE matches the login states Begin creates (rand.Text: 26 base32
-// characters); anything else is refused before a cookie is looked up.
-var stateRE = regexp.MustCompile(`^[A-Z2-7]{26}$`)
-
 // serveCallback completes a login: the state must match a login cookie of
 // this browser that has not been used, the code is exchanged with the PKCE
 // verifier, and the ID token is verified in full before a session is made.
@@ -107,22 +104,44 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, d *decis
 		return loginFailed(http.StatusBadRequest, string(authn.ReasonDuplicate),
 			"Your browser sent one of this site's sign-in cookies twice. Clear this site's cookies, then sign in again.")
 	}
-	if !stateRE.MatchString(state) {
-		return loginFailed(http.StatusBadRequest, "state_missing", "This sign-in link is incomplete. Please start again.")
+	st, cookieName, found := h.pending.Find(r, state)
+	if len(q["state"]) != 1 {
+		found = authn.LoginMalformed
 	}
-	name := h.loginCookiePrefix + state
-	c, err := r.Cookie(name)
-	if err != nil {
+	switch found {
+	case authn.LoginMalformed:
+		return loginFailed(http.StatusBadRequest, "state_missing", "This sign-in link is incomplete. Please start again.")
+	case authn.LoginUnknown:
 		return loginFailed(http.StatusBadRequest, "state_unknown",
 			"This sign-in was not started in this browser, or it expired. Please start again.")
+	case authn.LoginSpent:
+		return loginFailed(http.StatusBadRequest, "state_replayed", "This sign-in was already used. Please start again.")
 	}
-	// The login cookie is spent whatever happens next.
-	http.SetCookie(w, h.cookie(name, "", "/.gatehouse/", -1, ""))
-	var st authn.LoginState
-	if err := h.logins.Open(name, c.Value, &st); err != nil ||
-		subtle.ConstantTimeCompare([]byte(st.State), []byte(state)) != 1 {
-		return loginFailed(http.StatusBadRequest, "state_invalid", "This sign-in could not be verified. Please start again.")
+	if found == authn.LoginSuperseded {
+		if q.Has("error") || h.provider.used.Seen(st.State, d.start) {
+			return loginFailed(http.StatusBadRequest, "state_superseded", "A newer sign-in in this browser replaced this one. Please start again.")
+		}
+		// A newer login of this browser took this one's slot: restart it
+		// where it was going. With a session by now (the newer login
+		// finished), that is just a redirect; else one more trip to the
+		// IdP, which its single sign-on usually answers at once.
+		d.result, d.reason = "login", "login_superseded"
+		restart := "/.gatehouse/login?rd="
+		if st.StepUp != nil {
+			restart = "/.gatehouse/stepup?rd="
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Referrer-Policy", "no-referrer")
+		http.Redirect(w, r, restart+url.QueryEscape(st.Return), http.StatusFound)
+		return nil
 	}
+	// The login is spent whatever happens next.
+	if name, value, err := h.pending.Spend(st); err == nil {
+		http.SetCookie(w, h.cookie(name, value, "/.gatehouse/", int(authn.LoginTTL/time.Second), ""))
+	} else {
+		http.SetCookie(w, h.cookie(cookieName, "", "/.gatehouse/", -1, ""))
+	}
+	state = st.State
 	if h.provider.used.Seen(state, d.start) {
 		return loginFailed(http.StatusBadRequest, "state_replayed", "This sign-in was already used. Please start again.")
 	}
@@ -149,9 +168,9 @@ func (h *Handler) serveCallback(w http.ResponseWriter, r *http.Request, d *decis
 		return loginFailed(http.StatusBadRequest, "code_missing", "The identity provider returned no authorization code.")
 	}
 	if st.StepUp != nil {
-		return h.finishStepUp(w, r, d, code, &st, loginFailed)
+		return h.finishStepUp(w, r, d, code, st, loginFailed)
 	}
-	id, err := h.rp.Finish(r.Context(), code, &st)
+	id, err := h.rp.Finish(r.Context(), code, st)
 	if err != nil {
 		var le *authn.LoginError
 		if errors.As(err, &le) {

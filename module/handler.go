@@ -217,7 +217,7 @@ type Handler struct {
 	sessions *authn.Sealer
 	// sessionCache holds opened session cookies for the hot path.
 	sessionCache *authn.OpenCache[authn.Session]
-	logins       *authn.Sealer
+	pending      *authn.PendingLogins // logins in progress, in a few cookie slots
 	idTokens     *authn.Sealer
 	lifetimes    authn.Lifetimes
 
@@ -409,7 +409,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.sessions, err = authn.NewSealer(secrets, "session", binding, time.Duration(h.SessionLifetime)+expiredGrace); err != nil {
 		return fmt.Errorf("gatehouse: cookie_secret: %w", err)
 	}
-	if h.logins, err = authn.NewSealer(secrets, "login", binding, authn.LoginTTL); err != nil {
+	logins, err := authn.NewSealer(secrets, "login", binding, authn.LoginTTL)
+	if err != nil {
+		return fmt.Errorf("gatehouse: cookie_secret: %w", err)
+	}
+	hints, err := authn.NewSealer(secrets, "login-hint", binding, authn.LoginTTL)
+	if err != nil {
 		return fmt.Errorf("gatehouse: cookie_secret: %w", err)
 	}
 	if h.idTokens, err = authn.NewSealer(secrets, "id_token", binding, time.Duration(h.SessionLifetime)+expiredGrace); err != nil {
@@ -429,6 +434,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	// An opened session cookie is trusted again for a minute.
 	h.sessionCache = authn.NewOpenCache[authn.Session](h.sessions, h.sessionCookie, sessionCacheTTL, sessionCacheSize)
 	h.loginCookiePrefix = "__Secure-" + h.CookieName + "_login_"
+	h.pending = authn.NewPendingLogins(logins, hints, h.loginCookiePrefix)
 	h.idTokenCookie = "__Secure-" + h.CookieName + "_idt"
 
 	h.public = caddyhttp.MatchPath(h.Public)

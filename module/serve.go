@@ -414,16 +414,26 @@ func (h *Handler) beginLogin(w http.ResponseWriter, r *http.Request, d *decision
 		http.Redirect(w, r, origin+authn.SafeReturnPath(returnTo), http.StatusFound)
 		return nil
 	}
-	authURL, st, err := h.rp.Begin(r.Context(), origin+"/.gatehouse/callback", returnTo,
-		authn.AuthOptions{ForceLogin: forceLogin, MaxAge: h.lifetimes.Lifetime})
+	opt := authn.AuthOptions{ForceLogin: forceLogin, MaxAge: h.lifetimes.Lifetime}
+	st, err := h.rp.Begin(r.Context(), origin+"/.gatehouse/callback", returnTo, opt)
 	if err != nil {
 		return h.idpDown(w, r, d, err)
 	}
-	v, err := h.logins.Seal(h.loginCookiePrefix+st.State, st)
+	return h.sendToIdP(w, r, d, h.rp, st, opt)
+}
+
+// sendToIdP keeps a login's state in one of the browser's login slots
+// and sends the browser to the IdP with it.
+func (h *Handler) sendToIdP(w http.ResponseWriter, r *http.Request, d *decision, rp *authn.RelyingParty, st *authn.LoginState, opt authn.AuthOptions) error {
+	name, value, state, err := h.pending.Start(st)
 	if err != nil {
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
-	http.SetCookie(w, h.cookie(h.loginCookiePrefix+st.State, v, "/.gatehouse/", int(authn.LoginTTL/time.Second), ""))
+	authURL, err := rp.AuthCodeURL(r.Context(), st, state, opt)
+	if err != nil {
+		return h.idpDown(w, r, d, err)
+	}
+	http.SetCookie(w, h.cookie(name, value, "/.gatehouse/", int(authn.LoginTTL/time.Second), ""))
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, authURL, http.StatusFound)
 	return nil

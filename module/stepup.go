@@ -300,21 +300,17 @@ func (h *Handler) beginStepUp(w http.ResponseWriter, r *http.Request, d *decisio
 	if !ok {
 		return caddyhttp.Error(http.StatusInternalServerError, fmt.Errorf("step-up provider %q is not configured", req.Provider))
 	}
-	authURL, st, err := rp.Begin(r.Context(), origin+"/.gatehouse/callback", returnTo,
-		authn.AuthOptions{ForceLogin: true, MaxAge: req.MaxAge, ACRValues: req.ACR})
+	opt := authn.AuthOptions{ForceLogin: true, MaxAge: req.MaxAge, ACRValues: req.ACR}
+	st, err := rp.Begin(r.Context(), origin+"/.gatehouse/callback", returnTo, opt)
 	if err != nil {
 		return h.idpDown(w, r, d, err)
 	}
 	st.StepUp = &authn.StepUpState{Provider: req.Provider, ACR: req.ACR, AMR: req.AMR,
 		MaxAge: int64(req.MaxAge / time.Second), Session: s.ID}
-	v, err := h.logins.Seal(h.loginCookiePrefix+st.State, st)
-	if err != nil {
-		return caddyhttp.Error(http.StatusInternalServerError, err)
+	if err := h.sendToIdP(w, r, d, rp, st, opt); err != nil {
+		return err
 	}
-	http.SetCookie(w, h.cookie(h.loginCookiePrefix+st.State, v, "/.gatehouse/", int(authn.LoginTTL/time.Second), ""))
 	h.auditStepUp("step-up started", d, req, "")
-	w.Header().Set("Cache-Control", "no-store")
-	http.Redirect(w, r, authURL, http.StatusFound)
 	return nil
 }
 
