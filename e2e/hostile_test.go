@@ -380,7 +380,9 @@ func TestHostile(t *testing.T) {
 		"Connection", "Upgrade, HTTP2-Settings", "Upgrade", "h2c", "HTTP2-Settings", "AAMAAABkAAQAoAAAAAIAAAAA")))
 	add("upgrades", "cross-origin upgrade is audited", 403, func(t *testing.T) (int, string) {
 		resp, _ := h1.send(t, http.MethodGet, main+"/work/ws-audit", wsFrom("https://evil.example"), nil)
-		if gh.waitAudit(t, func(l map[string]any) bool { return l["path"] == "/work/ws-audit" && l["reason"] == "cross_origin_upgrade" }) == nil {
+		if gh.waitAudit(t, func(l map[string]any) bool {
+			return l["path"] == "/work/ws-audit" && l["reason"] == "cross_origin_upgrade"
+		}) == nil {
 			return resp.StatusCode, "no audit line with reason cross_origin_upgrade"
 		}
 		return resp.StatusCode, ""
