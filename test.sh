@@ -41,6 +41,7 @@ go test -count=1 -race ./authn/ ./module/ ./policies/ ./grants/
 # target with "context deadline exceeded" and no crasher. FUZZTIME=<dur>
 # overrides them all with a duration.
 for spec in authn:FuzzCanonicalPath:150000 authn:FuzzSafeReturnPath:120000 authn:FuzzOpenSession:100000 authn:FuzzParseEmail:100000 \
+	authn:FuzzNormalizeOrigin:60000 authn:FuzzFindLogin:60000 module:FuzzDuplicateCookies:20000 \
 	module:FuzzUnmarshalCaddyfile:20000 module:FuzzStripManagedHeaders:20000 module:FuzzStepUpPath:30000 module:FuzzStripOwnCookies:20000 \
 	policies:FuzzParseDecision:40000 policies:FuzzProjectionKey:40000 grants:FuzzGrantMemo:30000; do
 	IFS=: read -r pkg target count <<<"$spec"

@@ -2,6 +2,7 @@ package authn
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -57,4 +58,28 @@ func TestIsUpgrade(t *testing.T) {
 	if up("GET", "Connection", "keep-alive") || up("POST") {
 		t.Error("an ordinary request is an upgrade")
 	}
+}
+
+func FuzzNormalizeOrigin(f *testing.F) {
+	for _, s := range []string{"https://app.example.com:443", "HTTP://X:80", "https://[::1]:8443", "null", "https://a.example/x", "https://a:b@c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		out, err := NormalizeOrigin(in)
+		if err != nil {
+			return
+		}
+		// Stable, lowercase, no path, no default port, no userinfo.
+		if again, err := NormalizeOrigin(out); err != nil || again != out {
+			t.Fatalf("not stable: %q -> %q -> %q, %v", in, out, again, err)
+		}
+		if out != strings.ToLower(out) || strings.HasSuffix(out, ":443") && strings.HasPrefix(out, "https:") ||
+			strings.HasSuffix(out, ":80") && strings.HasPrefix(out, "http:") || strings.ContainsAny(out, "@?#\\ ") {
+			t.Fatalf("%q -> %q", in, out)
+		}
+		rest := strings.TrimPrefix(strings.TrimPrefix(out, "https://"), "http://")
+		if rest == out || strings.Contains(rest, "/") {
+			t.Fatalf("%q -> %q is not scheme://host[:port]", in, out)
+		}
+	})
 }

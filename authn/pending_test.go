@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-func newPending(t *testing.T) *PendingLogins {
+func newPending(t testing.TB) *PendingLogins {
 	t.Helper()
 	secrets := [][]byte{[]byte("pending-secret-0123456789abcdef0123456789")}
 	b := Binding{App: "app", Issuer: "https://idp.example", ClientID: "c"}
@@ -158,4 +158,33 @@ func flipChar(c byte) string {
 		return "B"
 	}
 	return "A"
+}
+
+// FuzzFindLogin: no state parameter but the one Gatehouse made finds the
+// browser's pending login, and nothing a client sends makes Find panic.
+func FuzzFindLogin(f *testing.F) {
+	p := newPending(f)
+	st := &LoginState{State: "C" + rand.Text()[1:], Nonce: "n", Return: "/x", Started: time.Now().Unix()}
+	name, value, state, err := p.Start(st)
+	if err != nil {
+		f.Fatal(err)
+	}
+	r, _ := http.NewRequest(http.MethodGet, "https://app.example/.gatehouse/callback", nil)
+	r.AddCookie(&http.Cookie{Name: name, Value: value})
+	f.Add(state)
+	f.Add(st.State)
+	f.Add(st.State + ".")
+	f.Add(st.State + "." + state[len(st.State)+1:len(state)-2])
+	f.Add("..")
+	f.Fuzz(func(t *testing.T, in string) {
+		got, _, how := p.Find(r, in)
+		// (Another spelling of the same sealed hint, such as different
+		// base64 padding bits, may find it: it is the same login.)
+		if how == LoginFound && (!strings.HasPrefix(in, st.State+".") || got.State != st.State || got.Return != "/x") {
+			t.Fatalf("%q found %+v", in, got)
+		}
+		if how == LoginSuperseded && got.State == st.State {
+			t.Fatalf("%q: the pending login itself reported superseded", in)
+		}
+	})
 }

@@ -174,3 +174,26 @@ func TestCrossOriginUpgrade(t *testing.T) {
 		t.Errorf("%d audit lines with cross_origin_upgrade, want 12", n)
 	}
 }
+
+// FuzzDuplicateCookies: whenever Go's cookie reader (the one that opens
+// the session) sees the session cookie more than once, the request is
+// refused as a duplicate: no header a client sends lets one copy shadow
+// another.
+func FuzzDuplicateCookies(f *testing.F) {
+	h := cookieHandler()
+	f.Add("__Host-gatehouse=a; __Host-gatehouse=b", "")
+	f.Add("__Host-gatehouse=a", "__Host-gatehouse=b")
+	f.Add("__Host-gatehouse=a;__Host-gatehouse =b", "x=1")
+	f.Add(" __Host-gatehouse=\"a\"; \t__Host-gatehouse=b", "")
+	f.Add("__Secure-gatehouse_idt=a", "__Secure-gatehouse_idt=b; __Host-gatehouse=c")
+	f.Fuzz(func(t *testing.T, c1, c2 string) {
+		r := httptest.NewRequest(http.MethodGet, "https://app.example/", nil)
+		r.Header["Cookie"] = []string{c1, c2}
+		if len(r.CookiesNamed("__Host-gatehouse")) > 1 && !h.duplicateOwnCookie(r) {
+			t.Fatalf("Go reads two session cookies in %q %q, but no duplicate was seen", c1, c2)
+		}
+		if len(r.CookiesNamed("__Secure-gatehouse_idt")) > 1 && !h.duplicateOwnCookie(r) {
+			t.Fatalf("Go reads two ID-token cookies in %q %q, but no duplicate was seen", c1, c2)
+		}
+	})
+}
