@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatehouse-proxy/gatehouse/authn"
 	"github.com/gatehouse-proxy/gatehouse/grants"
 )
 
@@ -56,7 +57,13 @@ func (o *storeOp) resolveUser(ctx context.Context, s grants.Store) (grants.User,
 	if o.Email == "" {
 		return grants.User{}, errors.New("name the user with --user EMAIL, or --sub and --iss")
 	}
-	us, err := s.Users(ctx, o.Email)
+	// The store indexes emails in the form sessions hold them (domain in
+	// lowercase), so the operator's spelling is normalised the same way.
+	email, err := authn.ParseEmail(o.Email)
+	if err != nil {
+		return grants.User{}, fmt.Errorf("%q is not a plain email address (local@domain): give --sub and --iss", o.Email)
+	}
+	us, err := s.Users(ctx, email)
 	if err != nil {
 		return grants.User{}, err
 	}
