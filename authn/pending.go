@@ -145,8 +145,3 @@ func stepUpMark(stepUp bool) *StepUpState {
 	}
 	return &StepUpState{}
 }
-
-// IsLoginCookie reports whether a cookie name is one of the slots.
-func (p *PendingLogins) IsLoginCookie(name string) bool {
-	return strings.HasPrefix(name, p.prefix)
-}

@@ -132,7 +132,7 @@ func canonicalPath(r *http.Request) (string, error) {
 	}
 	// The common case: nothing was rewritten, and CanonicalPath makes the
 	// same checks on the same bytes.
-	if raw != "" && raw != escaped && !(len(raw) > len(escaped) && raw[len(escaped)] == '?' && raw[:len(escaped)] == escaped) {
+	if rawPath, _, _ := strings.Cut(raw, "?"); raw != "" && rawPath != escaped {
 		if err := authn.CheckRequestTarget(raw); err != nil {
 			return "", err
 		}
@@ -223,32 +223,27 @@ func (h *Handler) liveSession(r *http.Request, now time.Time) (*authn.Session, g
 	return sess, st, grantsErr, ""
 }
 
-// readSession opens the session cookie. A request that carries any of
-// Gatehouse's cookie names more than once has no session
-// (duplicate_cookie): picking the first or the last would let a cookie
-// set by a sibling subdomain, or injected, shadow the real one.
+// readSession opens the session cookie.
 func (h *Handler) readSession(r *http.Request, now time.Time) (*authn.Session, authn.Reason) {
-	if h.duplicateOwnCookie(r) {
-		return nil, authn.ReasonDuplicate
-	}
-	c, err := r.Cookie(h.sessionCookie)
-	if err != nil {
-		return nil, authn.ReasonNoCookie
-	}
-	var s authn.Session
-	if err := h.sessions.Open(h.sessionCookie, c.Value, &s); err != nil {
-		return nil, authn.ReasonInvalid
-	}
-	if why := h.lifetimes.Check(&s, now); why != authn.ReasonNone {
-		return nil, why
-	}
-	return &s, authn.ReasonNone
+	return h.openSession(r, now, func(v string) (s authn.Session, err error) {
+		err = h.sessions.Open(h.sessionCookie, v, &s)
+		return s, err
+	})
 }
 
 // readSessionShared is readSession through the handler's cache of opened
 // cookies: the session's maps and slices are shared with other requests
 // and must not be changed (LastSeen may: the struct is a copy).
 func (h *Handler) readSessionShared(r *http.Request, now time.Time) (*authn.Session, authn.Reason) {
+	return h.openSession(r, now, func(v string) (authn.Session, error) { return h.sessionCache.Open(v, now) })
+}
+
+// openSession reads the session cookie with open and checks its
+// lifetimes. A request that carries any of Gatehouse's cookie names more
+// than once has no session (duplicate_cookie): picking the first or the
+// last would let a cookie set by a sibling subdomain, or injected, shadow
+// the real one.
+func (h *Handler) openSession(r *http.Request, now time.Time, open func(string) (authn.Session, error)) (*authn.Session, authn.Reason) {
 	if h.duplicateOwnCookie(r) {
 		return nil, authn.ReasonDuplicate
 	}
@@ -256,7 +251,7 @@ func (h *Handler) readSessionShared(r *http.Request, now time.Time) (*authn.Sess
 	if err != nil {
 		return nil, authn.ReasonNoCookie
 	}
-	s, err := h.sessionCache.Open(c.Value, now)
+	s, err := open(c.Value)
 	if err != nil {
 		return nil, authn.ReasonInvalid
 	}
