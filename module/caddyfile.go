@@ -113,7 +113,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case single[sub] != nil:
 			err = oneArg(d, single[sub])
 		case lists[sub] != nil:
-			err = someArgs(d, lists[sub])
+			n := len(*lists[sub])
+			if err = someArgs(d, lists[sub]); err == nil {
+				err = checkListValues(d, sub, (*lists[sub])[n:])
+			}
 		case paths[sub] != nil:
 			err = pathArgs(d, paths[sub])
 		case durations[sub] != nil:
@@ -126,6 +129,30 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 		if d.NextBlock(1) {
 			return d.Errf("%s takes no block", sub)
+		}
+	}
+	return nil
+}
+
+// checkListValues checks the values of list subdirectives that have a
+// syntax of their own, so that the error names the line. Values with
+// placeholders are checked once resolved, at start.
+func checkListValues(d *caddyfile.Dispenser, sub string, vals []string) error {
+	var check func(string) error
+	switch sub {
+	case "strip_headers", "keep_headers":
+		check = checkHeaderPattern
+	case "upgrade_origins":
+		check = checkUpgradeOrigin
+	default:
+		return nil
+	}
+	for _, v := range vals {
+		if strings.Contains(v, "{") {
+			continue
+		}
+		if err := check(v); err != nil {
+			return d.Errf("%s: %v", sub, err)
 		}
 	}
 	return nil

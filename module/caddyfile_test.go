@@ -82,6 +82,11 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"step_up unknown setting", "gatehouse {\n\tstep_up /admin {\n\t\tacrs x\n\t}\n}", "step_up: unknown setting \"acrs\"", 3},
 		{"step_up bad max_age", "gatehouse {\n\tstep_up /admin {\n\t\tmax_age soon\n\t}\n}", "max_age: \"soon\" is not a duration", 3},
 		{"provider twice", "gatehouse {\n\tprovider eid {\n\t\tissuer https://e\n\t\tclient_id c\n\t\tlink_claim email\n\t}\n\tprovider eid {\n\t\tissuer https://e\n\t}\n}", "provider eid is defined twice", 7},
+		{"upgrade origin with a path", "gatehouse {\n\tapp x\n\tupgrade_origins https://a.example https://b.example/x\n}", "upgrade_origins: \"https://b.example/x\" is not an origin", 3},
+		{"upgrade origin null", "gatehouse {\n\tupgrade_origins null\n}", "upgrade_origins: \"null\" is not an origin", 2},
+		{"strip everything", "gatehouse {\n\tstrip_headers X-A *\n}", "strip_headers: \"*\" is too wide", 2},
+		{"keep X-Forwarded-*", "gatehouse {\n\tkeep_headers X-Forwarded-*\n}", "keep_headers: \"X-Forwarded-*\" would cover", 2},
+		{"assertion issuer twice", "gatehouse {\n\tassertion_header X-A {\n\t\tissuer https://a\n\t\tissuer https://b\n\t}\n}", "assertion_header: issuer is set twice", 4},
 		{"provider incomplete", "gatehouse {\n\tprovider eid {\n\t\tissuer https://e\n\t}\n}", "provider eid needs issuer, client_id and link_claim", 4},
 	}
 	for _, c := range cases {

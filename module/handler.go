@@ -625,8 +625,8 @@ func (h *Handler) validate() error {
 		}
 	}
 	for _, o := range h.UpgradeOrigins {
-		if _, err := authn.NormalizeOrigin(o); err != nil {
-			bad("upgrade_origins", "%q is not an origin: give scheme://host[:port], such as https://partner.example.com (no path, no wildcard, never null)", o)
+		if err := checkUpgradeOrigin(o); err != nil {
+			bad("upgrade_origins", "%v", err)
 		}
 	}
 	for _, ph := range h.PolicyHeaders {
@@ -696,6 +696,14 @@ func (h *Handler) validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkUpgradeOrigin accepts an upgrade_origins entry.
+func checkUpgradeOrigin(o string) error {
+	if _, err := authn.NormalizeOrigin(o); err != nil {
+		return fmt.Errorf("%q is not an origin: give scheme://host[:port], such as https://partner.example.com (no path, no wildcard, never null)", o)
+	}
+	return nil
 }
 
 // checkOriginURL accepts an absolute https URL (or http on loopback, for
