@@ -423,7 +423,7 @@ func (rp *RelyingParty) Finish(ctx context.Context, code string, st *LoginState)
 func (rp *RelyingParty) readClaims(id *Identity, claims map[string]any) {
 	text := func(name string, v string) string {
 		if v != "" && cleanText(v) != nil {
-			id.Refused = append(id.Refused, name+": control characters or invalid UTF-8")
+			id.Refused = append(id.Refused, name+": control or bidi characters, or invalid UTF-8")
 			return ""
 		}
 		return v
@@ -432,14 +432,14 @@ func (rp *RelyingParty) readClaims(id *Identity, claims map[string]any) {
 		out := vals[:0]
 		for _, v := range vals {
 			if cleanText(v) != nil {
-				id.Refused = append(id.Refused, name+": a value with control characters or invalid UTF-8")
+				id.Refused = append(id.Refused, name+": a value with control or bidi characters, or invalid UTF-8")
 				continue
 			}
 			out = append(out, v)
 		}
 		return out
 	}
-	if v, ok := claims["email"]; ok && (rp.TrustUnverifiedEmail || boolClaim(claims["email_verified"])) {
+	if v, ok := claims["email"]; ok && v != "" && (rp.TrustUnverifiedEmail || boolClaim(claims["email_verified"])) {
 		s, _ := v.(string)
 		if email, err := ParseEmail(s); err == nil {
 			id.Email = email
