@@ -166,9 +166,9 @@ func conformance(t *testing.T, open func(t *testing.T) Store) {
 		}
 		_, _ = s.AddGrant(ctx, Grant{User: bob, Resource: "db", CreatedAt: t0.Unix(), ExpiresAt: t0.Add(time.Hour).Unix()})
 		_, _ = s.CreateRequest(ctx, Request{App: "a", Resource: "x", User: bob, Duration: 60, MaxDuration: 60, CreatedAt: t0.Unix()})
-		revoked, err := Deprovision(ctx, s, bob, "hr", t0.Add(time.Minute))
-		if err != nil || len(revoked) != 1 {
-			t.Fatalf("Deprovision: %v %v", revoked, err)
+		done, err := Deprovision(ctx, s, bob, "hr", t0.Add(time.Minute))
+		if err != nil || !done.SessionsRevoked || len(done.Grants) != 1 || len(done.Rejected) != 1 {
+			t.Fatalf("Deprovision: %+v %v", done, err)
 		}
 		st, _ = s.Lookup(ctx, bob, "any", t0.Add(2*time.Minute))
 		if len(st.Grants) != 0 || st.UserRevokedAt != t0.Add(time.Minute).Unix() || !st.Revoked(t0.Unix()) || st.Revoked(t0.Add(time.Hour).Unix()) {

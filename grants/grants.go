@@ -206,34 +206,52 @@ type Store interface {
 	Close() error
 }
 
+// Deprovisioned is what Deprovision did, also when it failed part way:
+// only what is listed here happened.
+type Deprovisioned struct {
+	SessionsRevoked bool      // every session of the user is revoked
+	Grants          []Grant   // grants revoked
+	Rejected        []Request // pending requests rejected
+}
+
 // Deprovision revokes everything of a user at once: every session, every
-// grant, and every pending request (rejected).
-func Deprovision(ctx context.Context, s Store, u User, by string, now time.Time) ([]Grant, error) {
+// grant, and every pending request (rejected). It stops at the first
+// failure; the result says what was done before it.
+func Deprovision(ctx context.Context, s Store, u User, by string, now time.Time) (Deprovisioned, error) {
+	var done Deprovisioned
 	if err := s.RevokeUser(ctx, u, now); err != nil {
-		return nil, err
+		return done, err
 	}
+	done.SessionsRevoked = true
 	gs, err := s.Grants(ctx, GrantFilter{User: &u, Now: now})
 	if err != nil {
-		return nil, err
+		return done, err
 	}
-	var revoked []Grant
 	for _, g := range gs {
 		r, err := s.RevokeGrant(ctx, g.ID, by, now)
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return revoked, err
+		if errors.Is(err, ErrNotFound) {
+			continue
 		}
-		revoked = append(revoked, r)
+		if err != nil {
+			return done, err
+		}
+		done.Grants = append(done.Grants, r)
 	}
 	reqs, err := s.Requests(ctx, RequestFilter{Status: Pending, User: &u})
 	if err != nil {
-		return revoked, err
+		return done, err
 	}
 	for _, r := range reqs {
-		if _, _, err := s.Decide(ctx, r.ID, Decision{By: by, Reason: "user de-provisioned", Now: now}); err != nil && !errors.Is(err, ErrAlreadyDecided) {
-			return revoked, err
+		dr, _, err := s.Decide(ctx, r.ID, Decision{By: by, Reason: "user de-provisioned", Now: now})
+		if errors.Is(err, ErrAlreadyDecided) {
+			continue
 		}
+		if err != nil {
+			return done, err
+		}
+		done.Rejected = append(done.Rejected, dr)
 	}
-	return revoked, nil
+	return done, nil
 }
 
 func newID() string { return strings.ToLower(rand.Text()) }

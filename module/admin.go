@@ -57,21 +57,27 @@ func serveStoreOp(w http.ResponseWriter, r *http.Request) error {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("this Caddy has no grant store %s open", op.Store)}
 	}
 	res, err := op.run(r.Context(), store, time.Now())
+	logStoreEvents(caddy.Log().Named("http.handlers.gatehouse.audit"), res.Events)
 	if err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
 	}
-	logStoreEvents(caddy.Log().Named("http.handlers.gatehouse.audit"), res.Events)
 	w.Header().Set("Content-Type", "application/json")
 	return json.NewEncoder(w).Encode(res)
 }
 
+// logStoreEvents writes a store operation's audit lines: events at info,
+// a failed operation at error.
 func logStoreEvents(l *zap.Logger, events []auditEvent) {
 	for _, e := range events {
 		fields := make([]zap.Field, 0, len(e.Fields))
 		for k, v := range e.Fields {
 			fields = append(fields, zap.Any(k, v))
 		}
-		l.Info(e.Msg, fields...)
+		if e.Failed {
+			l.Error(e.Msg, fields...)
+		} else {
+			l.Info(e.Msg, fields...)
+		}
 	}
 }
 

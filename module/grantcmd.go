@@ -140,9 +140,7 @@ func (f *storeFlags) run() (*storeOpResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	res, err := f.op.run(ctx, s, time.Now())
-	if res != nil {
-		logStoreEvents(cliAuditLogger(), res.Events)
-	}
+	logStoreEvents(cliAuditLogger(), res.Events)
 	return res, err
 }
 

@@ -40,9 +40,12 @@ type storeOpResult struct {
 	Events   []auditEvent     `json:"-"`
 }
 
+// auditEvent is one audit line of a store operation: an event that
+// happened, or (Failed) an operation that did not.
 type auditEvent struct {
 	Msg    string
 	Fields map[string]any
+	Failed bool
 }
 
 // resolveUser finds the one user an operation names: by iss and sub, or
@@ -80,87 +83,120 @@ func (o *storeOp) resolveUser(ctx context.Context, s grants.Store) (grants.User,
 	return grants.User{}, fmt.Errorf("%s names several users (%s): give --sub and --iss", o.Email, strings.Join(names, ", "))
 }
 
+// run performs the operation. The result is never nil: its events are
+// the audit lines to write, one for each change that happened, and, when
+// the operation failed, a failure line with the error (never the event of
+// an operation that did not happen).
 func (o *storeOp) run(ctx context.Context, s grants.Store, now time.Time) (*storeOpResult, error) {
 	res := &storeOpResult{}
-	by := o.By
-	if by == "" {
-		by = "cli"
+	err := o.apply(ctx, s, now, res)
+	if err != nil && o.Op != "list-grants" && o.Op != "list-requests" {
+		res.Events = append(res.Events, auditEvent{Msg: o.Op + " failed", Failed: true, Fields: map[string]any{
+			"actor": o.by(), "op": o.Op, "user": o.Sub, "email": o.Email, "grant_id": o.ID, "reason": o.Reason, "error": err.Error()}})
 	}
+	return res, err
+}
+
+func (o *storeOp) by() string {
+	if o.By == "" {
+		return "cli"
+	}
+	return o.By
+}
+
+func (o *storeOp) apply(ctx context.Context, s grants.Store, now time.Time, res *storeOpResult) error {
+	by := o.by()
 	switch o.Op {
 	case "list-grants":
 		f := grants.GrantFilter{Resource: o.Resource, All: o.All, Now: now}
 		if o.Email != "" || o.Sub != "" {
 			u, err := o.resolveUser(ctx, s)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			f.User = &u
 		}
 		gs, err := s.Grants(ctx, f)
 		res.Grants = gs
-		return res, err
+		return err
 	case "list-requests":
 		rs, err := s.Requests(ctx, grants.RequestFilter{App: o.App, Status: grants.Status(o.Status)})
 		res.Requests = rs
-		return res, err
+		return err
 	case "add-grant":
 		u, err := o.resolveUser(ctx, s)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		d, err := time.ParseDuration(o.Duration)
 		if err != nil || d <= 0 {
-			return nil, fmt.Errorf("--duration %q: want a positive duration such as 4h", o.Duration)
+			return fmt.Errorf("--duration %q: want a positive duration such as 4h", o.Duration)
 		}
 		if o.Resource == "" || o.Reason == "" {
-			return nil, errors.New("--resource and --reason are required")
+			return errors.New("--resource and --reason are required")
 		}
 		g, err := s.AddGrant(ctx, grants.Grant{User: u, Email: o.Email, App: o.App, Resource: o.Resource, Reason: o.Reason,
 			RequestedBy: by, ApprovedBy: by, CreatedAt: now.Unix(), ExpiresAt: now.Add(d).Unix()})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		res.Grants = []grants.Grant{g}
 		res.Events = append(res.Events, grantEvent("grant approved", &g, by, "added by an operator"))
-		return res, nil
+		return nil
 	case "revoke-grant":
 		if o.ID == "" {
-			return nil, errors.New("--id is required")
+			return errors.New("--id is required")
 		}
 		g, err := s.RevokeGrant(ctx, o.ID, by, now)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		res.Grants = []grants.Grant{g}
 		res.Events = append(res.Events, grantEvent("grant revoked", &g, by, o.Reason))
-		return res, nil
+		return nil
 	case "deprovision":
 		u, err := o.resolveUser(ctx, s)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		gs, err := grants.Deprovision(ctx, s, u, by, now)
-		res.Grants, res.Users = gs, []grants.User{u}
-		res.Events = append(res.Events, auditEvent{"user de-provisioned", map[string]any{"actor": by, "user": u.Sub, "iss": u.Iss,
-			"email": o.Email, "grants_revoked": len(gs), "reason": o.Reason}})
-		for i := range gs {
-			res.Events = append(res.Events, grantEvent("grant revoked", &gs[i], by, "user de-provisioned"))
+		res.Users = []grants.User{u}
+		done, err := grants.Deprovision(ctx, s, u, by, now)
+		res.Grants = done.Grants
+		// What happened, line by line; the summary only when all of it did.
+		if done.SessionsRevoked {
+			res.Events = append(res.Events, auditEvent{Msg: "user logged out everywhere", Fields: map[string]any{"actor": by, "user": u.Sub, "iss": u.Iss,
+				"reason": "user de-provisioned"}})
 		}
-		return res, err
+		for i := range done.Grants {
+			res.Events = append(res.Events, grantEvent("grant revoked", &done.Grants[i], by, "user de-provisioned"))
+		}
+		for i := range done.Rejected {
+			res.Events = append(res.Events, auditEvent{Msg: "grant rejected", Fields: map[string]any{"actor": by, "request_id": done.Rejected[i].ID,
+				"user": u.Sub, "resource": done.Rejected[i].Resource, "why": "user de-provisioned"}})
+		}
+		if err != nil {
+			return err
+		}
+		res.Events = append(res.Events, auditEvent{Msg: "user de-provisioned", Fields: map[string]any{"actor": by, "user": u.Sub, "iss": u.Iss,
+			"email": o.Email, "grants_revoked": len(done.Grants), "requests_rejected": len(done.Rejected), "reason": o.Reason}})
+		return nil
 	case "logout-user":
 		u, err := o.resolveUser(ctx, s)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		res.Users = []grants.User{u}
-		res.Events = append(res.Events, auditEvent{"user logged out everywhere", map[string]any{"actor": by, "user": u.Sub, "iss": u.Iss, "reason": o.Reason}})
-		return res, s.RevokeUser(ctx, u, now)
+		if err := s.RevokeUser(ctx, u, now); err != nil {
+			return err
+		}
+		res.Events = append(res.Events, auditEvent{Msg: "user logged out everywhere", Fields: map[string]any{"actor": by, "user": u.Sub, "iss": u.Iss, "reason": o.Reason}})
+		return nil
 	}
-	return nil, fmt.Errorf("unknown operation %q", o.Op)
+	return fmt.Errorf("unknown operation %q", o.Op)
 }
 
 func grantEvent(msg string, g *grants.Grant, by, why string) auditEvent {
-	return auditEvent{msg, map[string]any{"actor": by, "grant_id": g.ID, "user": g.User.Sub, "email": g.Email,
+	return auditEvent{Msg: msg, Fields: map[string]any{"actor": by, "grant_id": g.ID, "user": g.User.Sub, "email": g.Email,
 		"resource": g.Resource, "reason": g.Reason, "why": why, "until": time.Unix(g.ExpiresAt, 0).UTC().Format(time.RFC3339)}}
 }
 

@@ -1,0 +1,114 @@
+package module
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/gatehouse-proxy/gatehouse/grants"
+)
+
+// failingStore fails the operations named in fail, as an unreachable or
+// refusing store would.
+type failingStore struct {
+	grants.Store
+	fail map[string]bool
+}
+
+var errStoreRefused = errors.New("CROSSSLOT Keys in request don't hash to the same slot")
+
+func (f *failingStore) RevokeUser(ctx context.Context, u grants.User, at time.Time) error {
+	if f.fail["RevokeUser"] {
+		return errStoreRefused
+	}
+	return f.Store.RevokeUser(ctx, u, at)
+}
+
+func (f *failingStore) RevokeGrant(ctx context.Context, id, by string, now time.Time) (grants.Grant, error) {
+	if f.fail["RevokeGrant"] {
+		return grants.Grant{}, errStoreRefused
+	}
+	return f.Store.RevokeGrant(ctx, id, by, now)
+}
+
+func (f *failingStore) AddGrant(ctx context.Context, g grants.Grant) (grants.Grant, error) {
+	if f.fail["AddGrant"] {
+		return g, errStoreRefused
+	}
+	return f.Store.AddGrant(ctx, g)
+}
+
+func (f *failingStore) Decide(ctx context.Context, id string, d grants.Decision) (grants.Request, *grants.Grant, error) {
+	if f.fail["Decide"] {
+		return grants.Request{}, nil, errStoreRefused
+	}
+	return f.Store.Decide(ctx, id, d)
+}
+
+// TestStoreOpAuditTellsTheTruth: an operation's audit lines name what
+// happened, and a failed operation writes a failure line with the error,
+// never the event of what did not happen.
+func TestStoreOpAuditTellsTheTruth(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	bob := grants.User{Iss: "https://idp.example", Sub: "bob"}
+	cases := []struct {
+		name    string
+		op      storeOp
+		fail    string
+		want    []string // audit messages, in order
+		wantErr bool
+	}{
+		{"logout, store refuses", storeOp{Op: "logout-user", Sub: "bob", Iss: bob.Iss}, "RevokeUser", []string{"logout-user failed"}, true},
+		{"logout", storeOp{Op: "logout-user", Sub: "bob", Iss: bob.Iss}, "", []string{"user logged out everywhere"}, false},
+		{"deprovision, sessions fail", storeOp{Op: "deprovision", Sub: "bob", Iss: bob.Iss}, "RevokeUser", []string{"deprovision failed"}, true},
+		{"deprovision, grants fail", storeOp{Op: "deprovision", Sub: "bob", Iss: bob.Iss}, "RevokeGrant",
+			[]string{"user logged out everywhere", "deprovision failed"}, true},
+		{"deprovision, requests fail", storeOp{Op: "deprovision", Sub: "bob", Iss: bob.Iss}, "Decide",
+			[]string{"user logged out everywhere", "grant revoked", "deprovision failed"}, true},
+		{"deprovision", storeOp{Op: "deprovision", Sub: "bob", Iss: bob.Iss}, "",
+			[]string{"user logged out everywhere", "grant revoked", "grant rejected", "user de-provisioned"}, false},
+		{"revoke, store refuses", storeOp{Op: "revoke-grant"}, "RevokeGrant", []string{"revoke-grant failed"}, true},
+		{"add, store refuses", storeOp{Op: "add-grant", Sub: "bob", Iss: bob.Iss, Resource: "db", Reason: "x", Duration: "1h"}, "AddGrant",
+			[]string{"add-grant failed"}, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			mem := grants.NewMemory()
+			t.Cleanup(func() { _ = mem.Close() })
+			g, _ := mem.AddGrant(ctx, grants.Grant{User: bob, Resource: "db", CreatedAt: now.Unix(), ExpiresAt: now.Add(time.Hour).Unix()})
+			_, _ = mem.CreateRequest(ctx, grants.Request{App: "a", Resource: "x", User: bob, Duration: 60, MaxDuration: 60, CreatedAt: now.Unix()})
+			op := c.op
+			if op.Op == "revoke-grant" {
+				op.ID = g.ID
+			}
+			s := &failingStore{Store: mem, fail: map[string]bool{c.fail: true}}
+			res, err := op.run(ctx, s, now)
+			if (err != nil) != c.wantErr {
+				t.Fatalf("err = %v", err)
+			}
+			core, logs := observer.New(zapcore.InfoLevel)
+			logStoreEvents(zap.New(core), res.Events)
+			var got []string
+			for _, e := range logs.All() {
+				got = append(got, e.Message)
+				if e.Level == zapcore.ErrorLevel && e.ContextMap()["error"] != errStoreRefused.Error() {
+					t.Errorf("failure line without the error: %v", e.ContextMap())
+				}
+			}
+			if len(got) != len(c.want) {
+				t.Fatalf("audit %q, want %q", got, c.want)
+			}
+			for i := range got {
+				if got[i] != c.want[i] {
+					t.Fatalf("audit %q, want %q", got, c.want)
+				}
+			}
+		})
+	}
+}
