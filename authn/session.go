@@ -58,6 +58,9 @@ const (
 	ReasonClock     Reason = "clock_skew"       // created or last seen in the future
 	ReasonRevoked   Reason = "revoked"          // logged out, logged out everywhere, or de-provisioned
 	ReasonDuplicate Reason = "duplicate_cookie" // a Gatehouse cookie name sent twice: one may shadow the other
+	// ReasonUnverified: the node could not check the session against the
+	// revocations in force (it has not loaded them yet).
+	ReasonUnverified Reason = "revocations_unavailable"
 )
 
 // ForcesReauthentication reports whether the next login after this reason

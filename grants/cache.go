@@ -12,9 +12,12 @@ import (
 
 // Cache sits in front of a Store on each node. A user's state is read at
 // most once a second per session; every change announced by any node
-// drops the affected entries at once. Revocations are also mirrored
-// locally (loaded at start, on reconnect and every MirrorEvery, and
-// updated by events), so they hold while the store is unreachable.
+// drops the affected entries at once. Revocations (of sessions, users and
+// grants) are also mirrored locally: loaded before the cache serves
+// anything, again on reconnect and every MirrorEvery, and updated by
+// events, so they hold while the store is unreachable; and when the store
+// lacks one the mirror holds (a Redis failover lost it), the mirror writes
+// it back.
 type Cache struct {
 	store   Store
 	ttl     time.Duration
@@ -23,17 +26,23 @@ type Cache struct {
 	// OnExpired is told, once per grant and node, that a user came back
 	// after a grant of theirs expired ("expired on use").
 	OnExpired func(Grant)
+	// OnRestore is told when the mirror wrote back revocations the store
+	// had lost, or failed to.
+	OnRestore func(Revocations, error)
 
 	mu       sync.RWMutex
-	entries  map[string]*cacheEntry // user key → state
-	sessions map[sessionKey]int64   // revoked sessions → until
-	keys     map[User]string        // User.Key, memoised (a SHA-256 each)
-	users    map[string]int64       // user key → revoked at
-	expired  map[string]int64       // grant ids already reported → expiry
-	gen      uint64                 // bumped by every event and invalidation: a store read older than it is not cached
+	entries  map[string]*cacheEntry     // user key → state
+	sessions map[sessionKey]int64       // revoked sessions → until
+	keys     map[User]string            // User.Key, memoised (a SHA-256 each)
+	users    map[string]int64           // user key → revoked at
+	revoked  map[string]GrantRevocation // revoked grants by id
+	expired  map[string]int64           // grant ids already reported → expiry
+	gen      uint64                     // bumped by every event and invalidation: a store read older than it is not cached
+	ready    bool                       // the mirror was loaded once: until then nothing is served
 
-	stop chan struct{}
-	done chan struct{}
+	refreshing sync.Mutex // one mirror refresh at a time
+	stop       chan struct{}
+	done       chan struct{}
 }
 
 type sessionKey struct{ user, sid string }
@@ -79,12 +88,21 @@ func NewCache(store Store, timeout time.Duration) *Cache {
 	c := &Cache{
 		store: store, ttl: CacheTTL, timeout: timeout, now: time.Now,
 		entries: map[string]*cacheEntry{}, sessions: map[sessionKey]int64{}, users: map[string]int64{}, expired: map[string]int64{},
-		keys: map[User]string{},
+		keys: map[User]string{}, revoked: map[string]GrantRevocation{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	c.refreshMirror()
 	go c.run()
 	return c
+}
+
+// Ready reports whether the mirror of revocations is loaded: a node that
+// has not loaded it cannot tell a revoked session from a live one, and
+// serves nothing (Lookup returns ErrNotReady).
+func (c *Cache) Ready() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.ready
 }
 
 // Store is the store behind the cache.
@@ -94,11 +112,20 @@ func (c *Cache) run() {
 	defer close(c.done)
 	t := time.NewTicker(MirrorEvery)
 	defer t.Stop()
+	// Until the mirror is loaded, try every second.
+	retry := time.NewTicker(time.Second)
+	defer retry.Stop()
 	events := c.store.Events()
 	for {
 		select {
 		case <-c.stop:
 			return
+		case <-retry.C:
+			if c.Ready() {
+				retry.Stop()
+				continue
+			}
+			c.refreshMirror()
 		case <-t.C:
 			c.refreshMirror()
 		case e, ok := <-events:
@@ -118,6 +145,8 @@ func (c *Cache) apply(e Event) {
 	switch e.Kind {
 	case "session_revoked":
 		c.sessions[sessionKey{e.UserKey, e.SessionID}] = e.At
+	case "grant_revoked":
+		c.revoked[e.GrantID] = GrantRevocation{UserKey: e.UserKey, Until: e.At, At: c.now().Unix()}
 	case "user_revoked":
 		if e.At > c.users[e.UserKey] {
 			c.users[e.UserKey] = e.At
@@ -132,8 +161,11 @@ func (c *Cache) apply(e Event) {
 	}
 }
 
-// refreshMirror reloads the revocations in force from the store.
+// refreshMirror reloads the revocations in force from the store, and
+// writes back those the mirror holds and the store lost.
 func (c *Cache) refreshMirror() {
+	c.refreshing.Lock()
+	defer c.refreshing.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	now := c.now()
@@ -141,8 +173,15 @@ func (c *Cache) refreshMirror() {
 	if err != nil {
 		return
 	}
+	if lost := c.lost(rv, now); !lost.empty() {
+		err := c.store.Restore(ctx, lost)
+		if c.OnRestore != nil {
+			c.OnRestore(lost, err)
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.ready = true
 	for k, until := range rv.Sessions {
 		c.sessions[parseSessionKey(k)] = until
 	}
@@ -151,9 +190,17 @@ func (c *Cache) refreshMirror() {
 			c.users[k] = at
 		}
 	}
+	for id, g := range rv.Grants {
+		c.revoked[id] = g
+	}
 	for k, until := range c.sessions {
 		if until < now.Unix() {
 			delete(c.sessions, k)
+		}
+	}
+	for id, g := range c.revoked {
+		if g.Until < now.Unix() {
+			delete(c.revoked, id)
 		}
 	}
 	// Stores return grants that expired up to recentlyExpired ago; forget
@@ -174,6 +221,37 @@ func (c *Cache) refreshMirror() {
 	}
 }
 
+// lost returns the revocations in force that the mirror holds and the
+// store's rv lacks. Before the mirror is first loaded there is nothing to
+// compare.
+func (c *Cache) lost(rv Revocations, now time.Time) Revocations {
+	out := newRevocations()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if !c.ready {
+		return out
+	}
+	for k, until := range c.sessions {
+		key := k.user + "/" + k.sid
+		if until > now.Unix() && rv.Sessions[key] == 0 {
+			out.Sessions[key] = until
+		}
+	}
+	for uk, at := range c.users {
+		if at > rv.Users[uk] {
+			out.Users[uk] = at
+		}
+	}
+	for id, g := range c.revoked {
+		if _, ok := rv.Grants[id]; !ok && g.Until > now.Unix() {
+			out.Grants[id] = g
+		}
+	}
+	return out
+}
+
+func (rv Revocations) empty() bool { return len(rv.Sessions)+len(rv.Users)+len(rv.Grants) == 0 }
+
 // Lookup returns the user's active grants and whether the session is
 // revoked. When the store cannot be read in time, it returns the error
 // with no grants but the locally known revocations, so standing access
@@ -190,12 +268,16 @@ func (c *Cache) Lookup(ctx context.Context, u User, sid string, now time.Time) (
 		c.mu.RLock()
 	}
 	sk := sessionKey{uk, sid}
+	if !c.ready {
+		c.mu.RUnlock()
+		return State{}, ErrNotReady
+	}
 	e := c.entries[uk]
 	mirror := State{UserRevokedAt: c.users[uk], SessionRevoked: c.sessions[sk] > 0}
 	fresh := e != nil && now.Sub(e.fetched) < c.ttl && now.Sub(e.seen(sid)) < c.ttl
 	var st State
 	if fresh {
-		st = State{Grants: e.grants, UserRevokedAt: max(e.userRevokedAt, mirror.UserRevokedAt), SessionRevoked: mirror.SessionRevoked}
+		st = State{Grants: c.unrevoked(e.grants), UserRevokedAt: max(e.userRevokedAt, mirror.UserRevokedAt), SessionRevoked: mirror.SessionRevoked}
 	}
 	gen := c.gen
 	c.mu.RUnlock()
@@ -234,9 +316,31 @@ func (c *Cache) Lookup(ctx context.Context, u User, sid string, now time.Time) (
 	}
 	got.UserRevokedAt = max(got.UserRevokedAt, c.users[uk])
 	got.SessionRevoked = got.SessionRevoked || c.sessions[sk] > 0
+	got.Grants = c.unrevoked(got.Grants)
 	c.mu.Unlock()
 	c.reportExpired(got.Expired, nil, now)
 	return got, nil
+}
+
+// unrevoked drops the grants the mirror knows are revoked (the store may
+// have lost the revocation). The caller holds c.mu. It allocates only
+// when it drops one.
+func (c *Cache) unrevoked(gs []Grant) []Grant {
+	if len(c.revoked) == 0 {
+		return gs
+	}
+	for i := range gs {
+		if _, ok := c.revoked[gs[i].ID]; ok {
+			kept := make([]Grant, 0, len(gs))
+			for _, g := range gs {
+				if _, ok := c.revoked[g.ID]; !ok {
+					kept = append(kept, g)
+				}
+			}
+			return kept
+		}
+	}
+	return gs
 }
 
 // active drops grants that expired since the entry was read.
@@ -298,6 +402,11 @@ func (c *Cache) Invalidate(u User) {
 // NoteSessionRevoked records a revocation made by this node at once.
 func (c *Cache) NoteSessionRevoked(u User, sid string, until time.Time) {
 	c.apply(Event{Kind: "session_revoked", UserKey: u.Key(), SessionID: sid, At: until.Unix()})
+}
+
+// NoteGrantRevoked records a grant revocation made by this node at once.
+func (c *Cache) NoteGrantRevoked(g Grant) {
+	c.apply(Event{Kind: "grant_revoked", UserKey: g.User.Key(), GrantID: g.ID, At: g.ExpiresAt})
 }
 
 // NoteUserRevoked records a user revocation made by this node at once.

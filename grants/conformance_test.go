@@ -3,11 +3,14 @@ package grants
 import (
 	"context"
 	"errors"
+	"maps"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/redistest"
 )
 
 var (
@@ -283,6 +286,105 @@ func conformance(t *testing.T, open func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("revoked grants are listed for the mirrors, and Restore writes back", func(t *testing.T) {
+		s := open(t)
+		now := time.Now()
+		g, _ := s.AddGrant(ctx, Grant{User: alice, Resource: "db", CreatedAt: now.Unix(), ExpiresAt: now.Add(time.Hour).Unix()})
+		if _, err := s.RevokeGrant(ctx, g.ID, "ops", now); err != nil {
+			t.Fatal(err)
+		}
+		rv, err := s.Revocations(ctx, now)
+		if err != nil || rv.Grants[g.ID].UserKey != alice.Key() || rv.Grants[g.ID].Until != g.ExpiresAt {
+			t.Fatalf("Revocations after revoking a grant: %+v %v", rv.Grants, err)
+		}
+		// What a node's mirror holds and this store never had.
+		g2, _ := s.AddGrant(ctx, Grant{User: bob, Resource: "wiki", CreatedAt: now.Unix(), ExpiresAt: now.Add(time.Hour).Unix()})
+		lost := newRevocations()
+		lost.Sessions[bob.Key()+"/sid-lost"] = now.Add(time.Hour).Unix()
+		lost.Users[alice.Key()] = now.Unix()
+		lost.Grants[g2.ID] = GrantRevocation{UserKey: bob.Key(), Until: g2.ExpiresAt, At: now.Unix(), By: "ops"}
+		lost.Grants["never-existed"] = GrantRevocation{UserKey: bob.Key(), Until: now.Add(time.Hour).Unix(), At: now.Unix()}
+		if err := s.Restore(ctx, lost); err != nil {
+			t.Fatalf("Restore: %v", err)
+		}
+		st, _ := s.Lookup(ctx, bob, "sid-lost", now)
+		if !st.SessionRevoked || len(st.Grants) != 0 {
+			t.Errorf("bob after Restore: %+v", st)
+		}
+		if st, _ := s.Lookup(ctx, alice, "x", now); st.UserRevokedAt != now.Unix() {
+			t.Errorf("alice after Restore: %+v", st)
+		}
+		rv, _ = s.Revocations(ctx, now)
+		if _, ok := rv.Grants[g2.ID]; !ok || rv.Sessions[bob.Key()+"/sid-lost"] == 0 || rv.Users[alice.Key()] != now.Unix() {
+			t.Errorf("Revocations after Restore: %+v", rv)
+		}
+		// Restore never undoes: an older user revocation leaves the newer.
+		older := newRevocations()
+		older.Users[alice.Key()] = now.Add(-time.Hour).Unix()
+		if err := s.Restore(ctx, older); err != nil {
+			t.Fatal(err)
+		}
+		if st, _ := s.Lookup(ctx, alice, "x", now); st.UserRevokedAt != now.Unix() {
+			t.Errorf("an older revocation replaced a newer one: %+v", st)
+		}
+	})
+
+	t.Run("cache: the mirror holds revocations the store lost, and writes them back", func(t *testing.T) {
+		s := open(t)
+		now := time.Now()
+		g, _ := s.AddGrant(ctx, Grant{User: alice, Resource: "db", CreatedAt: now.Unix(), ExpiresAt: now.Add(time.Hour).Unix()})
+		forgetful := &forgetfulStore{Store: s}
+		c := NewCache(forgetful, time.Second)
+		t.Cleanup(func() { _ = c.Close() })
+		if _, err := s.RevokeGrant(ctx, g.ID, "ops", now); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RevokeSession(ctx, alice, "sid", now.Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RevokeUser(ctx, bob, now); err != nil {
+			t.Fatal(err)
+		}
+		c.refreshMirror() // the revocations reach the mirror
+		// Then the store forgets them (a failover to a replica that had
+		// not received them).
+		forgetful.forget(g)
+		st, err := c.Lookup(ctx, alice, "sid", now.Add(time.Second))
+		if err != nil || len(st.Grants) != 0 || !st.SessionRevoked {
+			t.Errorf("alice, with the store's revocations lost: %+v %v", st, err)
+		}
+		if st, _ := c.Lookup(ctx, bob, "sid-b", now.Add(time.Second)); !st.Revoked(now.Unix()) {
+			t.Errorf("bob, with the store's revocation lost: %+v", st)
+		}
+		c.refreshMirror()
+		r := forgetful.restored()
+		if _, ok := r.Grants[g.ID]; !ok || r.Sessions[alice.Key()+"/sid"] == 0 || r.Users[bob.Key()] != now.Unix() {
+			t.Errorf("written back: %+v", r)
+		}
+	})
+
+	t.Run("cache: nothing is served before the mirror is loaded", func(t *testing.T) {
+		s := open(t)
+		down := &unreachableStore{Store: s}
+		down.down.Store(true)
+		c := NewCache(down, time.Second)
+		t.Cleanup(func() { _ = c.Close() })
+		if _, err := c.Lookup(ctx, alice, "sid", time.Now()); !errors.Is(err, ErrNotReady) || c.Ready() {
+			t.Fatalf("a cache whose store was never reached: %v", err)
+		}
+		down.down.Store(false)
+		deadline := time.Now().Add(5 * time.Second)
+		for !c.Ready() {
+			if time.Now().After(deadline) {
+				t.Fatal("the mirror was not loaded within 5s of the store coming back")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if _, err := c.Lookup(ctx, alice, "sid", time.Now()); err != nil {
+			t.Errorf("after loading: %v", err)
+		}
+	})
+
 	t.Run("cache: a read that an event overtook is not cached", func(t *testing.T) {
 		s := open(t)
 		now := time.Now()
@@ -320,6 +422,87 @@ func (r *racingStore) Lookup(ctx context.Context, u User, sid string, now time.T
 	return st, err
 }
 
+// forgetfulStore loses revocations, as a store that failed over to a
+// lagging replica does: after forget, its lookups and listing show none,
+// and it records what is written back.
+type forgetfulStore struct {
+	Store
+	mu       sync.Mutex
+	lost     bool
+	grant    Grant
+	restores []Revocations
+}
+
+func (f *forgetfulStore) forget(g Grant) {
+	f.mu.Lock()
+	f.lost, f.grant = true, g
+	f.mu.Unlock()
+}
+
+func (f *forgetfulStore) Lookup(ctx context.Context, u User, sid string, now time.Time) (State, error) {
+	st, err := f.Store.Lookup(ctx, u, sid, now)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.lost {
+		g := f.grant
+		g.RevokedAt, g.RevokedBy = 0, ""
+		if g.User == u {
+			st.Grants = append(st.Grants, g)
+		}
+		st.SessionRevoked, st.UserRevokedAt = false, 0
+	}
+	return st, err
+}
+
+func (f *forgetfulStore) Revocations(ctx context.Context, now time.Time) (Revocations, error) {
+	f.mu.Lock()
+	lost := f.lost
+	f.mu.Unlock()
+	if lost {
+		return newRevocations(), nil
+	}
+	return f.Store.Revocations(ctx, now)
+}
+
+func (f *forgetfulStore) Restore(ctx context.Context, rv Revocations) error {
+	f.mu.Lock()
+	f.restores = append(f.restores, rv)
+	f.mu.Unlock()
+	return f.Store.Restore(ctx, rv)
+}
+
+func (f *forgetfulStore) restored() Revocations {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := newRevocations()
+	for _, r := range f.restores {
+		maps.Copy(out.Sessions, r.Sessions)
+		maps.Copy(out.Users, r.Users)
+		maps.Copy(out.Grants, r.Grants)
+	}
+	return out
+}
+
+// unreachableStore fails every read while down.
+type unreachableStore struct {
+	Store
+	down atomic.Bool
+}
+
+func (u *unreachableStore) Revocations(ctx context.Context, now time.Time) (Revocations, error) {
+	if u.down.Load() {
+		return Revocations{}, ErrUnavailable
+	}
+	return u.Store.Revocations(ctx, now)
+}
+
+func (u *unreachableStore) Lookup(ctx context.Context, us User, sid string, now time.Time) (State, error) {
+	if u.down.Load() {
+		return State{}, ErrUnavailable
+	}
+	return u.Store.Lookup(ctx, us, sid, now)
+}
+
 type countingStore struct {
 	Store
 	lookups atomic.Int64
@@ -349,16 +532,33 @@ func TestBoltStore(t *testing.T) {
 	})
 }
 
-func TestRedisStore(t *testing.T) {
+// redisConformance runs the suite on one topology, emptied before each
+// part.
+func redisConformance(t *testing.T, url string, flush func()) {
 	conformance(t, func(t *testing.T) Store {
-		r := startRedis(t, false)
-		s, err := OpenRedis(r.URL(), RedisOptions{Timeout: time.Second})
+		flush()
+		s, err := OpenRedis(url, RedisOptions{Timeout: time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = s.Close() })
 		return s
 	})
+}
+
+func TestRedisStore(t *testing.T) {
+	r := redistest.Start(t, redistest.Options{})
+	redisConformance(t, r.URL(), r.Flush)
+}
+
+func TestRedisSentinelStore(t *testing.T) {
+	set := redistest.StartSentinel(t, redistest.Options{AppendOnly: true})
+	redisConformance(t, set.URL(), set.Flush)
+}
+
+func TestRedisClusterStore(t *testing.T) {
+	c := redistest.StartCluster(t, 3, 1, redistest.Options{AppendOnly: true})
+	redisConformance(t, c.URL(), c.Flush)
 }
 
 func TestBoltDurableAndLocked(t *testing.T) {

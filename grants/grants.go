@@ -26,6 +26,13 @@ var (
 	ErrUnavailable    = errors.New("grants: store unavailable")
 	ErrUnsupportedURL = errors.New("grants: unsupported store URL")
 	ErrStoreLocked    = errors.New("grants: store file is locked by another process")
+	// ErrNotDurable: a revocation was written on the Redis master, but its
+	// replicas did not confirm it in time, so a failover now could lose
+	// it. The operation is reported failed; running it again is safe.
+	ErrNotDurable = errors.New("grants: the revocation is not confirmed by the store's replicas")
+	// ErrNotReady: the node has not loaded the revocations in force yet,
+	// so it cannot tell a revoked session from a live one.
+	ErrNotReady = errors.New("grants: revocations not loaded yet")
 )
 
 // User is who a grant is for: an issuer and a subject (an email is not an
@@ -160,16 +167,32 @@ type RequestFilter struct {
 // Revocations are every revocation still in force, for a node's local
 // mirror.
 type Revocations struct {
-	Sessions map[string]int64 // user key + "/" + session id → until (unix)
-	Users    map[string]int64 // user key → revoked at (unix)
+	Sessions map[string]int64           // user key + "/" + session id → until (unix)
+	Users    map[string]int64           // user key → revoked at (unix)
+	Grants   map[string]GrantRevocation // grant id → the revocation
+}
+
+// GrantRevocation is a revoked grant, in force until the grant would have
+// expired.
+type GrantRevocation struct {
+	UserKey string `json:"user"`
+	Until   int64  `json:"until"` // the grant's expires_at (unix)
+	At      int64  `json:"at"`    // when it was revoked (unix)
+	By      string `json:"by,omitempty"`
+}
+
+// newRevocations returns empty maps to fill.
+func newRevocations() Revocations {
+	return Revocations{Sessions: map[string]int64{}, Users: map[string]int64{}, Grants: map[string]GrantRevocation{}}
 }
 
 // Event tells caches that something about a user changed.
 type Event struct {
-	Kind      string `json:"kind"` // "user", "session_revoked", "user_revoked", "resync"
+	Kind      string `json:"kind"` // "user", "session_revoked", "user_revoked", "grant_revoked", "resync"
 	UserKey   string `json:"user,omitempty"`
 	SessionID string `json:"sid,omitempty"`
-	At        int64  `json:"at,omitempty"` // until (session) or revoked at (user)
+	GrantID   string `json:"gid,omitempty"`
+	At        int64  `json:"at,omitempty"` // until (session, grant) or revoked at (user)
 }
 
 // Store keeps grants, requests and revocations. Implementations are safe
@@ -200,6 +223,10 @@ type Store interface {
 	Users(ctx context.Context, email string) ([]User, error)
 	// Revocations lists revocations in force at now.
 	Revocations(ctx context.Context, now time.Time) (Revocations, error)
+	// Restore writes back revocations a node's mirror holds and the
+	// store lost (a Redis failover can lose the last writes): idempotent,
+	// and it never undoes anything.
+	Restore(ctx context.Context, rv Revocations) error
 
 	// Events delivers changes made by any node (for cache invalidation).
 	Events() <-chan Event

@@ -35,9 +35,10 @@ const (
 	bSessions   = "sessions"    // userkey/sid → until
 	bUsers      = "users"       // userkey → revoked at
 	bEmails     = "emails"      // email/userkey → User
+	bRevGrants  = "revoked"     // grant id → GrantRevocation (the mirror's source)
 )
 
-var allBuckets = []string{bGrants, bUserGrants, bRequests, bSessions, bUsers, bEmails}
+var allBuckets = []string{bGrants, bUserGrants, bRequests, bSessions, bUsers, bEmails, bRevGrants}
 
 // kvStore is the Store of the embedded stores, on any kv.
 type kvStore struct {
@@ -125,23 +126,36 @@ func indexEmail(tx kvTx, email string, u User) error {
 func (s *kvStore) RevokeGrant(_ context.Context, id, by string, now time.Time) (Grant, error) {
 	var g Grant
 	err := s.db.update(func(tx kvTx) error {
-		b := tx.get(bGrants, id)
-		if b == nil {
-			return ErrNotFound
-		}
-		if err := json.Unmarshal(b, &g); err != nil {
-			return err
-		}
-		if g.RevokedAt == 0 {
-			g.RevokedAt, g.RevokedBy = now.Unix(), by
-		}
-		nb, _ := json.Marshal(g)
-		return tx.put(bGrants, id, nb)
+		var err error
+		g, err = revokeGrant(tx, id, GrantRevocation{At: now.Unix(), By: by})
+		return err
 	})
 	if err == nil {
-		s.events.send(Event{Kind: "user", UserKey: g.User.Key()})
+		s.events.send(Event{Kind: "grant_revoked", UserKey: g.User.Key(), GrantID: g.ID, At: g.ExpiresAt})
 	}
 	return g, err
+}
+
+// revokeGrant marks a grant revoked (if it is not already) and records
+// the revocation for the mirrors.
+func revokeGrant(tx kvTx, id string, rv GrantRevocation) (Grant, error) {
+	var g Grant
+	b := tx.get(bGrants, id)
+	if b == nil {
+		return g, ErrNotFound
+	}
+	if err := json.Unmarshal(b, &g); err != nil {
+		return g, err
+	}
+	if g.RevokedAt == 0 {
+		g.RevokedAt, g.RevokedBy = rv.At, rv.By
+		nb, _ := json.Marshal(g)
+		if err := tx.put(bGrants, id, nb); err != nil {
+			return g, err
+		}
+	}
+	rb, _ := json.Marshal(GrantRevocation{UserKey: g.User.Key(), Until: g.ExpiresAt, At: g.RevokedAt, By: g.RevokedBy})
+	return g, tx.put(bRevGrants, id, rb)
 }
 
 func (s *kvStore) Grants(_ context.Context, f GrantFilter) ([]Grant, error) {
@@ -313,11 +327,20 @@ func (s *kvStore) Users(_ context.Context, email string) ([]User, error) {
 }
 
 func (s *kvStore) Revocations(_ context.Context, now time.Time) (Revocations, error) {
-	rv := Revocations{Sessions: map[string]int64{}, Users: map[string]int64{}}
+	rv := newRevocations()
 	err := s.db.view(func(tx kvTx) error {
 		if err := tx.scan(bSessions, "", func(k string, v []byte) error {
 			if until := atoi(v); until > now.Unix() {
 				rv.Sessions[k] = until
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := tx.scan(bRevGrants, "", func(k string, v []byte) error {
+			var g GrantRevocation
+			if json.Unmarshal(v, &g) == nil && g.Until > now.Unix() {
+				rv.Grants[k] = g
 			}
 			return nil
 		}); err != nil {
@@ -329,6 +352,34 @@ func (s *kvStore) Revocations(_ context.Context, now time.Time) (Revocations, er
 		})
 	})
 	return rv, err
+}
+
+// Restore writes back revocations the store lacks. An embedded store
+// loses nothing it acknowledged, but a node may hold what another
+// instance of the file never had (a restored backup).
+func (s *kvStore) Restore(_ context.Context, rv Revocations) error {
+	return s.db.update(func(tx kvTx) error {
+		for k, until := range rv.Sessions {
+			if atoi(tx.get(bSessions, k)) < until {
+				if err := tx.put(bSessions, k, []byte(strconv.FormatInt(until, 10))); err != nil {
+					return err
+				}
+			}
+		}
+		for uk, at := range rv.Users {
+			if atoi(tx.get(bUsers, uk)) < at {
+				if err := tx.put(bUsers, uk, []byte(strconv.FormatInt(at, 10))); err != nil {
+					return err
+				}
+			}
+		}
+		for id, g := range rv.Grants {
+			if _, err := revokeGrant(tx, id, g); err != nil && !errors.Is(err, ErrNotFound) {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // purge removes what is past its retention: expired or revoked grants,
@@ -349,6 +400,7 @@ func (s *kvStore) purge(now time.Time) error {
 		for _, g := range dead {
 			_ = tx.del(bGrants, g.ID)
 			_ = tx.del(bUserGrants, g.User.Key()+"/"+g.ID)
+			_ = tx.del(bRevGrants, g.ID)
 		}
 		var deadReqs, deadSessions []string
 		_ = tx.scan(bRequests, "", func(k string, b []byte) error {

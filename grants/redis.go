@@ -15,19 +15,23 @@ import (
 )
 
 // Redis keys. Everything about one user shares a hash tag, so that a
-// lookup is one pipelined round trip even on Redis Cluster.
+// lookup is one pipelined round trip even on Redis Cluster, and so does
+// everything about one request. No command or transaction ever spans two
+// hash slots: the global indexes are updated by commands of their own,
+// written before the records they point to, and every reader tolerates an
+// index entry whose record is gone or not written yet.
 //
-//	gh:{u}:g          hash  grant id → Grant JSON (expires after the last grant)
+//	gh:{u}:g          hash    grant id → Grant JSON (expires after the last grant)
 //	gh:{u}:r          string  sessions created up to this unix time are revoked
 //	gh:{u}:s:<sid>    string  this session is revoked (expires with it)
-//	gh:gid:<id>       string  grant id → user key
-//	gh:req:<id>       string  Request JSON (as created)
-//	gh:req:<id>:d     string  the decision (SET NX: exactly one wins)
-//	gh:reqs           zset    request ids by creation time
-//	gh:grant_users    set     user keys that have grants
-//	gh:email:<email>  set     User JSON of users seen with this email
-//	gh:revocations    zset    "s|<u>|<sid>" and "u|<u>" by end of validity
-//	gh:events         pub/sub channel of Event JSON
+//	gh:gid:{<id>}     string  grant id → user key
+//	gh:req:{<id>}     string  Request JSON (as created)
+//	gh:req:{<id>}:d   string  the decision (SET NX: exactly one wins)
+//	gh:reqs           zset    index: request ids by creation time
+//	gh:grant_users    set     index: user keys that have grants
+//	gh:email:<email>  set     index: User JSON of users seen with this email
+//	gh:revocations    zset    index: "s|<u>|<sid>", "u|<u>|<at>", "g|<u>|<id>|<at>|<by>" by end of validity
+//	gh:events         channel Event JSON
 const (
 	keyEvents      = "gh:events"
 	keyReqs        = "gh:reqs"
@@ -41,21 +45,24 @@ const (
 func kGrants(uk string) string       { return "gh:{" + uk + "}:g" }
 func kUserRev(uk string) string      { return "gh:{" + uk + "}:r" }
 func kSession(uk, sid string) string { return "gh:{" + uk + "}:s:" + sid }
-func kGrantID(id string) string      { return "gh:gid:" + id }
-func kReq(id string) string          { return "gh:req:" + id }
-func kReqDecision(id string) string  { return "gh:req:" + id + ":d" }
+func kGrantID(id string) string      { return "gh:gid:{" + id + "}" }
+func kReq(id string) string          { return "gh:req:{" + id + "}" }
+func kReqDecision(id string) string  { return "gh:req:{" + id + "}:d" }
 func kEmail(email string) string     { return "gh:email:" + strings.ToLower(email) }
 
-// RedisStore keeps grants in Redis, shared by every node. Changes are
-// published on gh:events so that every node's cache drops what changed at
-// once.
+// RedisStore keeps grants in Redis (one server, Sentinel or Cluster),
+// shared by every node. Changes are published on gh:events so that every
+// node's cache drops what changed at once. Revocations are acknowledged
+// only once every replica of the master that holds them has them (WAIT).
 type RedisStore struct {
-	client redis.UniversalClient
-	memo   grantMemo // decoded grants for Lookup
-	events *broadcaster
-	cancel context.CancelFunc
-	done   chan struct{}
-	once   sync.Once
+	client      redis.UniversalClient
+	cluster     *redis.ClusterClient // when the store is a Cluster
+	durableWait time.Duration
+	memo        grantMemo // decoded grants for Lookup
+	events      *broadcaster
+	cancel      context.CancelFunc
+	done        chan struct{}
+	once        sync.Once
 }
 
 // RedisOptions bound every operation.
@@ -63,6 +70,9 @@ type RedisOptions struct {
 	// Timeout bounds dialing, reading, writing and waiting for a pooled
 	// connection (the grants_timeout).
 	Timeout time.Duration
+	// DurableWait bounds how long a revocation waits for the master's
+	// replicas to confirm it. Default: 1s.
+	DurableWait time.Duration
 }
 
 // OpenRedis connects to Redis at rawURL:
@@ -78,11 +88,16 @@ func OpenRedis(rawURL string, o RedisOptions) (*RedisStore, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = 50 * time.Millisecond
 	}
+	if o.DurableWait <= 0 {
+		o.DurableWait = time.Second
+	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnsupportedURL, err)
 	}
-	var client redis.UniversalClient
+	s := &RedisStore{durableWait: o.DurableWait, events: newBroadcaster(), done: make(chan struct{})}
+	// A retry would take a request past its bound; the next request tries
+	// again.
 	switch {
 	case u.Scheme == "redis+cluster" || u.Scheme == "rediss+cluster":
 		opt, err := redis.ParseClusterURL(strings.Replace(rawURL, "+cluster", "", 1))
@@ -92,7 +107,8 @@ func OpenRedis(rawURL string, o RedisOptions) (*RedisStore, error) {
 		opt.ContextTimeoutEnabled = true
 		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = o.Timeout, o.Timeout, o.Timeout, o.Timeout
 		opt.MaxRetries = -1
-		client = redis.NewClusterClient(opt)
+		s.cluster = redis.NewClusterClient(opt)
+		s.client = s.cluster
 	case u.Query().Get("master_name") != "":
 		opt, err := redis.ParseFailoverURL(rawURL)
 		if err != nil {
@@ -101,7 +117,7 @@ func OpenRedis(rawURL string, o RedisOptions) (*RedisStore, error) {
 		opt.ContextTimeoutEnabled = true
 		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = o.Timeout, o.Timeout, o.Timeout, o.Timeout
 		opt.MaxRetries = -1
-		client = redis.NewFailoverClient(opt)
+		s.client = redis.NewFailoverClient(opt)
 	case u.Scheme == "redis" || u.Scheme == "rediss":
 		opt, err := redis.ParseURL(rawURL)
 		if err != nil {
@@ -109,25 +125,31 @@ func OpenRedis(rawURL string, o RedisOptions) (*RedisStore, error) {
 		}
 		opt.ContextTimeoutEnabled = true
 		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = o.Timeout, o.Timeout, o.Timeout, o.Timeout
-		// A retry would take the request past its bound; the next request
-		// tries again.
 		opt.MaxRetries = -1
-		client = redis.NewClient(opt)
+		s.client = redis.NewClient(opt)
 	default:
 		return nil, fmt.Errorf("%w: %q (want redis://, rediss://, redis+cluster:// or file://)", ErrUnsupportedURL, u.Scheme)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &RedisStore{client: client, events: newBroadcaster(), cancel: cancel, done: make(chan struct{})}
-	go s.subscribe(ctx)
+	s.cancel = cancel
+	if s.cluster != nil {
+		go s.subscribeEveryMaster(ctx)
+	} else {
+		go s.subscribe(ctx)
+	}
 	return s, nil
 }
 
 // subscribe relays gh:events to Events. go-redis re-subscribes after a
-// disconnect; each (re)subscription is told as a "resync" event, since
-// changes made meanwhile were missed.
+// disconnect (with Sentinel, to the master of the moment); each
+// (re)subscription is told as a "resync" event, since changes made
+// meanwhile were missed.
 func (s *RedisStore) subscribe(ctx context.Context) {
 	defer close(s.done)
-	ps := s.client.Subscribe(ctx, keyEvents)
+	s.relay(ctx, s.client.Subscribe(ctx, keyEvents))
+}
+
+func (s *RedisStore) relay(ctx context.Context, ps *redis.PubSub) {
 	defer ps.Close()
 	ch := ps.ChannelWithSubscriptions(redis.WithChannelHealthCheckInterval(time.Second))
 	for {
@@ -153,13 +175,83 @@ func (s *RedisStore) subscribe(ctx context.Context) {
 	}
 }
 
+// subscribeEveryMaster subscribes to gh:events on every master of the
+// Cluster. A Cluster forwards every PUBLISH to every node, so each
+// subscription hears every event; with one per master, a master that is
+// down blinds no node. The set of masters is checked every second, so a
+// promoted replica is subscribed to as well.
+func (s *RedisStore) subscribeEveryMaster(ctx context.Context) {
+	defer close(s.done)
+	var mu sync.Mutex
+	subs := map[string]context.CancelFunc{}
+	var wg sync.WaitGroup
+	defer func() {
+		mu.Lock()
+		for _, cancel := range subs {
+			cancel()
+		}
+		mu.Unlock()
+		wg.Wait()
+	}()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		masters := map[string]*redis.Client{}
+		_ = s.cluster.ForEachMaster(cctx, func(_ context.Context, c *redis.Client) error {
+			mu.Lock()
+			masters[c.Options().Addr] = c
+			mu.Unlock()
+			return nil
+		})
+		cancel()
+		mu.Lock()
+		for addr, c := range masters {
+			if _, ok := subs[addr]; ok {
+				continue
+			}
+			sctx, stop := context.WithCancel(ctx)
+			subs[addr] = stop
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.relay(sctx, c.Subscribe(sctx, keyEvents))
+			}()
+		}
+		for addr, stop := range subs {
+			if _, ok := masters[addr]; !ok && len(masters) > 0 {
+				stop()
+				delete(subs, addr)
+			}
+		}
+		mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// publish announces e. On a Cluster it goes through the master that holds
+// the user's keys (just written to, so reachable), which forwards it to
+// every node; elsewhere through the one master.
 func (s *RedisStore) publish(ctx context.Context, e Event) {
 	b, _ := json.Marshal(e)
-	s.client.Publish(context.WithoutCancel(ctx), keyEvents, b)
+	ctx = context.WithoutCancel(ctx)
+	if s.cluster != nil && e.UserKey != "" {
+		if node, err := s.cluster.MasterForKey(ctx, kGrants(e.UserKey)); err == nil {
+			if node.Publish(ctx, keyEvents, b).Err() == nil {
+				return
+			}
+		}
+	}
+	s.client.Publish(ctx, keyEvents, b)
 }
 
 func unavailable(err error) error {
-	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrAlreadyDecided) || errors.Is(err, ErrInvalid) {
+	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrAlreadyDecided) || errors.Is(err, ErrInvalid) ||
+		errors.Is(err, ErrNotDurable) || errors.Is(err, ErrUnavailable) {
 		return err
 	}
 	return fmt.Errorf("%w: %v", ErrUnavailable, err)
@@ -193,35 +285,89 @@ func (s *RedisStore) Lookup(ctx context.Context, u User, sid string, now time.Ti
 	return st, nil
 }
 
-// writeGrant queues the writes of a grant; the user's hash expires at
-// hashExpiry, which is never earlier than any grant's in it.
-func (s *RedisStore) writeGrant(ctx context.Context, pipe redis.Pipeliner, g Grant, hashExpiry time.Time) {
+// master returns a client of the master that holds key.
+func (s *RedisStore) master(ctx context.Context, key string) (*redis.Client, error) {
+	if s.cluster != nil {
+		c, err := s.cluster.MasterForKey(ctx, key)
+		return c, unavailable(err)
+	}
+	return s.client.(*redis.Client), nil
+}
+
+// durable runs write as one transaction (its keys in one slot) on the
+// master that holds key, then waits until every replica connected to that
+// master confirms it (WAIT, within durableWait). A master without
+// replicas acknowledges at once: its durability is its append-only file.
+func (s *RedisStore) durable(ctx context.Context, key string, write func(redis.Pipeliner)) error {
+	node, err := s.master(ctx, key)
+	if err != nil {
+		return err
+	}
+	conn := node.Conn() // WAIT counts the writes of its own connection
+	defer conn.Close()
+	if _, err := conn.TxPipelined(ctx, func(p redis.Pipeliner) error { write(p); return nil }); err != nil {
+		return unavailable(err)
+	}
+	role, err := conn.Do(ctx, "ROLE").Slice()
+	if err != nil {
+		return unavailable(err)
+	}
+	replicas := 0
+	if len(role) == 3 {
+		if rs, ok := role[2].([]any); ok {
+			replicas = len(rs)
+		}
+	}
+	if replicas == 0 {
+		return nil
+	}
+	n, err := conn.Wait(ctx, replicas, s.durableWait).Result()
+	if err != nil {
+		return unavailable(err)
+	}
+	if int(n) < replicas {
+		return fmt.Errorf("%w: %d of %d replicas of %s confirmed it within %s (it holds on the master and on every Gatehouse node now; a failover before the replicas catch up could lose it: run it again)",
+			ErrNotDurable, n, replicas, node.Options().Addr, s.durableWait)
+	}
+	return nil
+}
+
+// writeGrant writes a grant: the indexes first (harmless if the grant
+// never follows), then the grant in the user's slot.
+func (s *RedisStore) writeGrant(ctx context.Context, g Grant) error {
 	uk := g.User.Key()
 	b, _ := json.Marshal(g)
 	expire := time.Unix(g.ExpiresAt, 0).Add(keep)
-	pipe.HSet(ctx, kGrants(uk), g.ID, b)
-	pipe.ExpireAt(ctx, kGrants(uk), hashExpiry)
-	pipe.Set(ctx, kGrantID(g.ID), uk, time.Until(expire))
-	pipe.SAdd(ctx, keyGrantUsers, uk)
+	hashExpiry, err := s.hashExpiry(ctx, g)
+	if err != nil {
+		return err
+	}
+	idx := s.client.Pipeline()
+	idx.SAdd(ctx, keyGrantUsers, uk)
+	idx.Set(ctx, kGrantID(g.ID), uk, time.Until(expire))
 	if g.Email != "" {
 		ub, _ := json.Marshal(g.User)
-		pipe.SAdd(ctx, kEmail(g.Email), ub)
-		pipe.Expire(ctx, kEmail(g.Email), 10*keep)
+		idx.SAdd(ctx, kEmail(g.Email), ub)
+		idx.Expire(ctx, kEmail(g.Email), 10*keep)
 	}
+	if _, err := idx.Exec(ctx); err != nil {
+		return unavailable(err)
+	}
+	tx := s.client.TxPipeline()
+	tx.HSet(ctx, kGrants(uk), g.ID, b)
+	tx.ExpireAt(ctx, kGrants(uk), hashExpiry)
+	if _, err := tx.Exec(ctx); err != nil {
+		return unavailable(err)
+	}
+	return nil
 }
 
 func (s *RedisStore) AddGrant(ctx context.Context, g Grant) (Grant, error) {
 	if err := validateGrant(&g); err != nil {
 		return g, err
 	}
-	exp, err := s.hashExpiry(ctx, g)
-	if err != nil {
+	if err := s.writeGrant(ctx, g); err != nil {
 		return g, err
-	}
-	pipe := s.client.TxPipeline()
-	s.writeGrant(ctx, pipe, g, exp)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return g, unavailable(err)
 	}
 	s.publish(ctx, Event{Kind: "user", UserKey: g.User.Key()})
 	return g, nil
@@ -265,18 +411,33 @@ func (s *RedisStore) grantByID(ctx context.Context, id string) (Grant, string, e
 }
 
 func (s *RedisStore) RevokeGrant(ctx context.Context, id, by string, now time.Time) (Grant, error) {
-	g, uk, err := s.grantByID(ctx, id)
+	g, _, err := s.grantByID(ctx, id)
 	if err != nil {
 		return g, err
 	}
-	if g.RevokedAt == 0 {
-		g.RevokedAt, g.RevokedBy = now.Unix(), by
-		b, _ := json.Marshal(g)
-		if err := s.client.HSet(ctx, kGrants(uk), id, b).Err(); err != nil {
-			return g, unavailable(err)
-		}
+	g, err = s.revokeGrant(ctx, g, GrantRevocation{At: now.Unix(), By: by})
+	if err != nil {
+		return g, err
 	}
-	s.publish(ctx, Event{Kind: "user", UserKey: uk})
+	s.publish(ctx, Event{Kind: "grant_revoked", UserKey: g.User.Key(), GrantID: g.ID, At: g.ExpiresAt})
+	return g, nil
+}
+
+// revokeGrant marks g revoked (if it is not already), durably, and lists
+// the revocation for the mirrors.
+func (s *RedisStore) revokeGrant(ctx context.Context, g Grant, rv GrantRevocation) (Grant, error) {
+	uk := g.User.Key()
+	if g.RevokedAt == 0 {
+		g.RevokedAt, g.RevokedBy = rv.At, rv.By
+	}
+	b, _ := json.Marshal(g)
+	if err := s.durable(ctx, kGrants(uk), func(p redis.Pipeliner) { p.HSet(ctx, kGrants(uk), g.ID, b) }); err != nil {
+		return g, err
+	}
+	member := "g|" + uk + "|" + g.ID + "|" + strconv.FormatInt(g.RevokedAt, 10) + "|" + strings.ReplaceAll(g.RevokedBy, "|", "/")
+	if err := s.client.ZAdd(ctx, keyRevocations, redis.Z{Score: float64(g.ExpiresAt), Member: member}).Err(); err != nil {
+		return g, unavailable(err)
+	}
 	return g, nil
 }
 
@@ -290,14 +451,21 @@ func (s *RedisStore) Grants(ctx context.Context, f GrantFilter) ([]Grant, error)
 			return nil, unavailable(err)
 		}
 	}
-	var out []Grant
-	for _, uk := range users {
-		m, err := s.client.HGetAll(ctx, kGrants(uk)).Result()
-		if err != nil {
+	pipe := s.client.Pipeline()
+	cmds := make([]*redis.MapStringStringCmd, len(users))
+	for i, uk := range users {
+		cmds[i] = pipe.HGetAll(ctx, kGrants(uk))
+	}
+	if len(users) > 0 {
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			return nil, unavailable(err)
 		}
+	}
+	var out []Grant
+	for i, cmd := range cmds {
+		m := cmd.Val()
 		if len(m) == 0 && f.User == nil {
-			s.client.SRem(ctx, keyGrantUsers, uk)
+			s.client.SRem(ctx, keyGrantUsers, users[i]) // their grants expired and were dropped
 		}
 		for _, v := range m {
 			var g Grant
@@ -315,44 +483,51 @@ func (s *RedisStore) CreateRequest(ctx context.Context, r Request) (Request, err
 		return r, err
 	}
 	b, _ := json.Marshal(r)
-	pipe := s.client.TxPipeline()
-	pipe.Set(ctx, kReq(r.ID), b, keep)
-	pipe.ZAdd(ctx, keyReqs, redis.Z{Score: float64(r.CreatedAt), Member: r.ID})
-	pipe.ZRemRangeByScore(ctx, keyReqs, "-inf", strconv.FormatInt(time.Now().Add(-keep).Unix(), 10))
+	idx := s.client.Pipeline()
+	idx.ZAdd(ctx, keyReqs, redis.Z{Score: float64(r.CreatedAt), Member: r.ID})
+	idx.ZRemRangeByScore(ctx, keyReqs, "-inf", strconv.FormatInt(time.Now().Add(-keep).Unix(), 10))
 	if r.Email != "" {
 		ub, _ := json.Marshal(r.User)
-		pipe.SAdd(ctx, kEmail(r.Email), ub)
-		pipe.Expire(ctx, kEmail(r.Email), 10*keep)
+		idx.SAdd(ctx, kEmail(r.Email), ub)
+		idx.Expire(ctx, kEmail(r.Email), 10*keep)
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	if _, err := idx.Exec(ctx); err != nil {
+		return r, unavailable(err)
+	}
+	if err := s.client.Set(ctx, kReq(r.ID), b, keep).Err(); err != nil {
 		return r, unavailable(err)
 	}
 	s.publish(ctx, Event{Kind: "user", UserKey: r.User.Key()})
 	return r, nil
 }
 
-// request reads a request with its decision, if any.
-func (s *RedisStore) request(ctx context.Context, id string) (Request, error) {
-	vals, err := s.client.MGet(ctx, kReq(id), kReqDecision(id)).Result()
-	if err != nil {
-		return Request{}, unavailable(err)
-	}
+// decodeRequest reads a request and its decision, if any, as MGET
+// returned them; ok is false when the request is gone (or not written).
+func decodeRequest(vals []any) (Request, bool, error) {
+	var r Request
 	raw, _ := vals[0].(string)
 	if raw == "" {
-		return Request{}, ErrNotFound
+		return r, false, nil
 	}
-	var r Request
 	if err := json.Unmarshal([]byte(raw), &r); err != nil {
-		return r, err
+		return r, false, err
 	}
 	if d, _ := vals[1].(string); d != "" {
 		_ = json.Unmarshal([]byte(d), &r) // the decided copy
 	}
-	return r, nil
+	return r, true, nil
 }
 
 func (s *RedisStore) Request(ctx context.Context, id string) (Request, error) {
-	return s.request(ctx, id)
+	vals, err := s.client.MGet(ctx, kReq(id), kReqDecision(id)).Result()
+	if err != nil {
+		return Request{}, unavailable(err)
+	}
+	r, ok, err := decodeRequest(vals)
+	if err == nil && !ok {
+		err = ErrNotFound
+	}
+	return r, err
 }
 
 func (s *RedisStore) Requests(ctx context.Context, f RequestFilter) ([]Request, error) {
@@ -360,16 +535,23 @@ func (s *RedisStore) Requests(ctx context.Context, f RequestFilter) ([]Request, 
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	var out []Request
-	for _, id := range ids {
-		r, err := s.request(ctx, id)
-		if errors.Is(err, ErrNotFound) {
-			continue
+	pipe := s.client.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.MGet(ctx, kReq(id), kReqDecision(id))
+	}
+	if len(ids) > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, unavailable(err)
 		}
+	}
+	var out []Request
+	for _, cmd := range cmds {
+		r, ok, err := decodeRequest(cmd.Val())
 		if err != nil {
 			return nil, err
 		}
-		if matchRequest(&r, f) {
+		if ok && matchRequest(&r, f) {
 			out = append(out, r)
 		}
 	}
@@ -380,7 +562,7 @@ func (s *RedisStore) Requests(ctx context.Context, f RequestFilter) ([]Request, 
 // Decide stores the decided request with SET NX: of concurrent deciders,
 // exactly one writes it, and only that one creates the grant.
 func (s *RedisStore) Decide(ctx context.Context, id string, d Decision) (Request, *Grant, error) {
-	r, err := s.request(ctx, id)
+	r, err := s.Request(ctx, id)
 	if err != nil {
 		return r, nil, err
 	}
@@ -394,18 +576,12 @@ func (s *RedisStore) Decide(ctx context.Context, id string, d Decision) (Request
 		return r, nil, unavailable(err)
 	}
 	if !won {
-		cur, _ := s.request(ctx, id)
+		cur, _ := s.Request(ctx, id)
 		return cur, nil, ErrAlreadyDecided
 	}
 	if g != nil {
-		exp, err := s.hashExpiry(ctx, *g)
-		if err != nil {
+		if err := s.writeGrant(ctx, *g); err != nil {
 			return r, nil, err
-		}
-		pipe := s.client.TxPipeline()
-		s.writeGrant(ctx, pipe, *g, exp)
-		if _, err := pipe.Exec(ctx); err != nil {
-			return r, nil, unavailable(err)
 		}
 	}
 	s.publish(ctx, Event{Kind: "user", UserKey: r.User.Key()})
@@ -413,32 +589,45 @@ func (s *RedisStore) Decide(ctx context.Context, id string, d Decision) (Request
 }
 
 func (s *RedisStore) RevokeSession(ctx context.Context, u User, sid string, until time.Time) error {
-	uk := u.Key()
-	ttl := time.Until(until)
+	if err := s.revokeSession(ctx, u.Key(), sid, until.Unix()); err != nil {
+		return err
+	}
+	s.publish(ctx, Event{Kind: "session_revoked", UserKey: u.Key(), SessionID: sid, At: until.Unix()})
+	return nil
+}
+
+func (s *RedisStore) revokeSession(ctx context.Context, uk, sid string, until int64) error {
+	ttl := time.Until(time.Unix(until, 0))
 	if ttl < time.Second {
 		ttl = time.Second
 	}
-	pipe := s.client.TxPipeline()
-	pipe.Set(ctx, kSession(uk, sid), "1", ttl)
-	pipe.ZAdd(ctx, keyRevocations, redis.Z{Score: float64(until.Unix()), Member: "s|" + uk + "|" + sid})
-	pipe.ZRemRangeByScore(ctx, keyRevocations, "-inf", strconv.FormatInt(time.Now().Unix(), 10))
-	if _, err := pipe.Exec(ctx); err != nil {
+	if err := s.durable(ctx, kSession(uk, sid), func(p redis.Pipeliner) { p.Set(ctx, kSession(uk, sid), "1", ttl) }); err != nil {
+		return err
+	}
+	idx := s.client.Pipeline()
+	idx.ZAdd(ctx, keyRevocations, redis.Z{Score: float64(until), Member: "s|" + uk + "|" + sid})
+	idx.ZRemRangeByScore(ctx, keyRevocations, "-inf", strconv.FormatInt(time.Now().Unix(), 10))
+	if _, err := idx.Exec(ctx); err != nil {
 		return unavailable(err)
 	}
-	s.publish(ctx, Event{Kind: "session_revoked", UserKey: uk, SessionID: sid, At: until.Unix()})
 	return nil
 }
 
 func (s *RedisStore) RevokeUser(ctx context.Context, u User, at time.Time) error {
-	uk := u.Key()
-	pipe := s.client.TxPipeline()
-	pipe.Set(ctx, kUserRev(uk), strconv.FormatInt(at.Unix(), 10), keep)
-	pipe.ZAdd(ctx, keyRevocations, redis.Z{Score: float64(at.Add(keep).Unix()), Member: "u|" + uk + "|" + strconv.FormatInt(at.Unix(), 10)})
-	if _, err := pipe.Exec(ctx); err != nil {
-		return unavailable(err)
+	if err := s.revokeUser(ctx, u.Key(), at.Unix()); err != nil {
+		return err
 	}
-	s.publish(ctx, Event{Kind: "user_revoked", UserKey: uk, At: at.Unix()})
+	s.publish(ctx, Event{Kind: "user_revoked", UserKey: u.Key(), At: at.Unix()})
 	return nil
+}
+
+func (s *RedisStore) revokeUser(ctx context.Context, uk string, at int64) error {
+	v := strconv.FormatInt(at, 10)
+	if err := s.durable(ctx, kUserRev(uk), func(p redis.Pipeliner) { p.Set(ctx, kUserRev(uk), v, keep) }); err != nil {
+		return err
+	}
+	m := redis.Z{Score: float64(time.Unix(at, 0).Add(keep).Unix()), Member: "u|" + uk + "|" + v}
+	return unavailable(s.client.ZAdd(ctx, keyRevocations, m).Err())
 }
 
 func (s *RedisStore) Users(ctx context.Context, email string) ([]User, error) {
@@ -457,7 +646,7 @@ func (s *RedisStore) Users(ctx context.Context, email string) ([]User, error) {
 }
 
 func (s *RedisStore) Revocations(ctx context.Context, now time.Time) (Revocations, error) {
-	rv := Revocations{Sessions: map[string]int64{}, Users: map[string]int64{}}
+	rv := newRevocations()
 	zs, err := s.client.ZRangeByScoreWithScores(ctx, keyRevocations, &redis.ZRangeBy{Min: strconv.FormatInt(now.Unix(), 10), Max: "+inf"}).Result()
 	if err != nil {
 		return rv, unavailable(err)
@@ -472,20 +661,86 @@ func (s *RedisStore) Revocations(ctx context.Context, now time.Time) (Revocation
 			if at > rv.Users[parts[1]] {
 				rv.Users[parts[1]] = at
 			}
+		case len(parts) == 5 && parts[0] == "g":
+			at, _ := strconv.ParseInt(parts[3], 10, 64)
+			rv.Grants[parts[2]] = GrantRevocation{UserKey: parts[1], Until: int64(z.Score), At: at, By: parts[4]}
 		}
 	}
 	return rv, nil
 }
 
-// AppendOnly reports whether Redis persists with appendonly yes, which
-// production should (a restart must not lose grants or revocations).
-func (s *RedisStore) AppendOnly(ctx context.Context) (bool, error) {
-	v, err := s.client.ConfigGet(ctx, "appendonly").Result()
-	if err != nil {
-		return false, err
+// Restore writes back revocations a node's mirror holds and the store
+// lost: a failover whose new master had not received the last writes. A
+// user revocation is written only when later than the store's; a grant
+// revocation needs the grant (a grant the store lost is no grant).
+func (s *RedisStore) Restore(ctx context.Context, rv Revocations) error {
+	for k, until := range rv.Sessions {
+		uk, sid, _ := strings.Cut(k, "/")
+		if err := s.revokeSession(ctx, uk, sid, until); err != nil {
+			return err
+		}
+		s.publish(ctx, Event{Kind: "session_revoked", UserKey: uk, SessionID: sid, At: until})
 	}
-	return v["appendonly"] == "yes", nil
+	for uk, at := range rv.Users {
+		cur, err := s.client.Get(ctx, kUserRev(uk)).Int64()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return unavailable(err)
+		}
+		if cur >= at {
+			continue
+		}
+		if err := s.revokeUser(ctx, uk, at); err != nil {
+			return err
+		}
+		s.publish(ctx, Event{Kind: "user_revoked", UserKey: uk, At: at})
+	}
+	for id, gr := range rv.Grants {
+		v, err := s.client.HGet(ctx, kGrants(gr.UserKey), id).Result()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			return unavailable(err)
+		}
+		var g Grant
+		if json.Unmarshal([]byte(v), &g) != nil {
+			continue
+		}
+		if _, err := s.revokeGrant(ctx, g, gr); err != nil {
+			return err
+		}
+		s.publish(ctx, Event{Kind: "grant_revoked", UserKey: gr.UserKey, GrantID: id, At: g.ExpiresAt})
+	}
+	return nil
 }
+
+// AppendOnly reports whether Redis persists with appendonly yes, which
+// production should (a restart must not lose grants or revocations). On
+// a Cluster, every master must.
+func (s *RedisStore) AppendOnly(ctx context.Context) (bool, error) {
+	check := func(ctx context.Context, c *redis.Client) error {
+		info, err := c.Info(ctx, "persistence").Result()
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(info, "aof_enabled:1") {
+			return errNoAOF
+		}
+		return nil
+	}
+	var err error
+	if s.cluster != nil {
+		err = s.cluster.ForEachMaster(ctx, check)
+	} else {
+		err = check(ctx, s.client.(*redis.Client))
+	}
+	if errors.Is(err, errNoAOF) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+var errNoAOF = errors.New("appendonly is off")
 
 func (s *RedisStore) Events() <-chan Event { return s.events.ch }
 

@@ -220,9 +220,14 @@ func (h *Handler) serveLogout(w http.ResponseWriter, r *http.Request, d *decisio
 	if sess != nil {
 		d.user, d.email = sess.Subject, sess.Email
 	}
-	if sess != nil {
-		h.revokeSession(r.Context(), sess)
-	}
+	// A logout the store could not record durably still ends the session
+	// here and on this node; the audit line says it was not recorded.
+	notDurable := sess != nil && h.revokeSession(r.Context(), sess) != nil
+	defer func() {
+		if notDurable {
+			d.reason = "logout_not_recorded"
+		}
+	}()
 	if sess != nil || idToken != "" {
 		tomb := &authn.Session{Ended: "logout", Created: d.start.Unix(), LastSeen: d.start.Unix()}
 		if err := h.writeSession(w, tomb); err != nil {

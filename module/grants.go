@@ -43,6 +43,14 @@ func (h *Handler) provisionGrants() error {
 		}
 		c := grants.NewCache(s, timeout)
 		audit := zap.New(caddyCore{name: "http.handlers.gatehouse.audit"})
+		c.OnRestore = func(lost grants.Revocations, err error) {
+			fields := []zap.Field{zap.Int("sessions", len(lost.Sessions)), zap.Int("users", len(lost.Users)), zap.Int("grants", len(lost.Grants))}
+			if err != nil {
+				audit.Error("revocations lost by the store could not be written back", append(fields, zap.Error(err))...)
+				return
+			}
+			audit.Warn("revocations lost by the store written back from this node's mirror", fields...)
+		}
 		c.OnExpired = func(g grants.Grant) {
 			audit.Info("grant expired", zap.String("event", "expired-on-use"), zap.String("grant_id", g.ID),
 				zap.String("user", g.User.Sub), zap.String("email", g.Email), zap.String("app", g.App),
@@ -156,16 +164,20 @@ func requestFields(r *grants.Request) []zap.Field {
 }
 
 // revokeSession records the logout of a session in the store, so a copy
-// of its cookie is dead on every node.
-func (h *Handler) revokeSession(ctx context.Context, s *authn.Session) {
+// of its cookie is dead on every node. It is in this node's mirror at
+// once, which writes it back to the store if recording it fails now.
+func (h *Handler) revokeSession(ctx context.Context, s *authn.Session) error {
 	until := h.lifetimes.Expires(s).Add(expiredGrace)
 	u := h.user(s)
 	h.cache.NoteSessionRevoked(u, s.ID, until)
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
 	defer cancel()
 	if err := h.cache.Store().RevokeSession(ctx, u, s.ID, until); err != nil {
-		h.logger.Error("could not record the logout in the grant store; the session is revoked on this node only", zap.Error(err))
+		h.logger.Error("the logout is not recorded durably in the grant store: it holds on this node, which writes it back when the store can take it",
+			zap.String("user", s.Subject), zap.Error(err))
+		return err
 	}
+	return nil
 }
 
 var errGrantsUnavailable = errors.New("grant store unavailable")

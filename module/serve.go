@@ -61,6 +61,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	// 5. Grants, and the revocation state of the session and the user.
 	gst, grantsErr := h.lookupGrants(r.Context(), sess, now)
+	if grantsErr && !h.cache.Ready() {
+		// A node that has not loaded the revocations in force cannot tell
+		// a revoked session from a live one: it serves nobody yet.
+		return h.reject(w, r, d, answer{Status: http.StatusServiceUnavailable, Error: "unavailable", Reason: "revocations_unavailable",
+			Title: "Temporarily unavailable", Message: "This gateway is starting and cannot check sessions yet. Please try again in a minute."})
+	}
 	if gst.Revoked(sess.Created) {
 		d.user, d.email = "", ""
 		return h.requireLogin(w, r, d, authn.ReasonRevoked)
@@ -217,6 +223,9 @@ func (h *Handler) liveSession(r *http.Request, now time.Time) (*authn.Session, g
 		return nil, grants.State{}, false, reason
 	}
 	st, grantsErr := h.lookupGrants(r.Context(), sess, now)
+	if grantsErr && !h.cache.Ready() {
+		return nil, st, grantsErr, authn.ReasonUnverified
+	}
 	if st.Revoked(sess.Created) {
 		return nil, st, grantsErr, authn.ReasonRevoked
 	}
