@@ -243,10 +243,20 @@ type Deprovisioned struct {
 
 // Deprovision revokes everything of a user at once: every session, every
 // grant, and every pending request (rejected). It stops at the first
-// failure; the result says what was done before it.
+// failure; the result says what was done before it. A revocation written
+// but not confirmed by the store's replicas (ErrNotDurable) is done, and
+// the others still follow: the error is returned at the end.
 func Deprovision(ctx context.Context, s Store, u User, by string, now time.Time) (Deprovisioned, error) {
 	var done Deprovisioned
-	if err := s.RevokeUser(ctx, u, now); err != nil {
+	var notDurable error
+	applied := func(err error) bool {
+		if errors.Is(err, ErrNotDurable) {
+			notDurable = err
+			return true
+		}
+		return err == nil
+	}
+	if err := s.RevokeUser(ctx, u, now); !applied(err) {
 		return done, err
 	}
 	done.SessionsRevoked = true
@@ -259,7 +269,7 @@ func Deprovision(ctx context.Context, s Store, u User, by string, now time.Time)
 		if errors.Is(err, ErrNotFound) {
 			continue
 		}
-		if err != nil {
+		if !applied(err) {
 			return done, err
 		}
 		done.Grants = append(done.Grants, r)
@@ -278,7 +288,7 @@ func Deprovision(ctx context.Context, s Store, u User, by string, now time.Time)
 		}
 		done.Rejected = append(done.Rejected, dr)
 	}
-	return done, nil
+	return done, notDurable
 }
 
 func newID() string { return strings.ToLower(rand.Text()) }

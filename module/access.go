@@ -334,10 +334,13 @@ func (h *Handler) serveAccess(w http.ResponseWriter, r *http.Request, d *decisio
 		for _, g := range gs {
 			if g.ID == id && r.PostForm.Get("action") == "end" {
 				rg, err := store.RevokeGrant(ctx, id, displayUser(sess), d.start)
+				if errors.Is(err, grants.ErrNotDurable) {
+					h.cache.NoteGrantRevoked(rg) // it holds here, and is written back if a failover loses it
+				}
 				if err != nil {
 					return h.storeDown(w, r, d, err)
 				}
-				h.cache.Invalidate(u)
+				h.cache.NoteGrantRevoked(rg)
 				d.result = "grant_revoked"
 				h.auditGrant("grant revoked", d, append(grantFields(&rg), zap.String("why", "ended by the user"))...)
 				http.Redirect(w, r, "/.gatehouse/access?notice=ended", http.StatusSeeOther)
