@@ -308,14 +308,16 @@ func (s *RedisStore) durable(ctx context.Context, key string, write func(redis.P
 	if _, err := conn.TxPipelined(ctx, func(p redis.Pipeliner) error { write(p); return nil }); err != nil {
 		return unavailable(err)
 	}
-	role, err := conn.Do(ctx, "ROLE").Slice()
+	// Every connected replica counts, also one still syncing: it is a
+	// replica a failover may promote.
+	info, err := conn.Info(ctx, "replication").Result()
 	if err != nil {
 		return unavailable(err)
 	}
 	replicas := 0
-	if len(role) == 3 {
-		if rs, ok := role[2].([]any); ok {
-			replicas = len(rs)
+	for line := range strings.SplitSeq(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "connected_slaves:"); ok {
+			replicas, _ = strconv.Atoi(v)
 		}
 	}
 	if replicas == 0 {

@@ -271,9 +271,12 @@ func StartSentinel(t testing.TB, o Options) *SentinelSet {
 		s.Start()
 		set.Sentinels = append(set.Sentinels, s)
 	}
-	// Ready when every sentinel knows the replica.
+	// Ready when the replica is in sync and every sentinel knows it.
 	ctx := context.Background()
 	ok := WaitFor(20*time.Second, func() bool {
+		if !set.Master.replicaOnline() {
+			return false
+		}
 		for _, s := range set.Sentinels {
 			c := redis.NewSentinelClient(&redis.Options{Addr: s.Addr()})
 			reps, err := c.Replicas(ctx, set.Name).Result()
@@ -393,7 +396,7 @@ func (c *Cluster) admin(s *Server) *redis.Client {
 }
 
 // WaitOK waits until every running node says cluster_state:ok and knows
-// every slot.
+// every slot, and every master with replicas has one in sync.
 func (c *Cluster) WaitOK(d time.Duration) bool {
 	return WaitFor(d, func() bool {
 		for _, s := range c.Nodes {
@@ -402,8 +405,12 @@ func (c *Cluster) WaitOK(d time.Duration) bool {
 			}
 			cl := c.admin(s)
 			info, err := cl.ClusterInfo(context.Background()).Result()
+			repl, rerr := cl.Info(context.Background(), "replication").Result()
 			cl.Close()
 			if err != nil || !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, "cluster_slots_assigned:16384") {
+				return false
+			}
+			if rerr != nil || (strings.Contains(repl, "role:master") && !strings.Contains(repl, "connected_slaves:0") && !strings.Contains(repl, "state=online")) {
 				return false
 			}
 		}
@@ -501,6 +508,14 @@ func Slot(key string) int {
 		}
 	}
 	return int(crc) % 16384
+}
+
+// replicaOnline reports whether a replica of this server is in sync.
+func (s *Server) replicaOnline() bool {
+	c := s.Client()
+	defer c.Close()
+	info, err := c.Info(context.Background(), "replication").Result()
+	return err == nil && strings.Contains(info, "state=online")
 }
 
 // Flush empties the server.

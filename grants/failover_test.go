@@ -1,0 +1,203 @@
+package grants
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/redistest"
+)
+
+// topology is a replicated Redis the failover tests can break: its URL,
+// the master and replica that hold a key, and a way to wait for the
+// replica's promotion.
+type topology struct {
+	url      string
+	holders  func(key string) (master, replica *redistest.Server)
+	promoted func(old *redistest.Server) bool // waits until another server is master
+}
+
+func sentinelTopology(t *testing.T) topology {
+	set := redistest.StartSentinel(t, redistest.Options{AppendOnly: true})
+	return topology{
+		url: set.URL(),
+		holders: func(string) (*redistest.Server, *redistest.Server) {
+			addr, err := set.MasterAddr(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if addr == set.Master.Addr() {
+				return set.Master, set.Replica
+			}
+			return set.Replica, set.Master
+		},
+		promoted: func(old *redistest.Server) bool {
+			_, ok := set.WaitFailover(old.Addr(), 30*time.Second)
+			return ok
+		},
+	}
+}
+
+func clusterTopology(t *testing.T) topology {
+	c := redistest.StartCluster(t, 3, 1, redistest.Options{AppendOnly: true})
+	var key string
+	return topology{
+		url: c.URL(),
+		holders: func(k string) (*redistest.Server, *redistest.Server) {
+			key = k
+			m := c.MasterFor(k)
+			if m == nil {
+				t.Fatalf("no master for %s", k)
+			}
+			return m, c.ReplicaOf(m)
+		},
+		promoted: func(old *redistest.Server) bool {
+			return redistest.WaitFor(30*time.Second, func() bool {
+				m := c.MasterFor(key)
+				return m != nil && m != old && c.WaitOK(100*time.Millisecond)
+			})
+		},
+	}
+}
+
+// TestRevocationsSurviveAFailover reproduces a failover with replication
+// lag, for the four kinds of revocation: the replica is paused, the
+// revocation is made (the store reports that its replica did not confirm
+// it, and every node enforces it from its mirror), the master is killed,
+// the replica is resumed and promoted without it. The revoked thing must
+// stay revoked on every node, be written back to the new master by the
+// nodes' mirrors, and be known to a node started afterwards.
+func TestRevocationsSurviveAFailover(t *testing.T) {
+	for name, open := range map[string]func(*testing.T) topology{"sentinel": sentinelTopology, "cluster": clusterTopology} {
+		for _, kind := range []string{"grant revocation", "session revocation", "logout everywhere", "de-provisioning"} {
+			t.Run(name+"/"+kind, func(t *testing.T) {
+				t.Parallel()
+				revocationSurvivesFailover(t, open(t), kind)
+			})
+		}
+	}
+}
+
+func revocationSurvivesFailover(t *testing.T, topo topology, kind string) {
+	ctx := context.Background()
+	open := func() *RedisStore {
+		s, err := OpenRedis(topo.url, RedisOptions{Timeout: 500 * time.Millisecond, DurableWait: 500 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	op := open() // the operator's CLI
+	now := time.Now()
+	bob := User{Iss: "https://idp.example", Sub: "bob-" + kind}
+	g, err := op.AddGrant(ctx, Grant{User: bob, Email: "bob@example.com", Resource: "db", CreatedAt: now.Unix(), ExpiresAt: now.Add(time.Hour).Unix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A revocation confirmed by the replica, before anything breaks: no
+	// error (WAIT saw it).
+	if err := op.RevokeSession(ctx, bob, "earlier", now.Add(time.Hour)); err != nil {
+		t.Fatalf("a revocation with a healthy replica: %v", err)
+	}
+	nodes := []*Cache{NewCache(open(), time.Second), NewCache(open(), time.Second)}
+	for _, n := range nodes {
+		t.Cleanup(func() { _ = n.Close() })
+	}
+	sid := "sid-1"
+	created := now.Add(-time.Minute).Unix()
+	revoked := func(c *Cache) (bool, error) {
+		st, err := c.Lookup(ctx, bob, sid, time.Now())
+		switch kind {
+		case "grant revocation":
+			return len(st.Grants) == 0, err
+		default:
+			return st.Revoked(created), err
+		}
+	}
+	for i, n := range nodes {
+		if r, err := revoked(n); r || err != nil {
+			t.Fatalf("node %d before: revoked %v, %v", i, r, err)
+		}
+	}
+
+	// The replica stops reading; the revocation is made.
+	master, replica := topo.holders(kGrants(bob.Key()))
+	if replica == nil {
+		t.Fatal("no replica")
+	}
+	replica.Pause()
+	t.Cleanup(replica.Resume)
+	var opErr error
+	switch kind {
+	case "grant revocation":
+		_, opErr = op.RevokeGrant(ctx, g.ID, "ops", now)
+	case "session revocation":
+		opErr = op.RevokeSession(ctx, bob, sid, now.Add(time.Hour))
+	case "logout everywhere":
+		opErr = op.RevokeUser(ctx, bob, now)
+	case "de-provisioning":
+		var done Deprovisioned
+		done, opErr = Deprovision(ctx, op, bob, "hr", now)
+		if !done.SessionsRevoked || len(done.Grants) != 1 {
+			t.Errorf("de-provisioning did %+v", done)
+		}
+	}
+	if !errors.Is(opErr, ErrNotDurable) {
+		t.Fatalf("with the replica paused, the revocation reported %v; want ErrNotDurable (never an acknowledgement)", opErr)
+	}
+	// Every node enforces it (its event reached the mirrors).
+	for i, n := range nodes {
+		if !redistest.WaitFor(5*time.Second, func() bool { r, _ := revoked(n); return r }) {
+			t.Fatalf("node %d does not enforce the revocation", i)
+		}
+	}
+
+	// The master dies; the replica, which never got the revocation, is
+	// promoted.
+	master.Kill()
+	replica.Resume()
+	start := time.Now()
+	if !topo.promoted(master) {
+		t.Fatal("no failover within 30s")
+	}
+	t.Logf("%s: replica promoted %s after the master was killed", kind, time.Since(start).Round(10*time.Millisecond))
+	// Enforced on every node throughout, and written back to the new
+	// master by the nodes' mirrors.
+	for i, n := range nodes {
+		if r, _ := revoked(n); !r {
+			t.Errorf("node %d let the revoked %s back after the failover", i, kind)
+		}
+	}
+	fresh := open()
+	backIn := func() bool {
+		st, err := fresh.Lookup(ctx, bob, sid, time.Now())
+		if err != nil {
+			return false
+		}
+		if kind == "grant revocation" {
+			return len(st.Grants) == 0
+		}
+		return st.Revoked(created)
+	}
+	if !redistest.WaitFor(40*time.Second, backIn) {
+		t.Fatalf("the new master never got the revocation back")
+	}
+	t.Logf("%s: written back to the new master %s after the kill", kind, time.Since(start).Round(10*time.Millisecond))
+	if kind == "de-provisioning" {
+		if st, _ := fresh.Lookup(ctx, bob, "", time.Now()); len(st.Grants) != 0 {
+			t.Errorf("a de-provisioned user's grant is active again: %+v", st.Grants)
+		}
+	}
+	// A node started afterwards knows it before it serves.
+	late := NewCache(open(), time.Second)
+	t.Cleanup(func() { _ = late.Close() })
+	if !redistest.WaitFor(10*time.Second, late.Ready) {
+		t.Fatal("a new node did not load the revocations")
+	}
+	if r, err := revoked(late); !r {
+		t.Errorf("a node started after the failover does not enforce it (%v)", err)
+	}
+}
+
