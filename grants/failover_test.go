@@ -200,4 +200,3 @@ func revocationSurvivesFailover(t *testing.T, topo topology, kind string) {
 		t.Errorf("a node started after the failover does not enforce it (%v)", err)
 	}
 }
-
