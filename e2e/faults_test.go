@@ -65,8 +65,6 @@ func (p *slowProxy) serve(c net.Conn, target string) {
 	}
 }
 
-func (p *slowProxy) URL() string { return "redis://" + p.ln.Addr().String() + "/0" }
-
 func copyDir(t *testing.T, src, dst string) {
 	t.Helper()
 	err := filepath.Walk(src, func(p string, info os.FileInfo, err error) error {
@@ -181,10 +179,10 @@ func TestFaults(t *testing.T) {
 		var stopped, started atomic.Bool
 		res := runLoad(roots, jobs(503), 6, 100000, 6*time.Second, bound, func(el time.Duration) {
 			if el > 1500*time.Millisecond && !stopped.Swap(true) {
-				e.redis.stop()
+				e.redis.Stop()
 			}
 			if el > 3500*time.Millisecond && !started.Swap(true) {
-				e.redis.start()
+				e.redis.Start()
 			}
 		})
 		if !stopped.Load() || !started.Load() {
@@ -217,8 +215,8 @@ func TestFaults(t *testing.T) {
 		var done atomic.Bool
 		res := runLoad(roots, jobs(503), 6, 100000, 5*time.Second, bound, func(el time.Duration) {
 			if el > 1500*time.Millisecond && !done.Swap(true) {
-				e.redis.stop()
-				e.redis.start()
+				e.redis.Stop()
+				e.redis.Start()
 			}
 		})
 		if !done.Load() {
@@ -314,8 +312,8 @@ func startJITWithProxy(t *testing.T, policyDir string) *jitEnv {
 	// The proxy needs Redis's port before the nodes start; startJITWith
 	// starts Redis, so build the proxy on a reserved address.
 	r := startRedis(t)
-	proxy := startSlowProxy(t, fmt.Sprintf("127.0.0.1:%d", r.port))
-	e := startJITWithRedis(t, r, "", proxy.URL(), policyDir)
+	proxy := startSlowProxy(t, r.Addr())
+	e := startJITWithRedis(t, r, "", strings.Replace(r.URL(), r.Addr(), proxy.ln.Addr().String(), 1), policyDir)
 	e.proxy = proxy
 	return e
 }

@@ -14,13 +14,16 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/redistest"
 )
 
 // jitEnv is two Gatehouse nodes running caddyfile-examples/contractor-jit.Caddyfile
 // with the shipped policies, sharing one Redis.
 type jitEnv struct {
 	idp          *idp
-	redis        *redisServer
+	redis        *redistest.Server // when the store is one server
+	store        string            // the store's URL, for the CLI
 	proxy        *slowProxy
 	nodeA, nodeB string
 	ghA, ghB     *gatehouse
@@ -35,8 +38,14 @@ func startJITWith(t *testing.T, extra, grantsURL, policyDir string) *jitEnv {
 	return startJITWithRedis(t, startRedis(t), extra, grantsURL, policyDir)
 }
 
-func startJITWithRedis(t *testing.T, r *redisServer, extra, grantsURL, policyDir string) *jitEnv {
-	e := &jitEnv{redis: r}
+func startJITWithRedis(t *testing.T, r *redistest.Server, extra, grantsURL, policyDir string) *jitEnv {
+	return startJITWithStore(t, r, r.URL(), extra, grantsURL, policyDir)
+}
+
+// startJITWithStore starts the two nodes on the store at store (for the
+// CLI; grantsURL, when set, is what the nodes use instead).
+func startJITWithStore(t *testing.T, r *redistest.Server, store, extra, grantsURL, policyDir string) *jitEnv {
+	e := &jitEnv{redis: r, store: store}
 	e.nodeA = fmt.Sprintf("https://localhost:%d", freePort(t))
 	e.nodeB = fmt.Sprintf("https://localhost:%d", freePort(t))
 	e.idp = startIdP(t, idpClient{ClientID: "jit", ClientSecret: "jit-secret",
@@ -56,7 +65,7 @@ func startJITWithRedis(t *testing.T, r *redisServer, extra, grantsURL, policyDir
 		policy = policyDir
 	}
 	if grantsURL == "" {
-		grantsURL = e.redis.URL()
+		grantsURL = store
 	}
 	secret := randomSecret(t)
 	env := func(site string) []string {
@@ -72,7 +81,7 @@ func startJITWithRedis(t *testing.T, r *redisServer, extra, grantsURL, policyDir
 // cli runs the ops CLI against the shared store and decodes its JSON.
 func (e *jitEnv) cli(t *testing.T, args ...string) map[string]json.RawMessage {
 	t.Helper()
-	args = append(append([]string{"gatehouse"}, args...), "--store", e.redis.URL(), "--json", "--by", "e2e-ops")
+	args = append(append([]string{"gatehouse"}, args...), "--store", e.store, "--json", "--by", "e2e-ops")
 	out, err := exec.Command(gatehouseBin, args...).Output()
 	if err != nil {
 		var stderr string
@@ -416,7 +425,7 @@ func TestGrants(t *testing.T) {
 		e.cli(t, "grants", "add", "--sub", "dave", "--iss", e.idp.Issuer, "--resource", "projects-app", "--duration", "1h", "--reason", "e2e")
 		waitStatus(t, dave, A+"/work/3", http.StatusOK, 2*time.Second)
 
-		e.redis.stop()
+		e.redis.Stop()
 		// What a node read in the last second may still serve (the cache
 		// is at most about a second old); after that, the outage shows.
 		time.Sleep(1200 * time.Millisecond)
@@ -457,7 +466,7 @@ func TestGrants(t *testing.T) {
 			t.Errorf("the 503 page: %d\n%s", p.StatusCode, p.Body)
 		}
 
-		e.redis.start()
+		e.redis.Start()
 		back := waitStatus(t, dave, A+"/work/3", http.StatusOK, 15*time.Second)
 		t.Logf("Redis back: JIT access works again after %s", back.Round(time.Millisecond))
 		waitStatus(t, dave, B+"/work/3", http.StatusOK, 15*time.Second)

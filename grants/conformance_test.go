@@ -188,7 +188,7 @@ func conformance(t *testing.T, open func(t *testing.T) Store) {
 
 	t.Run("events announce changes", func(t *testing.T) {
 		s := open(t)
-		time.Sleep(100 * time.Millisecond) // a remote store subscribes first
+		waitSubscribed(t, s)
 		if _, err := s.AddGrant(ctx, Grant{User: alice, Resource: "db", CreatedAt: t0.Unix(), ExpiresAt: t0.Add(time.Hour).Unix()}); err != nil {
 			t.Fatal(err)
 		}
@@ -211,8 +211,9 @@ func conformance(t *testing.T, open func(t *testing.T) Store) {
 		c := NewCache(counting, time.Second)
 		t.Cleanup(func() { _ = c.Close() })
 		now := time.Now()
+		waitSubscribed(t, s)
 		_, _ = s.AddGrant(ctx, Grant{User: alice, Resource: "db", CreatedAt: now.Unix(), ExpiresAt: now.Add(time.Hour).Unix()})
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // its event reaches the cache before the first lookup
 		st, err := c.Lookup(ctx, alice, "sid", now)
 		if err != nil || len(st.Grants) != 1 {
 			t.Fatalf("first lookup: %+v %v", st, err)
@@ -410,6 +411,22 @@ func conformance(t *testing.T, open func(t *testing.T) Store) {
 	})
 }
 
+// waitSubscribed waits until a remote store hears other nodes' events.
+func waitSubscribed(t *testing.T, s Store) {
+	t.Helper()
+	rs, ok := s.(*RedisStore)
+	if !ok {
+		return
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !rs.Subscribed() {
+		if time.Now().After(deadline) {
+			t.Fatal("no subscription to the store's events within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // racingStore runs during after reading, before answering.
 type racingStore struct {
 	Store
@@ -549,8 +566,19 @@ func redisConformance(t *testing.T, url string, flush func()) {
 }
 
 func TestRedisStore(t *testing.T) {
-	r := redistest.Start(t, redistest.Options{})
+	// As production should run it: append-only, and Gatehouse logged in
+	// as a user that may run only the commands it uses (docs/redis.md).
+	r := redistest.Start(t, redistest.Options{AppendOnly: true, ACL: true})
 	redisConformance(t, r.URL(), r.Flush)
+	r.CheckACLLog(t)
+}
+
+func TestRedisClusterStoreWithACL(t *testing.T) {
+	c := redistest.StartCluster(t, 3, 0, redistest.Options{AppendOnly: true, ACL: true})
+	redisConformance(t, c.URL(), c.Flush)
+	for _, n := range c.Nodes {
+		n.CheckACLLog(t)
+	}
 }
 
 func TestRedisSentinelStore(t *testing.T) {

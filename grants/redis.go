@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -60,6 +61,7 @@ type RedisStore struct {
 	durableWait time.Duration
 	memo        grantMemo // decoded grants for Lookup
 	events      *broadcaster
+	subscribed  atomic.Int32 // subscriptions to gh:events that are live
 	cancel      context.CancelFunc
 	done        chan struct{}
 	once        sync.Once
@@ -151,6 +153,12 @@ func (s *RedisStore) subscribe(ctx context.Context) {
 
 func (s *RedisStore) relay(ctx context.Context, ps *redis.PubSub) {
 	defer ps.Close()
+	live := false
+	defer func() {
+		if live {
+			s.subscribed.Add(-1)
+		}
+	}()
 	ch := ps.ChannelWithSubscriptions(redis.WithChannelHealthCheckInterval(time.Second))
 	for {
 		select {
@@ -163,6 +171,10 @@ func (s *RedisStore) relay(ctx context.Context, ps *redis.PubSub) {
 			switch v := m.(type) {
 			case *redis.Subscription:
 				if v.Kind == "subscribe" {
+					if !live {
+						live = true
+						s.subscribed.Add(1)
+					}
 					s.events.send(Event{Kind: "resync"})
 				}
 			case *redis.Message:
@@ -294,10 +306,10 @@ func (s *RedisStore) master(ctx context.Context, key string) (*redis.Client, err
 	return s.client.(*redis.Client), nil
 }
 
-// durable runs write as one transaction (its keys in one slot) on the
-// master that holds key, then waits until every replica connected to that
-// master confirms it (WAIT, within durableWait). A master without
-// replicas acknowledges at once: its durability is its append-only file.
+// durable runs write (commands on key's slot) on the master that holds
+// key, then waits until every replica connected to that master confirms
+// it (WAIT, within durableWait). A master without replicas acknowledges at
+// once: its durability is its append-only file.
 func (s *RedisStore) durable(ctx context.Context, key string, write func(redis.Pipeliner)) error {
 	node, err := s.master(ctx, key)
 	if err != nil {
@@ -305,7 +317,7 @@ func (s *RedisStore) durable(ctx context.Context, key string, write func(redis.P
 	}
 	conn := node.Conn() // WAIT counts the writes of its own connection
 	defer conn.Close()
-	if _, err := conn.TxPipelined(ctx, func(p redis.Pipeliner) error { write(p); return nil }); err != nil {
+	if _, err := conn.Pipelined(ctx, func(p redis.Pipeliner) error { write(p); return nil }); err != nil {
 		return unavailable(err)
 	}
 	// Every connected replica counts, also one still syncing: it is a
@@ -355,10 +367,14 @@ func (s *RedisStore) writeGrant(ctx context.Context, g Grant) error {
 	if _, err := idx.Exec(ctx); err != nil {
 		return unavailable(err)
 	}
-	tx := s.client.TxPipeline()
-	tx.HSet(ctx, kGrants(uk), g.ID, b)
-	tx.ExpireAt(ctx, kGrants(uk), hashExpiry)
-	if _, err := tx.Exec(ctx); err != nil {
+	// Two commands on one key, pipelined, not MULTI/EXEC: Redis 7.0
+	// cannot replay a transaction from its append-only file once the
+	// default user is restricted (as docs/redis.md advises), and would
+	// lose it at the next restart.
+	p := s.client.Pipeline()
+	p.HSet(ctx, kGrants(uk), g.ID, b)
+	p.ExpireAt(ctx, kGrants(uk), hashExpiry)
+	if _, err := p.Exec(ctx); err != nil {
 		return unavailable(err)
 	}
 	return nil
@@ -745,6 +761,10 @@ func (s *RedisStore) AppendOnly(ctx context.Context) (bool, error) {
 var errNoAOF = errors.New("appendonly is off")
 
 func (s *RedisStore) Events() <-chan Event { return s.events.ch }
+
+// Subscribed reports whether events from other nodes are being received
+// (a subscription to gh:events has been confirmed).
+func (s *RedisStore) Subscribed() bool { return s.subscribed.Load() > 0 }
 
 func (s *RedisStore) Close() error {
 	var err error

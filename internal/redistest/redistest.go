@@ -33,10 +33,10 @@ const (
 // ACLRules are the rules of ACLUser: the commands Gatehouse's store
 // runs, on gh:* keys and channels only. docs/redis.md shows the same line
 // for production.
-const ACLRules = "on >" + ACLPassword + " ~gh:* &gh:* resetchannels &gh:* -@all " +
+const ACLRules = "on >" + ACLPassword + " ~gh:* resetchannels &gh:* -@all " +
 	"+get +set +del +exists +expire +expireat +ttl +mget +hget +hset +hgetall +sadd +srem +smembers " +
 	"+zadd +zrange +zrangebyscore +zremrangebyscore +multi +exec +discard +wait +publish +subscribe +unsubscribe " +
-	"+ping +hello +auth +client|setname +client|setinfo +info +role +cluster|slots +cluster|shards +cluster|nodes +readonly +readwrite"
+	"+ping +hello +auth +client|setname +info +role +cluster|slots +cluster|shards +cluster|nodes +readonly +readwrite +command"
 
 // Options shape a server.
 type Options struct {
@@ -112,11 +112,11 @@ func (s *Server) URL() string {
 }
 
 // Client is an administrative client of this one server (the default
-// user, or ACLUser when it is the only one).
+// user, or with ACL the user "admin").
 func (s *Server) Client() *redis.Client {
 	o := &redis.Options{Addr: s.Addr(), DialTimeout: 2 * time.Second, ReadTimeout: 10 * time.Second}
 	if s.opts.ACL {
-		o.Username, o.Password = ACLUser, ACLPassword
+		o.Username, o.Password = "admin", ACLPassword
 	}
 	return redis.NewClient(o)
 }
@@ -134,7 +134,8 @@ func (s *Server) Start() {
 		args = append(args, "--appendonly", "yes")
 	}
 	if s.opts.ACL {
-		args = append(args, "--user", "default off", "--user", ACLUser+" "+ACLRules)
+		args = append(append(args, "--user", "default", "off", "--user", ACLUser), strings.Fields(ACLRules)...)
+		args = append(args, strings.Fields("--user admin on >"+ACLPassword+" ~* &* +@all")...)
 	}
 	args = append(args, s.opts.Args...)
 	s.cmd = exec.Command("redis-server", args...)
@@ -254,8 +255,8 @@ func StartSentinel(t testing.TB, o Options) *SentinelSet {
 	// Both data servers can be master; each knows the other's password.
 	data := o
 	if o.ACL {
-		data.Args = append(append([]string(nil), o.Args...), "--masteruser", ACLUser+"-repl", "--masterauth", ACLPassword,
-			"--user", ACLUser+"-repl on >"+ACLPassword+" +psync +replconf +ping", "--user", "sentinel on >"+ACLPassword+" allchannels +@all")
+		data.Args = append(append([]string(nil), o.Args...), "--masteruser", ACLUser+"-repl", "--masterauth", ACLPassword)
+		data.Args = append(data.Args, strings.Fields("--user "+ACLUser+"-repl on >"+ACLPassword+" +psync +replconf +ping --user sentinel on >"+ACLPassword+" allchannels +@all")...)
 	}
 	set.Master = Start(t, data)
 	rep := data
@@ -364,8 +365,8 @@ func StartCluster(t testing.TB, masters, replicas int, o Options) *Cluster {
 		n.Args = append(append([]string(nil), o.Args...), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
 			"--cluster-node-timeout", "1000", "--appendfsync", "everysec")
 		if o.ACL {
-			n.Args = append(n.Args, "--masteruser", ACLUser+"-repl", "--masterauth", ACLPassword,
-				"--user", ACLUser+"-repl on >"+ACLPassword+" +psync +replconf +ping", "--user", "admin on >"+ACLPassword+" ~* &* +@all")
+			n.Args = append(n.Args, "--masteruser", ACLUser+"-repl", "--masterauth", ACLPassword)
+			n.Args = append(n.Args, strings.Fields("--user "+ACLUser+"-repl on >"+ACLPassword+" +psync +replconf +ping")...)
 		}
 		s := Start(t, n)
 		c.Nodes = append(c.Nodes, s)
@@ -516,6 +517,23 @@ func (s *Server) replicaOnline() bool {
 	defer c.Close()
 	info, err := c.Info(context.Background(), "replication").Result()
 	return err == nil && strings.Contains(info, "state=online")
+}
+
+// CheckACLLog fails the test if the server refused any command of
+// ACLUser: the ACL of docs/redis.md must let Gatehouse do all it does.
+func (s *Server) CheckACLLog(t testing.TB) {
+	t.Helper()
+	c := s.Client()
+	defer c.Close()
+	entries, err := c.ACLLog(context.Background(), 100).Result()
+	if err != nil {
+		t.Fatalf("ACL LOG on %s: %v", s.Addr(), err)
+	}
+	for _, e := range entries {
+		if e.Username == ACLUser {
+			t.Errorf("%s refused %s of %s: %s %s", s.Addr(), e.Object, e.Username, e.Reason, e.Context)
+		}
+	}
 }
 
 // Flush empties the server.
