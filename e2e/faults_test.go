@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -92,15 +93,18 @@ func copyDir(t *testing.T, src, dst string) {
 	}
 }
 
-// TestFaults puts two nodes under load and breaks what they depend on:
-// Redis (stopped, slowed, restarted), the policy (garbage on disk), the
-// config (reloads) and the IdP (stopped during logins). In each: no
-// request hangs past its bound, nothing that should be denied is allowed,
-// no grant or request is lost, and service recovers by itself.
-func TestFaults(t *testing.T) {
-	policyDir := t.TempDir()
-	copyDir(t, "../policies", policyDir)
-	e := startJITWithProxy(t, policyDir)
+// faultLoad is the mixed load of the fault tests, on two nodes: staff
+// (standing access), a contractor with a grant, one without (with a
+// pending request), a de-provisioned user and no session; and a snapshot
+// of every grant and request, which no fault may change.
+type faultLoad struct {
+	roots    *x509.CertPool
+	jobs     func(jit ...int) []loadJob
+	snapshot func() string
+	before   string
+}
+
+func newFaultLoad(t *testing.T, e *jitEnv) *faultLoad {
 	nodes := []*gatehouse{e.ghA, e.ghB}
 	alice := sessionFor(t, nodes, e.nodeA, "alice")
 	dave := sessionFor(t, nodes, e.nodeB, "dave")
@@ -117,7 +121,8 @@ func TestFaults(t *testing.T) {
 		t.Fatalf("bob's request: %d", resp.StatusCode)
 	}
 	bob := "__Host-gatehouse=" + bobB.cookie(e.nodeA, "__Host-gatehouse").Value
-	snapshot := func() string {
+	fl := &faultLoad{roots: mergedRoots(nodes...)}
+	fl.snapshot = func() string {
 		var ids []string
 		for _, g := range e.grants(t, "--all") {
 			ids = append(ids, "grant:"+g.ID)
@@ -128,8 +133,7 @@ func TestFaults(t *testing.T) {
 		sort.Strings(ids)
 		return strings.Join(ids, ",")
 	}
-	before := snapshot()
-
+	fl.before = fl.snapshot()
 	node := func(i int) string {
 		if i%2 == 0 {
 			return e.nodeA
@@ -144,8 +148,8 @@ func TestFaults(t *testing.T) {
 		return h
 	}
 	// During a fault a JIT answer may be 503 (the store cannot be read);
-	// never a 200 for what must be denied.
-	jobs := func(jit ...int) []loadJob {
+	// never a 200 for what must be denied, nor a 403 for a grant held.
+	fl.jobs = func(jit ...int) []loadJob {
 		return []loadJob{
 			{"staff", "GET", func(i int) string { return fmt.Sprintf("%s/work/%d", node(i), i) }, as(alice), statuses(200)},
 			{"contractor with a grant", "GET", func(i int) string { return node(i) + "/work/1" }, as(dave), statuses(append([]int{200}, jit...)...)},
@@ -154,26 +158,45 @@ func TestFaults(t *testing.T) {
 			{"no session", "GET", func(i int) string { return node(i) + "/work/1" }, as(""), statuses(401)},
 		}
 	}
-	roots := mergedRoots(nodes...)
-	const bound = time.Second
-	recovered := func(t *testing.T, what string) {
-		t.Helper()
-		res := runLoad(roots, jobs(), 4, 400, 5*time.Second, bound, nil)
-		if len(res.violations) > 0 {
-			// Allow a moment for the cache and reconnections.
-			deadline := time.Now().Add(10 * time.Second)
-			for time.Now().Before(deadline) {
-				time.Sleep(200 * time.Millisecond)
-				if res = runLoad(roots, jobs(), 4, 200, 5*time.Second, bound, nil); len(res.violations) == 0 {
-					break
-				}
+	return fl
+}
+
+// faultBound is how long any request may take, whatever is broken.
+const faultBound = time.Second
+
+// recovered checks that service is back as before the fault (allowing a
+// moment for caches and reconnections), and that no grant or request
+// changed.
+func (fl *faultLoad) recovered(t *testing.T, what string) {
+	t.Helper()
+	res := runLoad(fl.roots, fl.jobs(), 4, 400, 5*time.Second, faultBound, nil)
+	if len(res.violations) > 0 {
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			time.Sleep(200 * time.Millisecond)
+			if res = runLoad(fl.roots, fl.jobs(), 4, 200, 5*time.Second, faultBound, nil); len(res.violations) == 0 {
+				break
 			}
 		}
-		res.check(t, what+": recovered")
-		if got := snapshot(); got != before {
-			t.Errorf("%s: grants or requests changed:\n before %s\n after  %s", what, before, got)
-		}
 	}
+	res.check(t, what+": recovered")
+	if got := fl.snapshot(); got != fl.before {
+		t.Errorf("%s: grants or requests changed:\n before %s\n after  %s", what, fl.before, got)
+	}
+}
+
+// TestFaults puts two nodes under load and breaks what they depend on:
+// Redis (stopped, slowed, restarted), the policy (garbage on disk), the
+// config (reloads) and the IdP (stopped during logins). In each: no
+// request hangs past its bound, nothing that should be denied is allowed,
+// no grant or request is lost, and service recovers by itself.
+func TestFaults(t *testing.T) {
+	policyDir := t.TempDir()
+	copyDir(t, "../policies", policyDir)
+	e := startJITWithProxy(t, policyDir)
+	fl := newFaultLoad(t, e)
+	roots, jobs, recovered, bound := fl.roots, fl.jobs, fl.recovered, faultBound
+	nodes := []*gatehouse{e.ghA, e.ghB}
 
 	t.Run("Redis stopped", func(t *testing.T) {
 		var stopped, started atomic.Bool

@@ -29,7 +29,8 @@ type loadJob struct {
 // loadResult is what a load run saw.
 type loadResult struct {
 	n          int
-	statuses   map[string]map[int]int // job → status → count
+	statuses   map[string]map[int]int              // job → status → count
+	spans      map[string]map[int][2]time.Duration // job → status → first and last answer, since the start
 	violations []string
 	latencies  []time.Duration
 	elapsed    time.Duration
@@ -56,7 +57,7 @@ func runLoad(roots *x509.CertPool, jobs []loadJob, workers, maxRequests int, dur
 	client := &http.Client{Transport: tr, Timeout: bound + time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	defer tr.CloseIdleConnections()
-	res := &loadResult{statuses: map[string]map[int]int{}}
+	res := &loadResult{statuses: map[string]map[int]int{}, spans: map[string]map[int][2]time.Duration{}}
 	var mu sync.Mutex
 	var next atomic.Int64
 	start := time.Now()
@@ -108,6 +109,16 @@ func runLoad(roots *x509.CertPool, jobs []loadJob, workers, maxRequests int, dur
 					res.statuses[job.name] = map[int]int{}
 				}
 				res.statuses[job.name][status]++
+				if res.spans[job.name] == nil {
+					res.spans[job.name] = map[int][2]time.Duration{}
+				}
+				at := time.Since(start)
+				sp, seen := res.spans[job.name][status]
+				if !seen {
+					sp[0] = at
+				}
+				sp[1] = at
+				res.spans[job.name][status] = sp
 				switch {
 				case err != nil:
 					res.violations = append(res.violations, fmt.Sprintf("%s: %v after %s", job.name, err, lat.Round(time.Millisecond)))
