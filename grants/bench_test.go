@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/redistest"
 )
 
 // benchStore fills a store (Redis, or the embedded file store) with one
@@ -13,7 +15,7 @@ import (
 func benchStore(b *testing.B, kind string) (Store, User) {
 	var s Store
 	if kind == "redis" {
-		r := startRedis(b, false)
+		r := redistest.Start(b, redistest.Options{})
 		rs, err := OpenRedis(r.URL(), RedisOptions{Timeout: time.Second})
 		if err != nil {
 			b.Fatal(err)

@@ -618,7 +618,7 @@ func TestBoltDurableAndLocked(t *testing.T) {
 
 func TestRedisRestartAndOutage(t *testing.T) {
 	ctx := context.Background()
-	r := startRedis(t, true)
+	r := redistest.Start(t, redistest.Options{AppendOnly: true, ACL: true})
 	s, err := OpenRedis(r.URL(), RedisOptions{Timeout: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -636,7 +636,7 @@ func TestRedisRestartAndOutage(t *testing.T) {
 	_ = s.RevokeSession(ctx, alice, "dead", now.Add(time.Hour))
 	time.Sleep(200 * time.Millisecond)
 
-	r.stop()
+	r.Stop()
 	// Down: every lookup fails fast, and revocations still hold.
 	var worst time.Duration
 	for i := range 20 {
@@ -654,7 +654,7 @@ func TestRedisRestartAndOutage(t *testing.T) {
 	}
 	t.Logf("slowest lookup while Redis was down: %s (grants_timeout 50ms)", worst.Round(time.Millisecond))
 
-	r.start()
+	r.Start()
 	// Back: picked up without reopening, data kept (appendonly yes).
 	deadline := time.Now().Add(10 * time.Second)
 	for {
