@@ -35,7 +35,7 @@ const (
 // for production.
 const ACLRules = "on >" + ACLPassword + " ~gh:* resetchannels &gh:* -@all " +
 	"+get +set +del +exists +expire +expireat +ttl +mget +hget +hset +hgetall +sadd +srem +smembers " +
-	"+zadd +zrange +zrangebyscore +zremrangebyscore +multi +exec +discard +wait +publish +subscribe +unsubscribe " +
+	"+zadd +zrange +zrangebyscore +zremrangebyscore +wait +publish +subscribe +unsubscribe " +
 	"+ping +hello +auth +client|setname +info +role +cluster|slots +cluster|shards +cluster|nodes +readonly +readwrite +command"
 
 // Options shape a server.
