@@ -82,7 +82,9 @@ func TestRevocationsSurviveAFailover(t *testing.T) {
 func revocationSurvivesFailover(t *testing.T, topo topology, kind string) {
 	ctx := context.Background()
 	open := func() *RedisStore {
-		s, err := OpenRedis(topo.url, RedisOptions{Timeout: 500 * time.Millisecond, DurableWait: 500 * time.Millisecond})
+		// A generous WAIT bound: the healthy replica below must confirm in
+		// time on a loaded 2-core machine running 8 topologies at once.
+		s, err := OpenRedis(topo.url, RedisOptions{Timeout: 500 * time.Millisecond, DurableWait: 3 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
