@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
 // Redis keys. Everything about one user shares a hash tag, so that a
@@ -109,6 +110,7 @@ func OpenRedis(rawURL string, o RedisOptions) (*RedisStore, error) {
 		opt.ContextTimeoutEnabled = true
 		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = o.Timeout, o.Timeout, o.Timeout, o.Timeout
 		opt.MaxRetries = -1
+		opt.MaintNotificationsConfig = noMaintNotifications()
 		s.cluster = redis.NewClusterClient(opt)
 		s.client = s.cluster
 	case u.Query().Get("master_name") != "":
@@ -119,7 +121,7 @@ func OpenRedis(rawURL string, o RedisOptions) (*RedisStore, error) {
 		opt.ContextTimeoutEnabled = true
 		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = o.Timeout, o.Timeout, o.Timeout, o.Timeout
 		opt.MaxRetries = -1
-		s.client = redis.NewFailoverClient(opt)
+		s.client = redis.NewFailoverClient(opt) // go-redis has no maintenance notifications for Sentinel
 	case u.Scheme == "redis" || u.Scheme == "rediss":
 		opt, err := redis.ParseURL(rawURL)
 		if err != nil {
@@ -128,6 +130,7 @@ func OpenRedis(rawURL string, o RedisOptions) (*RedisStore, error) {
 		opt.ContextTimeoutEnabled = true
 		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = o.Timeout, o.Timeout, o.Timeout, o.Timeout
 		opt.MaxRetries = -1
+		opt.MaintNotificationsConfig = noMaintNotifications()
 		s.client = redis.NewClient(opt)
 	default:
 		return nil, fmt.Errorf("%w: %q (want redis://, rediss://, redis+cluster:// or file://)", ErrUnsupportedURL, u.Scheme)
@@ -140,6 +143,14 @@ func OpenRedis(rawURL string, o RedisOptions) (*RedisStore, error) {
 		go s.subscribe(ctx)
 	}
 	return s, nil
+}
+
+// noMaintNotifications turns off go-redis's maintenance notifications:
+// Redis 7.0 has none, and their automatic fallback writes the client's
+// options from one connection while another reads them (a data race the
+// race detector found when a pub/sub and a command connect at once).
+func noMaintNotifications() *maintnotifications.Config {
+	return &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 }
 
 // subscribe relays gh:events to Events. go-redis re-subscribes after a
