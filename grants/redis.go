@@ -445,12 +445,17 @@ func (s *RedisStore) RevokeGrant(ctx context.Context, id, by string, now time.Ti
 		return g, err
 	}
 	g, err = s.revokeGrant(ctx, g, GrantRevocation{At: now.Unix(), By: by})
-	if err != nil {
-		return g, err
+	if applied(err) {
+		s.publish(ctx, Event{Kind: "grant_revoked", UserKey: g.User.Key(), GrantID: g.ID, At: g.ExpiresAt})
 	}
-	s.publish(ctx, Event{Kind: "grant_revoked", UserKey: g.User.Key(), GrantID: g.ID, At: g.ExpiresAt})
-	return g, nil
+	return g, err
 }
+
+// applied reports whether a revocation took effect on the master: done,
+// or done but not confirmed by the replicas (ErrNotDurable). Then it is
+// listed and announced all the same, so that every node mirrors it and
+// can write it back should a failover lose it.
+func applied(err error) bool { return err == nil || errors.Is(err, ErrNotDurable) }
 
 // revokeGrant marks g revoked (if it is not already), durably, and lists
 // the revocation for the mirrors.
@@ -460,14 +465,15 @@ func (s *RedisStore) revokeGrant(ctx context.Context, g Grant, rv GrantRevocatio
 		g.RevokedAt, g.RevokedBy = rv.At, rv.By
 	}
 	b, _ := json.Marshal(g)
-	if err := s.durable(ctx, kGrants(uk), func(p redis.Pipeliner) { p.HSet(ctx, kGrants(uk), g.ID, b) }); err != nil {
-		return g, err
+	durable := s.durable(ctx, kGrants(uk), func(p redis.Pipeliner) { p.HSet(ctx, kGrants(uk), g.ID, b) })
+	if !applied(durable) {
+		return g, durable
 	}
 	member := "g|" + uk + "|" + g.ID + "|" + strconv.FormatInt(g.RevokedAt, 10) + "|" + strings.ReplaceAll(g.RevokedBy, "|", "/")
 	if err := s.client.ZAdd(ctx, keyRevocations, redis.Z{Score: float64(g.ExpiresAt), Member: member}).Err(); err != nil {
 		return g, unavailable(err)
 	}
-	return g, nil
+	return g, durable
 }
 
 func (s *RedisStore) Grants(ctx context.Context, f GrantFilter) ([]Grant, error) {
@@ -618,11 +624,11 @@ func (s *RedisStore) Decide(ctx context.Context, id string, d Decision) (Request
 }
 
 func (s *RedisStore) RevokeSession(ctx context.Context, u User, sid string, until time.Time) error {
-	if err := s.revokeSession(ctx, u.Key(), sid, until.Unix()); err != nil {
-		return err
+	err := s.revokeSession(ctx, u.Key(), sid, until.Unix())
+	if applied(err) {
+		s.publish(ctx, Event{Kind: "session_revoked", UserKey: u.Key(), SessionID: sid, At: until.Unix()})
 	}
-	s.publish(ctx, Event{Kind: "session_revoked", UserKey: u.Key(), SessionID: sid, At: until.Unix()})
-	return nil
+	return err
 }
 
 func (s *RedisStore) revokeSession(ctx context.Context, uk, sid string, until int64) error {
@@ -630,8 +636,9 @@ func (s *RedisStore) revokeSession(ctx context.Context, uk, sid string, until in
 	if ttl < time.Second {
 		ttl = time.Second
 	}
-	if err := s.durable(ctx, kSession(uk, sid), func(p redis.Pipeliner) { p.Set(ctx, kSession(uk, sid), "1", ttl) }); err != nil {
-		return err
+	durable := s.durable(ctx, kSession(uk, sid), func(p redis.Pipeliner) { p.Set(ctx, kSession(uk, sid), "1", ttl) })
+	if !applied(durable) {
+		return durable
 	}
 	idx := s.client.Pipeline()
 	idx.ZAdd(ctx, keyRevocations, redis.Z{Score: float64(until), Member: "s|" + uk + "|" + sid})
@@ -639,24 +646,28 @@ func (s *RedisStore) revokeSession(ctx context.Context, uk, sid string, until in
 	if _, err := idx.Exec(ctx); err != nil {
 		return unavailable(err)
 	}
-	return nil
+	return durable
 }
 
 func (s *RedisStore) RevokeUser(ctx context.Context, u User, at time.Time) error {
-	if err := s.revokeUser(ctx, u.Key(), at.Unix()); err != nil {
-		return err
+	err := s.revokeUser(ctx, u.Key(), at.Unix())
+	if applied(err) {
+		s.publish(ctx, Event{Kind: "user_revoked", UserKey: u.Key(), At: at.Unix()})
 	}
-	s.publish(ctx, Event{Kind: "user_revoked", UserKey: u.Key(), At: at.Unix()})
-	return nil
+	return err
 }
 
 func (s *RedisStore) revokeUser(ctx context.Context, uk string, at int64) error {
 	v := strconv.FormatInt(at, 10)
-	if err := s.durable(ctx, kUserRev(uk), func(p redis.Pipeliner) { p.Set(ctx, kUserRev(uk), v, keep) }); err != nil {
-		return err
+	durable := s.durable(ctx, kUserRev(uk), func(p redis.Pipeliner) { p.Set(ctx, kUserRev(uk), v, keep) })
+	if !applied(durable) {
+		return durable
 	}
 	m := redis.Z{Score: float64(time.Unix(at, 0).Add(keep).Unix()), Member: "u|" + uk + "|" + v}
-	return unavailable(s.client.ZAdd(ctx, keyRevocations, m).Err())
+	if err := s.client.ZAdd(ctx, keyRevocations, m).Err(); err != nil {
+		return unavailable(err)
+	}
+	return durable
 }
 
 func (s *RedisStore) Users(ctx context.Context, email string) ([]User, error) {
@@ -695,7 +706,55 @@ func (s *RedisStore) Revocations(ctx context.Context, now time.Time) (Revocation
 			rv.Grants[parts[2]] = GrantRevocation{UserKey: parts[1], Until: int64(z.Score), At: at, By: parts[4]}
 		}
 	}
-	return rv, nil
+	return rv, s.present(ctx, &rv)
+}
+
+// present drops from rv the revocations whose record is not there. On a
+// Cluster the index and the records live on different masters, so a
+// failover can lose a record its index still lists: only what the records
+// hold counts, so that a node's mirror writes the rest back.
+func (s *RedisStore) present(ctx context.Context, rv *Revocations) error {
+	if rv.empty() {
+		return nil
+	}
+	pipe := s.client.Pipeline()
+	sessions := map[string]*redis.IntCmd{}
+	for k := range rv.Sessions {
+		uk, sid, _ := strings.Cut(k, "/")
+		sessions[k] = pipe.Exists(ctx, kSession(uk, sid))
+	}
+	users := map[string]*redis.StringCmd{}
+	for uk := range rv.Users {
+		users[uk] = pipe.Get(ctx, kUserRev(uk))
+	}
+	grants := map[string]*redis.StringCmd{}
+	for id, g := range rv.Grants {
+		grants[id] = pipe.HGet(ctx, kGrants(g.UserKey), id)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return unavailable(err)
+	}
+	for k, cmd := range sessions {
+		if cmd.Val() == 0 {
+			delete(rv.Sessions, k)
+		}
+	}
+	for uk, cmd := range users {
+		if at, _ := strconv.ParseInt(cmd.Val(), 10, 64); at < rv.Users[uk] {
+			if at > 0 {
+				rv.Users[uk] = at
+			} else {
+				delete(rv.Users, uk)
+			}
+		}
+	}
+	for id, cmd := range grants {
+		var g Grant
+		if json.Unmarshal([]byte(cmd.Val()), &g) != nil || g.RevokedAt == 0 {
+			delete(rv.Grants, id)
+		}
+	}
+	return nil
 }
 
 // Restore writes back revocations a node's mirror holds and the store
@@ -705,7 +764,7 @@ func (s *RedisStore) Revocations(ctx context.Context, now time.Time) (Revocation
 func (s *RedisStore) Restore(ctx context.Context, rv Revocations) error {
 	for k, until := range rv.Sessions {
 		uk, sid, _ := strings.Cut(k, "/")
-		if err := s.revokeSession(ctx, uk, sid, until); err != nil {
+		if err := s.revokeSession(ctx, uk, sid, until); !applied(err) {
 			return err
 		}
 		s.publish(ctx, Event{Kind: "session_revoked", UserKey: uk, SessionID: sid, At: until})
@@ -718,7 +777,7 @@ func (s *RedisStore) Restore(ctx context.Context, rv Revocations) error {
 		if cur >= at {
 			continue
 		}
-		if err := s.revokeUser(ctx, uk, at); err != nil {
+		if err := s.revokeUser(ctx, uk, at); !applied(err) {
 			return err
 		}
 		s.publish(ctx, Event{Kind: "user_revoked", UserKey: uk, At: at})
@@ -735,7 +794,7 @@ func (s *RedisStore) Restore(ctx context.Context, rv Revocations) error {
 		if json.Unmarshal([]byte(v), &g) != nil {
 			continue
 		}
-		if _, err := s.revokeGrant(ctx, g, gr); err != nil {
+		if _, err := s.revokeGrant(ctx, g, gr); !applied(err) {
 			return err
 		}
 		s.publish(ctx, Event{Kind: "grant_revoked", UserKey: gr.UserKey, GrantID: id, At: g.ExpiresAt})

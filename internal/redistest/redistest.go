@@ -536,6 +536,27 @@ func (s *Server) CheckACLLog(t testing.TB) {
 	}
 }
 
+// InSync reports whether replica has everything master wrote (their
+// replication offsets agree).
+func InSync(master, replica *Server) bool {
+	offset := func(s *Server, field string) string {
+		c := s.Client()
+		defer c.Close()
+		info, err := c.Info(context.Background(), "replication").Result()
+		if err != nil {
+			return "?"
+		}
+		for line := range strings.SplitSeq(info, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
+				return v
+			}
+		}
+		return "?"
+	}
+	m := offset(master, "master_repl_offset")
+	return m != "?" && m == offset(replica, "slave_repl_offset")
+}
+
 // Flush empties the server.
 func (s *Server) Flush() {
 	s.t.Helper()
