@@ -26,6 +26,8 @@ start=$(date +%s)
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path '*/node_modules/*'))
 [[ -z $unformatted ]] || { echo "test.sh: not gofmt-clean (run gofmt -w):" $unformatted >&2; exit 1; }
 go vet ./...
+# staticcheck, pinned in go.mod as a tool like the OPA CLI.
+go tool staticcheck ./...
 # The policy library with the standard OPA CLI (the same version as the
 # embedded engine, from go.mod's tool line).
 go tool opa check --strict policies/

@@ -33,9 +33,8 @@ type evilIdP struct {
 }
 
 type evilCode struct {
-	nonce   string
-	issued  time.Time
-	started time.Time
+	nonce  string
+	issued time.Time
 }
 
 func startEvilIdP(t *testing.T) *evilIdP {

@@ -180,17 +180,13 @@ func sessionFor(t *testing.T, gh []*gatehouse, site, user string) string {
 func TestLoadTwoNodes(t *testing.T) {
 	e := startJITWith(t, "idle_timeout 6s", "", "")
 	nodes := []*gatehouse{e.ghA, e.ghB}
+	e.cli(t, "grants", "add", "--sub", "dave", "--iss", e.idp.Issuer, "--resource", "projects-app", "--duration", "1h", "--reason", "load")
+	expired := sessionFor(t, nodes, e.nodeA, "erin")
+	time.Sleep(6500 * time.Millisecond) // erin idles out (idle_timeout 6s); the others sign in after
 	alice := sessionFor(t, nodes, e.nodeA, "alice")
 	carol := sessionFor(t, nodes, e.nodeB, "carol")
 	bob := sessionFor(t, nodes, e.nodeA, "bob")
 	dave := sessionFor(t, nodes, e.nodeB, "dave")
-	e.cli(t, "grants", "add", "--sub", "dave", "--iss", e.idp.Issuer, "--resource", "projects-app", "--duration", "1h", "--reason", "load")
-	expired := sessionFor(t, nodes, e.nodeA, "erin")
-	time.Sleep(6500 * time.Millisecond) // erin idles out; the others are kept active by their navigations
-	alice = sessionFor(t, nodes, e.nodeA, "alice")
-	carol = sessionFor(t, nodes, e.nodeB, "carol")
-	bob = sessionFor(t, nodes, e.nodeA, "bob")
-	dave = sessionFor(t, nodes, e.nodeB, "dave")
 
 	node := func(i int) string {
 		if i%2 == 0 {

@@ -270,10 +270,6 @@ func TestStepUp(t *testing.T) {
 				facts, _ = v["eid"].(map[string]any)
 			}
 		}
-		keys := make([]string, 0, len(facts))
-		for k := range facts {
-			keys = append(keys, k)
-		}
 		if facts["acr"] != "urn:eid:loa:high" || facts["given_name"] != "Alice" || facts["birthdate"] != "1990-04-01" || len(facts) != 4 {
 			b, _ := json.Marshal(facts)
 			t.Errorf("verifications.eid in the policy input: %s", b)

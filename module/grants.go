@@ -2,7 +2,6 @@ package module
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -179,5 +178,3 @@ func (h *Handler) revokeSession(ctx context.Context, s *authn.Session) error {
 	}
 	return nil
 }
-
-var errGrantsUnavailable = errors.New("grant store unavailable")

@@ -233,7 +233,7 @@ func formatErrors(errs ast.Errors, dir string) string {
 // can never be a boolean or an object, or whose object value has a field
 // the decision does not know.
 func checkDecisionType(c *ast.Compiler, ref ast.Ref, dir string) error {
-	t := c.TypeEnv.Get(ref)
+	t := c.TypeEnv.GetByRef(ref)
 	if t == nil {
 		return nil
 	}

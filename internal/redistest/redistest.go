@@ -444,14 +444,21 @@ func (c *Cluster) MasterFor(key string) *Server {
 			continue
 		}
 		cl := c.admin(s)
-		slots, err := cl.ClusterSlots(context.Background()).Result()
+		shards, err := cl.ClusterShards(context.Background()).Result()
 		cl.Close()
 		if err != nil {
 			continue
 		}
-		for _, r := range slots {
-			if int(r.Start) <= slot && slot <= int(r.End) && len(r.Nodes) > 0 {
-				return c.byAddr(r.Nodes[0].Addr)
+		for _, sh := range shards {
+			for _, r := range sh.Slots {
+				if int(r.Start) > slot || slot > int(r.End) {
+					continue
+				}
+				for _, n := range sh.Nodes {
+					if n.Role == "master" && n.Health == "online" {
+						return c.byAddr(fmt.Sprintf("%s:%d", n.IP, n.Port))
+					}
+				}
 			}
 		}
 	}
