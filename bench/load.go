@@ -296,8 +296,8 @@ func (t *target) rateRun(c config, rate float64, k, i int) error {
 	// distinct key at once, which is a cold start, not the steady cost
 	// this run measures; its p99 is printed as the warm-up's.
 	warm, werrs := openLoop(t.proc.addr, t.reqs, rate, warmUp)
-	if werrs > 0 || len(warm) == 0 {
-		return fmt.Errorf("warm-up: %d requests failed or were not answered 2xx", werrs)
+	if werrs.n() > 0 || len(warm) == 0 {
+		return fmt.Errorf("warm-up: %d requests failed or were not answered 2xx (%s)", werrs.n(), werrs)
 	}
 	profiled := t.profile(c, fmt.Sprintf("rate%d", k), i)
 	cpu0, self0 := t.proc.cpuTime(), selfCPU()
@@ -314,9 +314,9 @@ func (t *target) rateRun(c config, rate float64, k, i int) error {
 	r.p99 = append(r.p99, pct(lat, 0.99))
 	r.cpu = append(r.cpu, perRequest(t.proc.cpuTime()-cpu0, len(lat)))
 	fmt.Printf("%s at %.0f req/s: run %d: p50 %.2f ms, p99 %.2f ms, %.0f µs CPU per request (the generator: %.0f), %d errors; the warm-up's p99 %.2f ms\n",
-		t.name, rate, i+1, pct(lat, 0.5), pct(lat, 0.99), r.cpu[len(r.cpu)-1], r.genCPU[len(r.genCPU)-1], errs, pct(warm, 0.99))
-	if errs > 0 {
-		return fmt.Errorf("%d requests failed or were not answered 2xx", errs)
+		t.name, rate, i+1, pct(lat, 0.5), pct(lat, 0.99), r.cpu[len(r.cpu)-1], r.genCPU[len(r.genCPU)-1], errs.n(), pct(warm, 0.99))
+	if errs.n() > 0 {
+		return fmt.Errorf("%d requests failed or were not answered 2xx (%s)", errs.n(), errs)
 	}
 	return nil
 }
@@ -336,7 +336,58 @@ func newClient(conns int) *http.Client {
 // shares the CPUs with what it measures. Requests are pre-rendered and
 // written on 64 keep-alive connections; each request is due at its
 // scheduled time and waits, counted, when every connection is busy.
-func openLoop(addr string, reqs []request, rate float64, d time.Duration) ([]float64, int) {
+// failures counts what the requests that failed got: "status 503",
+// "no answer in time", "connection refused"…
+type failures struct {
+	mu sync.Mutex
+	by map[string]int
+}
+
+func (f *failures) add(what string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.by == nil {
+		f.by = map[string]int{}
+	}
+	f.by[what]++
+}
+
+func (f *failures) n() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, c := range f.by {
+		n += c
+	}
+	return n
+}
+
+func (f *failures) String() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var parts []string
+	for what, c := range f.by {
+		parts = append(parts, fmt.Sprintf("%s: %d", what, c))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
+}
+
+// errorClass names a network error without its addresses, so that
+// failures of one kind count together.
+func errorClass(err error) string {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return "no answer in time"
+	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET):
+		return "connection closed"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	}
+	return "error"
+}
+
+func openLoop(addr string, reqs []request, rate float64, d time.Duration) ([]float64, *failures) {
 	const conns = 64
 	raw := make([][]byte, len(reqs))
 	for i, r := range reqs {
@@ -350,7 +401,7 @@ func openLoop(addr string, reqs []request, rate float64, d time.Duration) ([]flo
 		at time.Time
 	}
 	jobs := make(chan job, n)
-	var errs atomic.Int64
+	errs := &failures{}
 	var wg sync.WaitGroup
 	// A stalled target cannot hold the run past its length and a grace:
 	// what is still queued then counts as failed.
@@ -360,10 +411,12 @@ func openLoop(addr string, reqs []request, rate float64, d time.Duration) ([]flo
 			var rr *respReader
 			for j := range jobs {
 				ok := false
+				failure := "the run's time was over"
 				for attempt := 0; attempt < 2 && !ok && time.Now().Before(stop); attempt++ {
 					if rr == nil {
 						c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 						if err != nil {
+							failure = "connect: " + errorClass(err)
 							break
 						}
 						rr = &respReader{c: c, buf: make([]byte, 64<<10)}
@@ -374,21 +427,24 @@ func openLoop(addr string, reqs []request, rate float64, d time.Duration) ([]flo
 					}
 					_ = rr.c.SetDeadline(deadline)
 					if _, err := rr.c.Write(raw[(j.i*7919)%len(raw)]); err != nil {
+						failure = "write: " + errorClass(err)
 						rr.c.Close()
 						rr = nil
 						continue
 					}
 					status, err := rr.read()
 					if err != nil {
+						failure = "read: " + errorClass(err)
 						rr.c.Close()
 						rr = nil
 						continue
 					}
 					ok = status/100 == 2
+					failure = fmt.Sprintf("status %d", status)
 					break
 				}
 				if !ok {
-					errs.Add(1)
+					errs.add(failure)
 				}
 				lat[j.i] = float64(time.Since(j.at)) / float64(time.Millisecond)
 			}
@@ -423,7 +479,7 @@ func openLoop(addr string, reqs []request, rate float64, d time.Duration) ([]flo
 		}
 	}
 	sort.Float64s(lat)
-	return lat, int(errs.Load())
+	return lat, errs
 }
 
 // respReader reads HTTP/1.1 responses with a Content-Length, without
@@ -607,7 +663,7 @@ func measureMemory(ctx context.Context, c config, up *process, store string) (me
 		return m, err
 	}
 	proc, err := startCaddy(c, s, gatehouseCaddyfile("admin off", addr, up.addr, filepath.Join(c.work, s+"-audit.log"), storeURL,
-		filepath.Join(c.repo, "policies"), false, false), addr)
+		filepath.Join(c.repo, "policies"), c.grantsTimeout, false, false), addr)
 	if err != nil {
 		return m, err
 	}

@@ -274,7 +274,7 @@ var cookieSecret = func() string {
 	return string(b)
 }()
 
-func gatehouseCaddyfile(admin, addr, upstream, auditLog, storeURL, policyDir string, stepUp, noCache bool) string {
+func gatehouseCaddyfile(admin, addr, upstream, auditLog, storeURL, policyDir string, grantsTimeout time.Duration, stepUp, noCache bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, globalOptions, admin, auditLog)
 	fmt.Fprintf(&b, `
@@ -289,7 +289,8 @@ http://%s {
 		policy_headers X-Projects-Role
 		identity_header X-Remote-User email
 		identity_header X-Remote-Groups groups
-`, addr, benchApp, benchIssuer, benchClient, cookieSecret, storeURL, policyDir)
+		grants_timeout %s
+`, addr, benchApp, benchIssuer, benchClient, cookieSecret, storeURL, policyDir, grantsTimeout)
 	if noCache {
 		b.WriteString("\t\tpolicy_cache off\n")
 	}
@@ -482,7 +483,7 @@ func (t *target) start(ctx context.Context, c config, up *process, users int, sl
 		return nil, fmt.Errorf("filling the grant store: %w", err)
 	}
 	t.proc, err = startCaddy(c, slug, gatehouseCaddyfile(admin, addr, up.addr, filepath.Join(dir, "audit.log"), storeURL,
-		filepath.Join(c.repo, "policies"), t.stepUp, t.noCache), addr)
+		filepath.Join(c.repo, "policies"), c.grantsTimeout, t.stepUp, t.noCache), addr)
 	return pop, err
 }
 

@@ -3,8 +3,10 @@ package policies
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -121,10 +123,20 @@ func TestEngineHotReload(t *testing.T) {
 // answer is one revision's whole answer, never a mix, never an error.
 func TestEngineAtomicSwap(t *testing.T) {
 	dir := writePolicy(t, map[string]string{"p.rego": allowPolicy})
-	e, _ := newTestEngine(t, dir)
+	// A generous bound: on a starved machine an evaluation can wait for a
+	// CPU past the default 100 ms, and then it is an error (policy_error,
+	// a deny), not a mix of revisions; this test is about the swap.
+	core, _ := observer.New(zap.InfoLevel)
+	e, err := NewEngine(dir, Options{Timeout: time.Minute}, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var evals, bad atomic.Int64
+	var mu sync.Mutex
+	var seen []string
 	for range 4 {
 		wg.Go(func() {
 			in := (&Input{App: "x"}).Value()
@@ -138,6 +150,11 @@ func TestEngineAtomicSwap(t *testing.T) {
 				evals.Add(1)
 				if err != nil || !(d.Allow && d.Reason == "A" || !d.Allow && d.Reason == "B") {
 					bad.Add(1)
+					mu.Lock()
+					if len(seen) < 5 {
+						seen = append(seen, fmt.Sprintf("%+v, %v", d, err))
+					}
+					mu.Unlock()
 				}
 			}
 		})
@@ -157,7 +174,7 @@ func TestEngineAtomicSwap(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	if bad.Load() != 0 {
-		t.Fatalf("%d of %d evaluations saw a broken decision", bad.Load(), evals.Load())
+		t.Fatalf("%d of %d evaluations saw a broken decision, such as: %s", bad.Load(), evals.Load(), strings.Join(seen, "; "))
 	}
 	t.Logf("%d evaluations across 20 swaps", evals.Load())
 }
