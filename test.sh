@@ -30,7 +30,7 @@ go vet ./...
 go tool staticcheck ./...
 # The policy library with the standard OPA CLI (the same version as the
 # embedded engine, from go.mod's tool line).
-go tool opa check --strict policies/
+go tool opa check --strict --schema docs/input.schema.json policies/
 go tool opa test policies/
 # Browser tests save screenshots and HTML of failures under .test-output/.
 mkdir -p .test-output
