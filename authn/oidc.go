@@ -36,6 +36,9 @@ const discoveryRetry = 2 * time.Second
 type Discovery struct {
 	issuer string
 	client *http.Client
+	// Now is the clock retries and reachability are judged by; nil is the
+	// wall clock.
+	Now func() time.Time
 
 	meta     atomic.Pointer[Metadata]
 	mu       sync.Mutex // serialises fetches
@@ -53,12 +56,12 @@ const reachableFor = 2 * time.Second
 // Reachable reports whether the IdP answered recently, asking it again
 // (its discovery document, within 2 s) when the last answer is older.
 func (d *Discovery) Reachable(ctx context.Context) error {
-	if time.Since(time.Unix(0, d.lastOK.Load())) < reachableFor {
+	if d.clock().Sub(time.Unix(0, d.lastOK.Load())) < reachableFor {
 		return nil
 	}
 	d.probe.Lock()
 	defer d.probe.Unlock()
-	if time.Since(time.Unix(0, d.lastOK.Load())) < reachableFor {
+	if d.clock().Sub(time.Unix(0, d.lastOK.Load())) < reachableFor {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
@@ -79,7 +82,15 @@ func (d *Discovery) Reachable(ctx context.Context) error {
 	return nil
 }
 
-func (d *Discovery) markOK() { d.lastOK.Store(time.Now().UnixNano()) }
+func (d *Discovery) markOK() { d.lastOK.Store(d.clock().UnixNano()) }
+
+// clock is the discovery's time: Now, or the wall clock.
+func (d *Discovery) clock() time.Time {
+	if d.Now != nil {
+		return d.Now()
+	}
+	return time.Now()
+}
 
 // Metadata is what Gatehouse uses of an issuer's discovery document.
 type Metadata struct {
@@ -108,14 +119,14 @@ func (d *Discovery) Get(ctx context.Context) (*Metadata, error) {
 	if m := d.meta.Load(); m != nil {
 		return m, nil
 	}
-	if d.failErr != nil && time.Since(d.failedAt) < discoveryRetry {
+	if d.failErr != nil && d.clock().Sub(d.failedAt) < discoveryRetry {
 		return nil, d.failErr
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	p, err := oidc.NewProvider(oidc.ClientContext(ctx, d.client), d.issuer)
 	if err != nil {
-		d.failedAt, d.failErr = time.Now(), fmt.Errorf("%w: discovery of %s: %v", ErrProviderUnavailable, d.issuer, err)
+		d.failedAt, d.failErr = d.clock(), fmt.Errorf("%w: discovery of %s: %v", ErrProviderUnavailable, d.issuer, err)
 		return nil, d.failErr
 	}
 	var extra struct {
@@ -127,7 +138,7 @@ func (d *Discovery) Get(ctx context.Context) (*Metadata, error) {
 		if err == nil {
 			err = errors.New("no jwks_uri")
 		}
-		d.failedAt, d.failErr = time.Now(), fmt.Errorf("%w: discovery of %s: %v", ErrProviderUnavailable, d.issuer, err)
+		d.failedAt, d.failErr = d.clock(), fmt.Errorf("%w: discovery of %s: %v", ErrProviderUnavailable, d.issuer, err)
 		return nil, d.failErr
 	}
 	var algs []string

@@ -302,6 +302,8 @@ func TestDiscoveryIsLazyAndRetried(t *testing.T) {
 	}))
 	defer gate.Close()
 	d := NewDiscovery(gate.URL, gate.Client())
+	now := time.Now()
+	d.Now = func() time.Time { return now }
 	if _, err := d.Get(context.Background()); !errors.Is(err, ErrProviderUnavailable) {
 		t.Fatalf("Get while down: %v", err)
 	}
@@ -312,7 +314,7 @@ func TestDiscoveryIsLazyAndRetried(t *testing.T) {
 	if _, err := d.Get(context.Background()); !errors.Is(err, ErrProviderUnavailable) {
 		t.Fatalf("Get right after a failure: %v", err)
 	}
-	time.Sleep(discoveryRetry + 100*time.Millisecond)
+	now = now.Add(discoveryRetry + 100*time.Millisecond)
 	// The gate's issuer differs from the fake's, so discovery now fails on
 	// the issuer check: still unavailable, never a wrong provider.
 	if _, err := d.Get(context.Background()); !errors.Is(err, ErrProviderUnavailable) || !strings.Contains(err.Error(), "issuer") {
@@ -328,6 +330,8 @@ func TestDiscoveryIsLazyAndRetried(t *testing.T) {
 func TestDiscoveryReachable(t *testing.T) {
 	f := newFakeIdP(t)
 	d := NewDiscovery(f.URL, f.Client())
+	now := time.Now()
+	d.Now = func() time.Time { return now }
 	if _, err := d.Get(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -340,7 +344,7 @@ func TestDiscoveryReachable(t *testing.T) {
 		t.Fatalf("Reachable within the window: %v", err)
 	}
 	// ...after which the IdP is asked again, and a dead one is reported.
-	time.Sleep(reachableFor + 50*time.Millisecond)
+	now = now.Add(reachableFor + 50*time.Millisecond)
 	start := time.Now()
 	err := d.Reachable(context.Background())
 	if !errors.Is(err, ErrProviderUnavailable) {

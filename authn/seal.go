@@ -1,10 +1,13 @@
 package authn
 
 import (
+	"bytes"
 	"crypto/hkdf"
 	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/gorilla/securecookie"
@@ -34,6 +37,8 @@ type Binding struct {
 // logging anyone out.
 type Sealer struct {
 	codecs []securecookie.Codec
+	maxAge int64 // seconds
+	now    func() time.Time
 }
 
 // NewSealer derives a hash key and a block key per secret with HKDF-SHA256,
@@ -63,11 +68,16 @@ func NewSealer(secrets [][]byte, purpose string, b Binding, maxAge time.Duration
 	for _, c := range codecs {
 		sc := c.(*securecookie.SecureCookie)
 		sc.SetSerializer(securecookie.JSONEncoder{})
-		sc.MaxAge(int(maxAge / time.Second))
+		// The age is checked by Open, against the sealer's clock.
+		sc.MaxAge(0)
 		sc.MaxLength(MaxCookieLen)
 	}
-	return &Sealer{codecs: codecs}, nil
+	return &Sealer{codecs: codecs, maxAge: int64(maxAge / time.Second), now: time.Now}, nil
 }
+
+// SetClock makes the sealer judge ages by now instead of the wall clock
+// (tests). Sealing always stamps the wall clock.
+func (s *Sealer) SetClock(now func() time.Time) { s.now = now }
 
 // MaxCookieLen is the longest sealed value Gatehouse writes or reads.
 // Browsers keep about 4096 bytes per cookie, name and attributes included.
@@ -85,6 +95,17 @@ func (s *Sealer) Open(name, value string, v any) error {
 		return ErrInvalidCookie
 	}
 	if err := securecookie.DecodeMulti(name, value, v, s.codecs...); err != nil {
+		return ErrInvalidCookie
+	}
+	// The seal is authentic; its timestamp is the first field of the
+	// encoded value ("time|value|mac").
+	raw, err := base64.URLEncoding.DecodeString(value)
+	if err != nil {
+		return ErrInvalidCookie
+	}
+	stamp, _, _ := bytes.Cut(raw, []byte("|"))
+	sealed, err := strconv.ParseInt(string(stamp), 10, 64)
+	if err != nil || (s.maxAge > 0 && sealed < s.now().Unix()-s.maxAge) {
 		return ErrInvalidCookie
 	}
 	return nil

@@ -98,8 +98,12 @@ func TestSealerMaxAge(t *testing.T) {
 		t.Fatal(err)
 	}
 	v, _ := s.Seal("c", "x")
-	time.Sleep(2100 * time.Millisecond)
 	var out string
+	if err := s.Open("c", v, &out); err != nil {
+		t.Fatalf("a fresh value: %v", err)
+	}
+	later := time.Now().Add(2100 * time.Millisecond)
+	s.SetClock(func() time.Time { return later })
 	if err := s.Open("c", v, &out); !errors.Is(err, ErrInvalidCookie) {
 		t.Fatalf("opened a value older than its max age: %v", err)
 	}

@@ -69,16 +69,14 @@ func TestBrowserWebSocketHijack(t *testing.T) {
 	c.waitFor(site+"/", "hello alice@example.com")
 
 	result := func() string {
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			s, _ := chromedp.Run(c.ctx, chromedp.Evaluate[string](`document.getElementById("result") ? document.getElementById("result").textContent : ""`))
-			if s == "OPEN" || s == "REFUSED" {
-				return s
-			}
-			time.Sleep(50 * time.Millisecond)
+		var s string
+		if !eventually(10*time.Second, func() bool {
+			s, _ = chromedp.Run(c.ctx, chromedp.Evaluate[string](`document.getElementById("result") ? document.getElementById("result").textContent : ""`))
+			return s == "OPEN" || s == "REFUSED"
+		}) {
+			c.fail("the page's WebSocket neither opened nor failed")
 		}
-		c.fail("the page's WebSocket neither opened nor failed")
-		return ""
+		return s
 	}
 
 	// The attacker's page, same site, another origin.

@@ -171,13 +171,10 @@ func (fl *faultLoad) recovered(t *testing.T, what string) {
 	t.Helper()
 	res := runLoad(fl.roots, fl.jobs(), 4, 400, 5*time.Second, faultBound, nil)
 	if len(res.violations) > 0 {
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			time.Sleep(200 * time.Millisecond)
-			if res = runLoad(fl.roots, fl.jobs(), 4, 200, 5*time.Second, faultBound, nil); len(res.violations) == 0 {
-				break
-			}
-		}
+		eventually(10*time.Second, func() bool {
+			res = runLoad(fl.roots, fl.jobs(), 4, 200, 5*time.Second, faultBound, nil)
+			return len(res.violations) == 0
+		})
 	}
 	res.check(t, what+": recovered")
 	if got := fl.snapshot(); got != fl.before {
@@ -315,16 +312,10 @@ func TestFaults(t *testing.T) {
 		e.idp = startIdPWith(t, []string{"IDP_PORT=" + port}, idpClient{ClientID: "jit", ClientSecret: "jit-secret",
 			RedirectURIs:           []string{e.nodeA + "/.gatehouse/callback", e.nodeB + "/.gatehouse/callback"},
 			PostLogoutRedirectURIs: []string{e.nodeA + "/.gatehouse/logout", e.nodeB + "/.gatehouse/logout"}})
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			b := newBrowser(t, nodes...)
-			if p := b.login(e.nodeB+"/work/2", "alice"); p.StatusCode == http.StatusOK {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("logins did not recover after the IdP came back")
-			}
-			time.Sleep(300 * time.Millisecond)
+		if !eventually(20*time.Second, func() bool {
+			return newBrowser(t, nodes...).login(e.nodeB+"/work/2", "alice").StatusCode == http.StatusOK
+		}) {
+			t.Fatal("logins did not recover after the IdP came back")
 		}
 	})
 }

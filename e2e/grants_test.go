@@ -156,16 +156,11 @@ func (b *browser) post(target string, v url.Values, hdr map[string]string) *http
 func waitStatus(t *testing.T, b *browser, target string, want int, within time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
-	for {
-		p := b.fetch(http.MethodGet, target)
-		if p.StatusCode == want {
-			return time.Since(start)
-		}
-		if time.Since(start) > within {
-			t.Fatalf("%s: still %d after %s, want %d\n%s", target, p.StatusCode, within, want, p.Body)
-		}
-		time.Sleep(10 * time.Millisecond)
+	var p page
+	if !eventually(within, func() bool { p = b.fetch(http.MethodGet, target); return p.StatusCode == want }) {
+		t.Fatalf("%s: still %d after %s, want %d\n%s", target, p.StatusCode, within, want, p.Body)
 	}
+	return time.Since(start)
 }
 
 var requestIDRE = regexp.MustCompile(`name="request" value="([a-z2-7]+)"`)
@@ -287,7 +282,7 @@ func TestGrants(t *testing.T) {
 	time.Sleep(time.Until(approvedAt.Add(4 * time.Second)))
 	waitStatus(t, bob, A+"/work/1", http.StatusForbidden, 2*time.Second)
 	waitStatus(t, bob, B+"/work/1", http.StatusForbidden, 2*time.Second)
-	if !auditHasMsgIn(e.ghA, e.ghB, "grant expired", "bob") {
+	if findAudit(auditLine("msg", "grant expired", "user", "bob"), e.ghA, e.ghB) == nil {
 		t.Error("no audit line for the grant that expired on use")
 	}
 
@@ -302,7 +297,7 @@ func TestGrants(t *testing.T) {
 			t.Fatalf("auto-approval: %d %s", resp.StatusCode, resp.Header.Get("Location"))
 		}
 		waitStatus(t, erin, B+"/work/7", http.StatusOK, 2*time.Second)
-		if !auditHasMsgIn(e.ghA, e.ghB, "grant auto-approved", "erin") {
+		if findAudit(auditLine("msg", "grant auto-approved", "user", "erin"), e.ghA, e.ghB) == nil {
 			t.Error("no audit line for the auto-approval")
 		}
 		// erin asks for longer than auto-approval allows: alice rejects.
@@ -328,7 +323,7 @@ func TestGrants(t *testing.T) {
 		if p := erin.fetch(http.MethodGet, A+"/work/8"); p.StatusCode != http.StatusForbidden {
 			t.Errorf("after a rejection: %d", p.StatusCode)
 		}
-		if !auditHasMsgIn(e.ghA, e.ghB, "grant rejected", "erin") {
+		if findAudit(auditLine("msg", "grant rejected", "user", "erin"), e.ghA, e.ghB) == nil {
 			t.Error("no audit line for the rejection")
 		}
 	})
@@ -360,7 +355,7 @@ func TestGrants(t *testing.T) {
 		if resp.StatusCode != http.StatusForbidden {
 			t.Errorf("carol approving her own request: %d", resp.StatusCode)
 		}
-		if !auditHasMsgIn(e.ghA, e.ghB, "approval refused", "carol") {
+		if findAudit(auditLine("msg", "approval refused", "user", "carol"), e.ghA, e.ghB) == nil {
 			t.Error("no audit line for the refused self-approval")
 		}
 	})
@@ -473,21 +468,6 @@ func TestGrants(t *testing.T) {
 	})
 }
 
-func auditHasMsgIn(a, b *gatehouse, msg, user string) bool {
-	deadline := time.Now().Add(3 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, g := range []*gatehouse{a, b} {
-			for _, l := range g.auditLines() {
-				if l["msg"] == msg && l["user"] == user {
-					return true
-				}
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return false
-}
-
 // TestEmbeddedStore runs the contractor-jit example on one node with the
 // embedded file store: the ops CLI reaches it through the admin API while
 // Caddy holds the file, and grants survive a restart.
@@ -521,7 +501,7 @@ func TestEmbeddedStore(t *testing.T) {
 	if out := cli("grants", "list", "--user", "dave@partner.example"); !strings.Contains(out, "projects-app") || !strings.Contains(out, "active") {
 		t.Errorf("grants list through the admin API:\n%s", out)
 	}
-	if !auditHasMsgIn(gh, gh, "grant approved", "dave") {
+	if findAudit(auditLine("msg", "grant approved", "user", "dave"), gh, gh) == nil {
 		t.Error("the running Caddy did not audit the grant added through its admin API")
 	}
 	// A restart keeps the grant and the session.

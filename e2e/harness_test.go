@@ -343,26 +343,61 @@ func startGatehouse(t testing.TB, caddyfile string, env []string, waitFor ...str
 	return g
 }
 
-// auditLines returns the audit log lines written so far.
-// waitAudit returns the first audit line match accepts, waiting up to 5 s
-// for it: the line is written before the response, but reaches this test
-// through a pipe.
-func (g *gatehouse) waitAudit(t *testing.T, match func(map[string]any) bool) map[string]any {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		for _, l := range g.auditLines() {
-			if match(l) {
-				return l
-			}
+// eventually polls cond every 20 ms until it holds or within has passed,
+// and reports whether it held. Everything the e2e tests wait for that a
+// process does not signal goes through it.
+func eventually(within time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(within); ; time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return true
 		}
 		if time.Now().After(deadline) {
-			return nil
+			return false
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
+// auditWait is how long an audit line may take to reach a test: it is
+// written before the answer, but reaches the test through a pipe.
+const auditWait = 5 * time.Second
+
+// findAudit returns the first audit line of any of the nodes that match
+// accepts, waiting up to auditWait for it; nil if none comes.
+func findAudit(match func(map[string]any) bool, nodes ...*gatehouse) map[string]any {
+	var found map[string]any
+	eventually(auditWait, func() bool {
+		for _, g := range nodes {
+			for _, l := range g.auditLines() {
+				if match(l) {
+					found = l
+					return true
+				}
+			}
+		}
+		return false
+	})
+	return found
+}
+
+// auditLine matches an audit line whose fields have the given values
+// (pairs of field and value; an empty value matches any).
+func auditLine(kv ...string) func(map[string]any) bool {
+	return func(l map[string]any) bool {
+		for i := 0; i+1 < len(kv); i += 2 {
+			if kv[i+1] != "" && l[kv[i]] != kv[i+1] {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+// waitAudit is findAudit on one node.
+func (g *gatehouse) waitAudit(_ *testing.T, match func(map[string]any) bool) map[string]any {
+	return findAudit(match, g)
+}
+
+// auditLines returns the audit log lines written so far.
 func (g *gatehouse) auditLines() []map[string]any {
 	var out []map[string]any
 	for _, line := range strings.Split(g.log.String(), "\n") {

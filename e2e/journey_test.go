@@ -92,15 +92,10 @@ func (c *chrome) text() string {
 // contains want.
 func (c *chrome) waitFor(prefix, want string) {
 	c.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		if strings.HasPrefix(c.location(), prefix) && strings.Contains(c.text(), want) {
-			c.checkAccessible()
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !eventually(15*time.Second, func() bool { return strings.HasPrefix(c.location(), prefix) && strings.Contains(c.text(), want) }) {
+		c.fail("waited for %s with %q", prefix, want)
 	}
-	c.fail("waited for %s with %q", prefix, want)
+	c.checkAccessible()
 }
 
 // a11yCheck finds basic accessibility problems on a page: a language, a

@@ -137,27 +137,16 @@ func TestPolicy(t *testing.T) {
 	// A valid change on disk is served without a restart.
 	changed := time.Now()
 	writeAtomically(t, dataPath, policyData(true))
-	var took time.Duration
-	for time.Since(changed) < 5*time.Second {
-		if p := bob.fetch(http.MethodGet, base+"/reports/1"); p.StatusCode == http.StatusOK {
-			took = time.Since(changed)
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if took == 0 {
+	if !eventually(5*time.Second, func() bool { return bob.fetch(http.MethodGet, base+"/reports/1").StatusCode == http.StatusOK }) {
 		t.Fatalf("the policy change was not served within 5s")
 	}
+	took := time.Since(changed)
 	t.Logf("policy change served %s after the write", took.Round(time.Millisecond))
 
 	// An invalid change is refused and the last good revision keeps serving.
 	writeAtomically(t, filepath.Join(dir, "gatehouse", "decision.rego"), "package gatehouse\n\ndecision := {\n")
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(gh.log.String(), "policy change refused") {
-		if time.Now().After(deadline) {
-			t.Fatal("no log line refused the invalid change")
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !eventually(5*time.Second, func() bool { return strings.Contains(gh.log.String(), "policy change refused") }) {
+		t.Fatal("no log line refused the invalid change")
 	}
 	for _, b := range []*browser{alice, bob} {
 		if p := b.fetch(http.MethodGet, base+"/reports/1"); p.StatusCode != http.StatusOK {
@@ -175,12 +164,8 @@ func TestPolicy(t *testing.T) {
 		t.Errorf("after a config reload: %d %s", p.StatusCode, p.Body)
 	}
 	writeAtomically(t, dataPath, policyData(false))
-	deadline = time.Now().Add(5 * time.Second)
-	for bob.fetch(http.MethodGet, base+"/reports/1").StatusCode != http.StatusForbidden {
-		if time.Now().After(deadline) {
-			t.Fatal("after a config reload, a policy change on disk was not served within 5s")
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !eventually(5*time.Second, func() bool { return bob.fetch(http.MethodGet, base+"/reports/1").StatusCode == http.StatusForbidden }) {
+		t.Fatal("after a config reload, a policy change on disk was not served within 5s")
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -106,7 +107,7 @@ func TestEngineHotReload(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(dir, "more"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond) // let the watcher add the directory
+	waitFor(t, "the new subdirectory watched", func() bool { return slices.Contains(e.watcher.WatchList(), filepath.Join(dir, "more")) })
 	replace(t, filepath.Join(dir, "p.rego"), allowPolicy)
 	replace(t, filepath.Join(dir, "more", "extra.rego"), "package gatehouse.more\n\nx := 1\n")
 	waitFor(t, "new subdirectory file", func() bool {
