@@ -34,9 +34,11 @@ go tool opa check --strict --schema docs/input.schema.json policies/
 go tool opa test policies/
 # Browser tests save screenshots and HTML of failures under .test-output/.
 mkdir -p .test-output
-go test -count=1 -artifacts -outputdir "$PWD/.test-output" ./...
+# A generous timeout: on a busy machine the e2e package can take several
+# times its usual 3-4 minutes, past go test's default of 10.
+go test -count=1 -timeout 40m -artifacts -outputdir "$PWD/.test-output" ./...
 # The race detector where goroutines share state.
-go test -count=1 -race ./authn/ ./module/ ./policies/ ./grants/
+go test -count=1 -timeout 30m -race ./authn/ ./module/ ./policies/ ./grants/
 # Each fuzz target, briefly (seed corpora run in every go test). Budgets are
 # execution counts, about 10 s each here: a duration-based -fuzztime hits a
 # race in Go 1.26's fuzz coordinator (go.dev/issue/75804) that fails a
