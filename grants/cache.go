@@ -2,9 +2,6 @@ package grants
 
 import (
 	"context"
-	"fmt"
-	"net/url"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -428,37 +425,3 @@ func (c *Cache) Close() error {
 
 // Destruct lets a Cache live in a Caddy usage pool.
 func (c *Cache) Destruct() error { return c.Close() }
-
-// Open opens the store a URL names:
-//
-//	""                        in memory (one node, lost on restart)
-//	memory:                   the same, said explicitly
-//	file:///var/lib/gh/g.db   embedded bbolt file (one node, kept)
-//	redis://… rediss://… redis+cluster://…   Redis (shared by nodes)
-func Open(rawURL string, timeout time.Duration) (Store, error) {
-	if rawURL == "" || rawURL == "memory:" {
-		return NewMemory(), nil
-	}
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnsupportedURL, err)
-	}
-	switch u.Scheme {
-	case "file":
-		p := u.Path
-		if u.Host != "" && u.Host != "localhost" {
-			p = u.Host + p // file://relative/path
-		}
-		if p == "" {
-			return nil, fmt.Errorf("%w: %q has no path", ErrUnsupportedURL, rawURL)
-		}
-		abs, err := filepath.Abs(p)
-		if err != nil {
-			return nil, err
-		}
-		return OpenBolt(abs)
-	case "redis", "rediss", "redis+cluster", "rediss+cluster":
-		return OpenRedis(rawURL, RedisOptions{Timeout: timeout})
-	}
-	return nil, fmt.Errorf("%w: %q (want file://, redis://, rediss://, redis+cluster:// or memory:)", ErrUnsupportedURL, rawURL)
-}

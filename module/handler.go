@@ -672,8 +672,8 @@ func (h *Handler) validate() error {
 	if time.Duration(h.GrantsTimeout) < time.Millisecond || time.Duration(h.GrantsTimeout) > 10*time.Second {
 		bad("grants_timeout", "must be between 1ms and 10s, got %s", time.Duration(h.GrantsTimeout))
 	}
-	if h.Grants != "" && h.Grants != "memory:" && !strings.HasPrefix(h.Grants, "file://") && !strings.HasPrefix(h.Grants, "redis") {
-		bad("grants", "%q: want file:///path, redis://…, rediss://…, redis+cluster://… or memory:", h.Grants)
+	if _, err := grants.ParseURL(h.Grants); err != nil {
+		bad("grants", "%q: want file:///path, redis://…, rediss://…, redis+cluster://… or memory: (%v)", redactURL(h.Grants), err)
 	}
 	if a := h.ApprovalStepUp; a != nil {
 		if len(a.ACR) == 0 && len(a.AMR) == 0 && a.MaxAge == 0 && a.Provider == "" {
