@@ -38,15 +38,15 @@ mkdir -p .test-output
 # times its usual 3-4 minutes, past go test's default of 10.
 go test -count=1 -timeout 40m -artifacts -outputdir "$PWD/.test-output" ./...
 # The race detector where goroutines share state.
-go test -count=1 -timeout 30m -race ./authn/ ./module/ ./policies/ ./grants/
+go test -count=1 -timeout 30m -race ./authn/ ./gate/ ./module/ ./policies/ ./grants/
 # Each fuzz target, briefly (seed corpora run in every go test). Budgets are
 # execution counts, about 10 s each here: a duration-based -fuzztime hits a
 # race in Go 1.26's fuzz coordinator (go.dev/issue/75804) that fails a
 # target with "context deadline exceeded" and no crasher. FUZZTIME=<dur>
 # overrides them all with a duration.
 for spec in authn:FuzzCanonicalPath:150000 authn:FuzzSafeReturnPath:120000 authn:FuzzOpenSession:100000 authn:FuzzParseEmail:100000 \
-	authn:FuzzNormalizeOrigin:60000 authn:FuzzFindLogin:60000 module:FuzzDuplicateCookies:20000 \
-	module:FuzzUnmarshalCaddyfile:20000 module:FuzzStripManagedHeaders:20000 module:FuzzStepUpPath:30000 module:FuzzStripOwnCookies:20000 \
+	authn:FuzzNormalizeOrigin:60000 authn:FuzzFindLogin:60000 gate:FuzzDuplicateCookies:20000 \
+	module:FuzzUnmarshalCaddyfile:20000 gate:FuzzStripManagedHeaders:20000 module:FuzzStepUpPath:30000 gate:FuzzStripOwnCookies:20000 \
 	policies:FuzzParseDecision:40000 policies:FuzzProjectionKey:40000 grants:FuzzGrantMemo:30000; do
 	IFS=: read -r pkg target count <<<"$spec"
 	go test -run='^$' -fuzz="^${target}\$" -fuzztime="${FUZZTIME:-${count}x}" -fuzzminimizetime=2000x "./${pkg}/"

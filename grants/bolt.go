@@ -41,7 +41,7 @@ func OpenBolt(path string) (Store, error) {
 		return nil, fmt.Errorf("grants: %s: %w", path, err)
 	}
 	s := newKVStore(boltKV{db})
-	_ = s.purge(time.Now())
+	_ = s.purge(time.Now()) // a purge that fails is retried by the store's own ticker
 	return s, nil
 }
 

@@ -62,7 +62,7 @@ func newKVStore(db kv) *kvStore {
 			case <-s.stop:
 				return
 			case now := <-t.C:
-				_ = s.purge(now)
+				_ = s.purge(now) // a purge that fails is retried at the next tick; nothing depends on it but disk space
 			}
 		}
 	}()
@@ -396,32 +396,30 @@ func (s *kvStore) purge(now time.Time) error {
 		}); err != nil {
 			return err
 		}
+		var errs []error
 		for _, g := range dead {
-			_ = tx.del(bGrants, g.ID)
-			_ = tx.del(bUserGrants, g.User.Key()+"/"+g.ID)
-			_ = tx.del(bRevGrants, g.ID)
+			errs = append(errs, tx.del(bGrants, g.ID), tx.del(bUserGrants, g.User.Key()+"/"+g.ID), tx.del(bRevGrants, g.ID))
 		}
 		var deadReqs, deadSessions []string
-		_ = tx.scan(bRequests, "", func(k string, b []byte) error {
+		errs = append(errs, tx.scan(bRequests, "", func(k string, b []byte) error {
 			var r Request
 			if json.Unmarshal(b, &r) == nil && r.Status != Pending && r.DecidedAt < cutoff {
 				deadReqs = append(deadReqs, k)
 			}
 			return nil
-		})
-		_ = tx.scan(bSessions, "", func(k string, v []byte) error {
+		}), tx.scan(bSessions, "", func(k string, v []byte) error {
 			if atoi(v) < now.Unix() {
 				deadSessions = append(deadSessions, k)
 			}
 			return nil
-		})
+		}))
 		for _, k := range deadReqs {
-			_ = tx.del(bRequests, k)
+			errs = append(errs, tx.del(bRequests, k))
 		}
 		for _, k := range deadSessions {
-			_ = tx.del(bSessions, k)
+			errs = append(errs, tx.del(bSessions, k))
 		}
-		return nil
+		return errors.Join(errs...) // any failure rolls the whole purge back
 	})
 }
 

@@ -221,6 +221,8 @@ func (s *RedisStore) subscribeEveryMaster(ctx context.Context) {
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		masters := map[string]*redis.Client{}
+		// A master that cannot be listed now is subscribed to at the next
+		// round, a second later.
 		_ = s.cluster.ForEachMaster(cctx, func(_ context.Context, c *redis.Client) error {
 			mu.Lock()
 			masters[c.Options().Addr] = c
@@ -301,7 +303,7 @@ func (s *RedisStore) Lookup(ctx context.Context, u User, sid string, now time.Ti
 		}
 	}
 	sortGrants(st.Grants)
-	st.UserRevokedAt, _ = strconv.ParseInt(rev.Val(), 10, 64)
+	st.UserRevokedAt, _ = strconv.ParseInt(rev.Val(), 10, 64) // "" (never revoked) is 0
 	if sess != nil {
 		st.SessionRevoked = sess.Val() > 0
 	}
@@ -340,7 +342,7 @@ func (s *RedisStore) durable(ctx context.Context, key string, write func(redis.P
 	replicas := 0
 	for line := range strings.SplitSeq(info, "\n") {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "connected_slaves:"); ok {
-			replicas, _ = strconv.Atoi(v)
+			replicas, _ = strconv.Atoi(v) // unreadable counts as none: not durable
 		}
 	}
 	if replicas == 0 {
@@ -548,7 +550,9 @@ func decodeRequest(vals []any) (Request, bool, error) {
 		return r, false, err
 	}
 	if d, _ := vals[1].(string); d != "" {
-		_ = json.Unmarshal([]byte(d), &r) // the decided copy
+		if err := json.Unmarshal([]byte(d), &r); err != nil { // the decided copy
+			return r, false, err
+		}
 	}
 	return r, true, nil
 }

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"go.uber.org/zap"
 
+	"github.com/gatehouse-proxy/gatehouse/gate"
 	"github.com/gatehouse-proxy/gatehouse/grants"
 )
 
@@ -41,7 +41,7 @@ func serveStoreOp(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodPost {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("POST only")}
 	}
-	var op storeOp
+	var op gate.StoreOp
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&op); err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
 	}
@@ -56,29 +56,13 @@ func serveStoreOp(w http.ResponseWriter, r *http.Request) error {
 	if store == nil {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("this Caddy has no grant store %s open", op.Store)}
 	}
-	res, err := op.run(r.Context(), store, time.Now())
-	logStoreEvents(caddy.Log().Named("http.handlers.gatehouse.audit"), res.Events)
+	res, err := op.Run(r.Context(), store, time.Now())
+	writeEvents(caddy.Log().Named(auditLogger), "", res.Events...)
 	if err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	return json.NewEncoder(w).Encode(res)
-}
-
-// logStoreEvents writes a store operation's audit lines: events at info,
-// a failed operation at error.
-func logStoreEvents(l *zap.Logger, events []auditEvent) {
-	for _, e := range events {
-		fields := make([]zap.Field, 0, len(e.Fields))
-		for k, v := range e.Fields {
-			fields = append(fields, zap.Any(k, v))
-		}
-		if e.Failed {
-			l.Error(e.Msg, fields...)
-		} else {
-			l.Info(e.Msg, fields...)
-		}
-	}
 }
 
 // Interface guard.

@@ -110,7 +110,7 @@ func TestAssertion(t *testing.T) {
 			t.Errorf("Host %s: a new assertion was signed (the Host chose its issuer or its cache entry)", host)
 		}
 	}
-	if n := len(h.assertion.cache); n != 1 {
+	if n := h.asserter.Cached(); n != 1 {
 		t.Errorf("%d cached assertions for one session, want 1", n)
 	}
 	now = now.Add(31 * time.Second)

@@ -1,105 +1,81 @@
 package module
 
 import (
-	"encoding/binary"
-	"encoding/hex"
-	"math/rand/v2"
 	"sync"
-	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/gatehouse-proxy/gatehouse/policies"
+	"github.com/gatehouse-proxy/gatehouse/gate"
 )
 
-// decision is one audited outcome of the pipeline. Every request that
-// reaches the handler produces exactly one audit line through the named
-// logger http.handlers.gatehouse.audit. It never carries a token, a cookie
-// value or a query string.
-type decision struct {
-	id     string
-	start  time.Time
-	method string
-	path   string
-	user   string // subject
-	email  string
-	result string // allow, public, login, deny, reject, internal, error
-	reason string
-	logged bool
+// auditLogger is the name of the audit log (docs/audit-log.md): one
+// decision line for every request that reaches the handler, and event
+// lines for what requests and operators did. No line ever carries a
+// token, a cookie value or a query string.
+const auditLogger = "http.handlers.gatehouse.audit"
 
-	grants       []string        // resources of the user's active grants
-	revision     string          // policy revision, when a policy was asked
-	cached       bool            // the policy decision came from the cache
-	policyReason string          // the policy's own reason for a deny
-	offer        string          // resource the deny offered a grant for
-	refused      []string        // claims left out at login, and why (never their values)
-	input        *policies.Input // with decision_log full
-}
-
-// newDecisionID returns 16 random hex characters. It names a decision
-// in the audit log and on error pages; it grants nothing, so a fast
-// generator (ChaCha8, per goroutine) is enough for it to be unique.
-func newDecisionID() string {
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], rand.Uint64())
-	return hex.EncodeToString(b[:])
-}
-
-// ID returns the decision id, creating it on first use.
-func (d *decision) ID() string {
-	if d.id == "" {
-		d.id = newDecisionID()
-	}
-	return d.id
-}
-
-func (h *Handler) audit(d *decision) {
-	if d.logged {
-		return
-	}
-	d.logged = true
+// audit writes an Outcome's audit lines: its events, then the decision
+// line.
+func (h *Handler) audit(out *gate.Outcome) {
+	writeEvents(h.auditLog, h.App, out.Events...)
 	ce := h.auditLog.Check(zapcore.InfoLevel, "decision")
 	if ce == nil {
 		return
 	}
+	a := &out.Audit
 	fp := auditFields.Get().(*[]zap.Field)
 	defer func() { clear(*fp); auditFields.Put(fp) }()
 	fields := append((*fp)[:0],
-		zap.String("decision_id", d.ID()),
+		zap.String("decision_id", a.ID()),
 		zap.String("app", h.App),
-		zap.String("user", d.user),
-		zap.String("email", d.email),
-		zap.String("method", d.method),
-		zap.String("path", d.path),
-		zap.String("result", d.result),
-		zap.String("reason", d.reason),
-		zap.Duration("latency", h.now().Sub(d.start)),
+		zap.String("user", a.User),
+		zap.String("email", a.Email),
+		zap.String("method", a.Method),
+		zap.String("path", a.Path),
+		zap.String("result", string(out.Result)),
+		zap.String("reason", string(out.Reason)),
+		zap.Duration("latency", h.now().Sub(a.Start)),
 	)
-	if len(d.grants) > 0 {
-		fields = append(fields, zap.Strings("grants", d.grants))
+	if len(a.Grants) > 0 {
+		fields = append(fields, zap.Strings("grants", a.Grants))
 	}
-	if d.revision != "" {
-		fields = append(fields, zap.String("policy_revision", d.revision))
+	if a.Revision != "" {
+		fields = append(fields, zap.String("policy_revision", a.Revision))
 	}
-	if d.cached {
+	if a.Cached {
 		fields = append(fields, zap.Bool("policy_cached", true))
 	}
-	if d.policyReason != "" {
-		fields = append(fields, zap.String("policy_reason", d.policyReason))
+	if a.PolicyReason != "" {
+		fields = append(fields, zap.String("policy_reason", a.PolicyReason))
 	}
-	if d.offer != "" {
-		fields = append(fields, zap.String("grant_offer", d.offer))
+	if a.Offer != "" {
+		fields = append(fields, zap.String("grant_offer", a.Offer))
 	}
-	if len(d.refused) > 0 {
-		fields = append(fields, zap.Strings("claims_refused", d.refused))
+	if len(a.Refused) > 0 {
+		fields = append(fields, zap.Strings("claims_refused", a.Refused))
 	}
-	if d.input != nil {
-		fields = append(fields, zap.Any("input", d.input))
+	if a.Input != nil {
+		fields = append(fields, zap.Any("input", a.Input))
 	}
 	ce.Write(fields...)
 	*fp = fields
 }
 
-// auditFields recycles the field lists of audit lines.
+// auditFields recycles the field lists of decision lines.
 var auditFields = sync.Pool{New: func() any { f := make([]zap.Field, 0, 16); return &f }}
+
+// writeEvents writes event lines: what happened at info, an operation
+// that failed at error. app names the app they happened in ("" for an
+// operator's store operation, which concerns every app).
+func writeEvents(l *zap.Logger, app string, events ...gate.Event) {
+	for _, e := range events {
+		fields := e.Fields
+		if app != "" {
+			fields = append([]zap.Field{zap.String("app", app)}, fields...)
+		}
+		if ce := l.Check(e.Level(), e.Msg); ce != nil {
+			ce.Write(fields...)
+		}
+	}
+}

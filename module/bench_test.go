@@ -16,13 +16,14 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/gatehouse-proxy/gatehouse/authn"
+	"github.com/gatehouse-proxy/gatehouse/gate"
 	"github.com/gatehouse-proxy/gatehouse/grants"
 )
 
 // benchHandler is the contractor-jit example's handler: the policy
 // library (app projects), an embedded grant store, two identity headers,
 // and an audit line per request encoded as JSON (to io.Discard).
-func benchHandler(b *testing.B) *Handler {
+func benchHandler(b *testing.B, policy bool) *Handler {
 	b.Helper()
 	h := &Handler{
 		App: "projects", Issuer: "https://idp.invalid/realms/corp", ClientID: "gatehouse",
@@ -35,15 +36,16 @@ func benchHandler(b *testing.B) *Handler {
 		Policy:        "../policies",
 		PolicyHeaders: []string{"X-Projects-Role"},
 	}
+	if !policy {
+		h.Policy, h.PolicyHeaders = "", nil
+	}
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	b.Cleanup(cancel)
-	if err := h.Provision(ctx); err != nil {
+	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
+	if err := h.provision(ctx, zap.New(zapcore.NewCore(enc, zapcore.AddSync(io.Discard), zapcore.InfoLevel))); err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = h.Cleanup() })
-	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
-	h.logger = zap.New(zapcore.NewCore(enc, zapcore.AddSync(io.Discard), zapcore.InfoLevel))
-	h.auditLog = h.logger.Named("audit")
 	return h
 }
 
@@ -63,16 +65,13 @@ func benchUsers(b *testing.B, h *Handler, n int) []benchUser {
 			Name: "User", Groups: groupSets[i%len(groupSets)], Created: now.Unix() - 60, LastSeen: now.Unix() - 5}
 		if i%10 == 9 {
 			s.Groups = []string{"contractors"}
-			if _, err := h.cache.Store().AddGrant(context.Background(), grants.Grant{User: grants.User{Iss: h.Issuer, Sub: s.Subject},
+			if _, err := grantStore(b, h).AddGrant(context.Background(), grants.Grant{User: grants.User{Iss: h.Issuer, Sub: s.Subject},
 				Resource: "projects-app", Reason: "bench", ExpiresAt: now.Add(time.Hour).Unix(), CreatedAt: now.Unix(), ApprovedBy: "carol@example.com"}); err != nil {
 				b.Fatal(err)
 			}
 		}
-		v, err := h.sessions.Seal(h.sessionCookie, s)
-		if err != nil {
-			b.Fatal(err)
-		}
-		users[i] = benchUser{cookie: h.sessionCookie + "=" + v}
+		c := sessionCookie(b, h, s)
+		users[i] = benchUser{cookie: c.Name + "=" + c.Value}
 	}
 	return users
 }
@@ -148,30 +147,29 @@ func runServeBench(b *testing.B, h *Handler, reqs []*http.Request) {
 // handler, with the policy library and a grant lookup.
 func BenchmarkServeHTTP(b *testing.B) {
 	b.Run("one-user", func(b *testing.B) {
-		h := benchHandler(b)
+		h := benchHandler(b, true)
 		runServeBench(b, h, benchRequests(benchUsers(b, h, 1), 1))
 	})
 	b.Run("1000-users-100-paths", func(b *testing.B) {
-		h := benchHandler(b)
+		h := benchHandler(b, true)
 		runServeBench(b, h, benchRequests(benchUsers(b, h, 1000), 100))
 	})
 }
 
 func BenchmarkServeHTTPNoPolicy(b *testing.B) {
-	h := benchHandler(b)
-	h.engine = nil
+	h := benchHandler(b, false)
 	runServeBench(b, h, benchRequests(benchUsers(b, h, 1000), 100))
 }
 
 // BenchmarkAuditLine is one decision's audit line, JSON-encoded (to
 // io.Discard: the write itself is the log output's cost).
 func BenchmarkAuditLine(b *testing.B) {
-	h := benchHandler(b)
+	h := benchHandler(b, true)
 	start := time.Now()
 	b.ReportAllocs()
 	for b.Loop() {
-		d := decision{start: start, method: "GET", path: "/work/17", user: "user-000042", email: "user42@example.com",
-			result: "allow", revision: "98f5fbf9c113", cached: true}
-		h.audit(&d)
+		out := gate.Outcome{Kind: gate.Allow, Result: gate.ResultAllow, Audit: gate.Audit{Start: start, Method: "GET", Path: "/work/17",
+			User: "user-000042", Email: "user42@example.com", Revision: "98f5fbf9c113", Cached: true}}
+		h.audit(&out)
 	}
 }

@@ -1,6 +1,8 @@
 package module
 
 import (
+	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -9,7 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
-	"github.com/gatehouse-proxy/gatehouse/authn"
+	"github.com/gatehouse-proxy/gatehouse/gate"
 )
 
 func init() {
@@ -83,68 +85,75 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.Errf("gatehouse takes no arguments on its line, only a block; got %q", d.Val())
 	}
-	seen := map[string]bool{}
-	single := map[string]*string{
-		"app": &h.App, "issuer": &h.Issuer, "client_id": &h.ClientID, "client_secret": &h.ClientSecret,
-		"groups_claim": &h.GroupsClaim, "cookie_domain": &h.CookieDomain, "external_url": &h.ExternalURL,
-		"policy": &h.Policy, "policy_query": &h.PolicyQuery, "grants": &h.Grants,
+	// Settings of one value or a list, with the rule each value must
+	// follow; a value with a placeholder is checked once resolved (by
+	// Validate, at start).
+	type setting struct {
+		one   *string
+		list  *[]string
+		check func(string) error
 	}
-	lists := map[string]*[]string{
-		"scopes": &h.Scopes, "allow_groups": &h.AllowGroups, "allow_email_domains": &h.AllowEmailDomains,
-		"policy_headers": &h.PolicyHeaders, "input_headers": &h.InputHeaders, "redact_query": &h.RedactQuery,
-		"strip_headers": &h.StripHeaders, "keep_headers": &h.KeepHeaders, "upgrade_origins": &h.UpgradeOrigins,
+	settings := map[string]setting{
+		"app": {one: &h.App, check: checkApp}, "issuer": {one: &h.Issuer}, "client_id": {one: &h.ClientID},
+		"client_secret": {one: &h.ClientSecret}, "groups_claim": {one: &h.GroupsClaim},
+		"cookie_name": {one: &h.CookieName, check: checkCookieName}, "cookie_domain": {one: &h.CookieDomain},
+		"external_url":  {one: &h.ExternalURL, check: func(v string) error { return checkOriginURL(v, false) }},
+		"idle_activity": {one: &h.IdleActivity, check: checkIdleActivity}, "decision_log": {one: &h.DecisionLog, check: checkDecisionLog},
+		"policy": {one: &h.Policy}, "policy_query": {one: &h.PolicyQuery}, "grants": {one: &h.Grants},
+		"scopes": {list: &h.Scopes}, "allow_groups": {list: &h.AllowGroups}, "allow_email_domains": {list: &h.AllowEmailDomains},
+		"policy_headers": {list: &h.PolicyHeaders, check: gate.CheckHeaderName}, "input_headers": {list: &h.InputHeaders},
+		"redact_query": {list: &h.RedactQuery}, "strip_headers": {list: &h.StripHeaders, check: gate.CheckHeaderPattern},
+		"keep_headers": {list: &h.KeepHeaders, check: gate.CheckHeaderPattern}, "upgrade_origins": {list: &h.UpgradeOrigins, check: checkUpgradeOrigin},
+		"public": {list: &h.Public, check: checkPathPattern}, "idle_ignore": {list: &h.IdleIgnore, check: checkPathPattern},
 	}
-	paths := map[string]*[]string{"public": &h.Public, "idle_ignore": &h.IdleIgnore}
 	durations := map[string]*caddy.Duration{"idle_timeout": &h.IdleTimeout, "session_lifetime": &h.SessionLifetime,
 		"policy_timeout": &h.PolicyTimeout, "grants_timeout": &h.GrantsTimeout}
+	seen := map[string]bool{}
 	for d.NextBlock(0) {
 		sub := d.Val()
-		switch sub {
-		case "cookie_secret", "idle_ignore", "identity_header", "public", "allow_groups", "allow_email_domains",
-			"policy_headers", "input_headers", "redact_query", "step_up", "provider", "strip_headers", "keep_headers", "upgrade_origins":
-		default:
-			if seen[sub] {
-				return d.Errf("%s is set twice", sub)
-			}
+		if seen[sub] && !repeatable[sub] {
+			return d.Errf("%s is set twice", sub)
 		}
 		seen[sub] = true
 		var err error
-		switch {
-		case single[sub] != nil:
-			err = oneArg(d, single[sub])
-		case lists[sub] != nil:
-			n := len(*lists[sub])
-			if err = someArgs(d, lists[sub]); err == nil {
-				err = checkListValues(d, sub, (*lists[sub])[n:])
+		switch st, ok := settings[sub]; {
+		case ok && st.one != nil:
+			if err = oneArg(d, st.one); err == nil {
+				err = checkValues(d, sub, st.check, *st.one)
 			}
-		case paths[sub] != nil:
-			err = pathArgs(d, paths[sub])
+		case ok:
+			n := len(*st.list)
+			if err = someArgs(d, st.list); err == nil {
+				err = checkValues(d, sub, st.check, (*st.list)[n:]...)
+			}
 		case durations[sub] != nil:
 			err = durationArg(d, durations[sub])
 		default:
 			err = h.unmarshalSpecial(d, sub)
 		}
+		if err == nil {
+			err = noBlock(d, sub)
+		}
 		if err != nil {
 			return err
-		}
-		if d.NextBlock(1) {
-			return d.Errf("%s takes no block", sub)
 		}
 	}
 	return nil
 }
 
-// checkListValues checks the values of list subdirectives that have a
-// syntax of their own, so that the error names the line. Values with
-// placeholders are checked once resolved, at start.
-func checkListValues(d *caddyfile.Dispenser, sub string, vals []string) error {
-	var check func(string) error
-	switch sub {
-	case "strip_headers", "keep_headers":
-		check = checkHeaderPattern
-	case "upgrade_origins":
-		check = checkUpgradeOrigin
-	default:
+// repeatable are the subdirectives that may be given more than once:
+// each adds to a list.
+var repeatable = map[string]bool{
+	"cookie_secret": true, "idle_ignore": true, "identity_header": true, "public": true, "allow_groups": true,
+	"allow_email_domains": true, "policy_headers": true, "input_headers": true, "redact_query": true, "step_up": true,
+	"provider": true, "strip_headers": true, "keep_headers": true, "upgrade_origins": true,
+}
+
+// checkValues applies a setting's rule to the values just read, so that
+// the error names the line. Values with placeholders are checked once
+// resolved, by Validate.
+func checkValues(d *caddyfile.Dispenser, sub string, check func(string) error, vals ...string) error {
+	if check == nil {
 		return nil
 	}
 	for _, v := range vals {
@@ -158,6 +167,20 @@ func checkListValues(d *caddyfile.Dispenser, sub string, vals []string) error {
 	return nil
 }
 
+// noBlock refuses a block (an empty one too) after a setting that takes
+// none, naming the setting's line.
+func noBlock(d *caddyfile.Dispenser, sub string) error {
+	line, file := d.Line(), d.File()
+	if !d.Next() {
+		return nil
+	}
+	if d.Val() == "{" && d.Line() == line && d.File() == file {
+		return d.Errf("%s takes no block", sub)
+	}
+	d.Prev()
+	return nil
+}
+
 // unmarshalSpecial parses the subdirectives with their own syntax.
 func (h *Handler) unmarshalSpecial(d *caddyfile.Dispenser, sub string) error {
 	switch sub {
@@ -166,34 +189,22 @@ func (h *Handler) unmarshalSpecial(d *caddyfile.Dispenser, sub string) error {
 		if len(args) == 0 {
 			return d.Errf("cookie_secret needs at least one secret")
 		}
-		for i, s := range args {
-			// A literal (no placeholder) is checked here, so the
-			// error can name the line.
-			if !strings.Contains(s, "{") && len(s) < authn.MinSecretLen {
-				return d.Errf("cookie_secret: secret #%d is %d bytes; it must be at least %d (generate one with: openssl rand -base64 48)", len(h.CookieSecrets)+i+1, len(s), authn.MinSecretLen)
-			}
-		}
+		n := len(h.CookieSecrets)
 		h.CookieSecrets = append(h.CookieSecrets, args...)
-	case "cookie_name":
-		if err := oneArg(d, &h.CookieName); err != nil {
-			return err
-		}
-		if !cookieNameRE.MatchString(h.CookieName) {
-			return d.Errf("cookie_name %q must be 1-48 letters, digits, '_' or '-'", h.CookieName)
-		}
-	case "idle_activity":
-		if err := oneArg(d, &h.IdleActivity); err != nil {
-			return err
-		}
-		if h.IdleActivity != "navigation" && h.IdleActivity != "any" {
-			return d.Errf("idle_activity must be navigation or any, got %q", h.IdleActivity)
+		for i, s := range args {
+			// A literal is checked here, so the error can name the line.
+			if !strings.Contains(s, "{") {
+				if err := checkSecret(n+i+1, s, false); err != nil {
+					return d.Errf("cookie_secret: %v", err)
+				}
+			}
 		}
 	case "identity_header":
 		args := d.RemainingArgs()
 		if len(args) != 2 {
 			return d.Errf("identity_header takes a header name and a claim, such as: identity_header X-Remote-User email")
 		}
-		if err := checkManagedHeaderName(args[0]); err != nil {
+		if err := gate.CheckHeaderName(args[0]); err != nil {
 			return d.Errf("identity_header: %v", err)
 		}
 		h.IdentityHeaders = append(h.IdentityHeaders, IdentityHeader{Header: args[0], Claim: args[1]})
@@ -204,23 +215,16 @@ func (h *Handler) unmarshalSpecial(d *caddyfile.Dispenser, sub string) error {
 		}
 		if v == "off" {
 			h.PolicyCache = -1
-			break
+			return nil
 		}
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
 			return d.Errf("policy_cache must be a number of decisions or off, got %q", v)
 		}
 		h.PolicyCache = n
-	case "decision_log":
-		if err := oneArg(d, &h.DecisionLog); err != nil {
-			return err
-		}
-		if h.DecisionLog != "minimal" && h.DecisionLog != "full" {
-			return d.Errf("decision_log must be minimal or full, got %q", h.DecisionLog)
-		}
 	case "trust_unverified_email":
 		if d.NextArg() {
-			return d.ArgErr()
+			return d.Errf("trust_unverified_email takes no value (it is on when present), got %q", d.Val())
 		}
 		h.TrustUnverifiedEmail = true
 	case "step_up":
@@ -236,7 +240,6 @@ func (h *Handler) unmarshalSpecial(d *caddyfile.Dispenser, sub string) error {
 			return err
 		}
 		h.ApprovalStepUp = &r
-		return nil
 	case "provider":
 		return h.unmarshalProvider(d)
 	default:
@@ -268,35 +271,27 @@ func (h *Handler) unmarshalStepUp(d *caddyfile.Dispenser) error {
 }
 
 // unmarshalStepUpBlock parses the { acr; amr; max_age; provider } block of
-// step_up and approval_step_up.
+// step_up and approval_step_up; what names the directive in errors.
 func unmarshalStepUpBlock(d *caddyfile.Dispenser, what string) (StepUpRule, error) {
 	var r StepUpRule
-	seen := map[string]bool{}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		sub := d.Val()
-		if seen[sub] {
-			return r, d.Errf("step_up: %s is set twice", sub)
-		}
-		seen[sub] = true
-		var err error
+	err := eachSetting(d, what, "acr, amr, max_age, provider", func(sub string) error {
 		switch sub {
 		case "acr":
-			err = someArgs(d, &r.ACR)
+			return someArgs(d, &r.ACR)
 		case "amr":
-			err = someArgs(d, &r.AMR)
+			return someArgs(d, &r.AMR)
 		case "max_age":
-			err = durationArg(d, &r.MaxAge)
+			return durationArg(d, &r.MaxAge)
 		case "provider":
-			err = oneArg(d, &r.Provider)
-		default:
-			err = d.Errf("step_up: unknown setting %q (acr, amr, max_age, provider)", sub)
+			return oneArg(d, &r.Provider)
 		}
-		if err != nil {
-			return r, err
-		}
+		return errUnknownSetting
+	})
+	if err != nil {
+		return r, err
 	}
-	if len(r.ACR) == 0 && len(r.AMR) == 0 && r.MaxAge == 0 && r.Provider == "" {
-		return r, d.Errf("%s asks for nothing: give acr, amr, max_age or provider in its block", what)
+	if err := r.check(); err != nil {
+		return r, d.Errf("%s %v in its block", what, err)
 	}
 	return r, nil
 }
@@ -310,39 +305,28 @@ func unmarshalStepUpBlock(d *caddyfile.Dispenser, what string) (StepUpRule, erro
 //	    issuer <origin>      # default: external_url; one is required
 //	}
 func (h *Handler) unmarshalAssertion(d *caddyfile.Dispenser) error {
-	if h.AssertionHeader != nil {
-		return d.Errf("assertion_header is set twice")
-	}
 	a := &Assertion{}
 	if err := oneArg(d, &a.Header); err != nil {
 		return err
 	}
-	if err := checkManagedHeaderName(a.Header); err != nil {
+	if err := gate.CheckHeaderName(a.Header); err != nil {
 		return d.Errf("assertion_header: %v", err)
 	}
-	seen := map[string]bool{}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		sub := d.Val()
-		if seen[sub] {
-			return d.Errf("assertion_header: %s is set twice", sub)
-		}
-		seen[sub] = true
-		var err error
+	err := eachSetting(d, "assertion_header", "key, claims, ttl, issuer", func(sub string) error {
 		switch sub {
 		case "key":
-			err = someArgs(d, &a.Keys)
+			return someArgs(d, &a.Keys)
 		case "claims":
-			err = someArgs(d, &a.Claims)
+			return someArgs(d, &a.Claims)
 		case "ttl":
-			err = durationArg(d, &a.TTL)
+			return durationArg(d, &a.TTL)
 		case "issuer":
-			err = oneArg(d, &a.Issuer)
-		default:
-			err = d.Errf("assertion_header: unknown setting %q (key, claims, ttl, issuer)", sub)
+			return oneArg(d, &a.Issuer)
 		}
-		if err != nil {
-			return err
-		}
+		return errUnknownSetting
+	})
+	if err != nil {
+		return err
 	}
 	if len(a.Keys) == 0 || len(a.Claims) == 0 {
 		return d.Errf("assertion_header %s needs key and claims in its block", a.Header)
@@ -363,44 +347,41 @@ func (h *Handler) unmarshalAssertion(d *caddyfile.Dispenser) error {
 //	    trust_unverified_email
 //	}
 func (h *Handler) unmarshalProvider(d *caddyfile.Dispenser) error {
-	var name string
-	if err := oneArg(d, &name); err != nil {
-		return err
+	if !d.NextArg() {
+		return d.Errf("provider needs a name: provider <name> { issuer …; client_id …; link_claim … }")
 	}
-	if !providerNameRE.MatchString(name) {
-		return d.Errf("provider name %q must be letters, digits, '_' or '-'", name)
+	name := d.Val()
+	if d.NextArg() {
+		return d.Errf("provider takes one name, then a block; got %q too", d.Val())
+	}
+	if err := checkProviderName(name); err != nil {
+		return d.Errf("provider %v", err)
 	}
 	if h.Providers[name] != nil {
 		return d.Errf("provider %s is defined twice", name)
 	}
 	p := &Provider{}
 	single := map[string]*string{"issuer": &p.Issuer, "client_id": &p.ClientID, "client_secret": &p.ClientSecret, "link_claim": &p.LinkClaim}
-	seen := map[string]bool{}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		sub := d.Val()
-		if seen[sub] {
-			return d.Errf("provider %s: %s is set twice", name, sub)
-		}
-		seen[sub] = true
-		var err error
+	what := "provider " + name
+	err := eachSetting(d, what, "issuer, client_id, client_secret, scopes, link_claim, claims, trust_unverified_email", func(sub string) error {
 		switch {
 		case single[sub] != nil:
-			err = oneArg(d, single[sub])
+			return oneArg(d, single[sub])
 		case sub == "scopes":
-			err = someArgs(d, &p.Scopes)
+			return someArgs(d, &p.Scopes)
 		case sub == "claims":
-			err = someArgs(d, &p.Claims)
+			return someArgs(d, &p.Claims)
 		case sub == "trust_unverified_email":
 			if d.NextArg() {
-				err = d.ArgErr()
+				return d.Errf("trust_unverified_email takes no value (it is on when present), got %q", d.Val())
 			}
 			p.TrustUnverifiedEmail = true
-		default:
-			err = d.Errf("provider %s: unknown setting %q (issuer, client_id, client_secret, scopes, link_claim, claims, trust_unverified_email)", name, sub)
+			return nil
 		}
-		if err != nil {
-			return err
-		}
+		return errUnknownSetting
+	})
+	if err != nil {
+		return err
 	}
 	if p.Issuer == "" || p.ClientID == "" || p.LinkClaim == "" {
 		return d.Errf("provider %s needs issuer, client_id and link_claim", name)
@@ -409,6 +390,36 @@ func (h *Handler) unmarshalProvider(d *caddyfile.Dispenser) error {
 		h.Providers = map[string]*Provider{}
 	}
 	h.Providers[name] = p
+	return nil
+}
+
+// errUnknownSetting is what a block's setting parser says of a name it
+// does not know.
+var errUnknownSetting = errors.New("unknown setting")
+
+// eachSetting runs parse for each setting of the block that follows a
+// directive (what, for errors: "step_up /admin"): a setting given twice,
+// one it does not know (known lists them) and a block after a setting
+// are errors, each naming the directive and the line.
+func eachSetting(d *caddyfile.Dispenser, what, known string, parse func(sub string) error) error {
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		sub := d.Val()
+		if seen[sub] {
+			return d.Errf("%s: %s is set twice", what, sub)
+		}
+		seen[sub] = true
+		err := parse(sub)
+		if errors.Is(err, errUnknownSetting) {
+			return d.Errf("%s: unknown setting %q (%s)", what, sub, known)
+		}
+		if err == nil {
+			err = noBlock(d, sub)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+	}
 	return nil
 }
 
@@ -438,10 +449,8 @@ func pathArgs(d *caddyfile.Dispenser, dst *[]string) error {
 	if len(args) == 0 {
 		return d.Errf("%s needs at least one path", sub)
 	}
-	for _, p := range args {
-		if err := checkPathPattern(p); err != nil {
-			return d.Errf("%s: %v", sub, err)
-		}
+	if err := checkValues(d, sub, checkPathPattern, args...); err != nil {
+		return err
 	}
 	*dst = append(*dst, args...)
 	return nil

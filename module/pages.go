@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"html/template"
 	"net/http"
+
+	"github.com/gatehouse-proxy/gatehouse/gate"
 )
 
 //go:embed pages
@@ -50,41 +52,18 @@ func newPages() (*pages, error) {
 	return p, nil
 }
 
-// answer is one of Gatehouse's own responses.
-type answer struct {
-	Status   int    `json:"-"`
-	Error    string `json:"error"`            // class: unauthenticated, forbidden, bad_request…
-	Reason   string `json:"reason,omitempty"` // stable reason code
-	Message  string `json:"message"`          // for people; never internals
-	Note     string `json:"note,omitempty"`   // a second line for people
-	LoginURL string `json:"login_url,omitempty"`
-	// StepUpURL starts the step-up a 401 asks for; Requirement names it.
-	StepUpURL   string      `json:"step_up_url,omitempty"`
-	Requirement *stepUpJSON `json:"requirement,omitempty"`
-	Reference   string      `json:"decision_id,omitempty"`
-	Title       string      `json:"-"`
-	ActionURL   string      `json:"-"`
-	ActionText  string      `json:"-"`
-}
-
+// pageData is what a page template reads: the answer's fields, the app's
+// name, the inline stylesheet and the page's own data (Extra).
 type pageData struct {
-	answer
-	App    string
-	User   string
-	Style  template.CSS
-	Notice string
-	Extra  any // the page's own data
+	*gate.Answer
+	App   string
+	Style template.CSS
+	Extra any
 }
 
-// write sends a as a page when html is true, else as JSON.
-func (p *pages) write(w http.ResponseWriter, html bool, a answer, app, user string) {
-	p.render(w, html, "message", pageData{answer: a, App: app, User: user}, a)
-}
-
-// render sends a page (or, when html is false, jsonBody as JSON) with
-// a.Status.
-func (p *pages) render(w http.ResponseWriter, html bool, name string, data pageData, jsonBody any) {
-	a := data.answer
+// render sends a with status: as the page it names ("message" by
+// default) when html is true, else as JSON (a.JSON when set, else a).
+func (p *pages) render(w http.ResponseWriter, html bool, status int, app string, a *gate.Answer) {
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
@@ -92,23 +71,33 @@ func (p *pages) render(w http.ResponseWriter, html bool, name string, data pageD
 	// posts from a no-referrer page, and forms check the Origin.
 	h.Set("Referrer-Policy", "same-origin")
 	if !html {
+		var body any = a
+		if a.JSON != nil {
+			body = a.JSON
+		}
 		h.Set("Content-Type", "application/json")
-		w.WriteHeader(a.Status)
-		_ = json.NewEncoder(w).Encode(jsonBody)
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(body) // the client may have gone: nothing to do
 		return
 	}
-	var buf bytes.Buffer
-	if data.Title == "" {
-		data.Title = http.StatusText(a.Status)
+	data := pageData{Answer: a, App: app, Style: p.style, Extra: a.Data}
+	if a.Title == "" {
+		cp := *a
+		cp.Title = http.StatusText(status)
+		data.Answer = &cp
 	}
-	data.Style = p.style
+	name := a.Page
+	if name == "" {
+		name = "message"
+	}
+	var buf bytes.Buffer
 	if err := p.tmpl[name].ExecuteTemplate(&buf, "page", data); err != nil {
-		http.Error(w, a.Message, a.Status)
+		http.Error(w, a.Message, status)
 		return
 	}
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Content-Security-Policy", p.csp)
 	h.Set("X-Frame-Options", "DENY")
-	w.WriteHeader(a.Status)
-	_, _ = w.Write(buf.Bytes())
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes()) // the client may have gone: nothing to do
 }

@@ -82,6 +82,7 @@ func (e *Engine) Destruct() error { return e.Close() }
 
 // watchTree adds the directory and its subdirectories to the watcher.
 func (e *Engine) watchTree() {
+	// The walk itself never fails: unreadable entries are skipped.
 	_ = filepath.WalkDir(e.dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
 			return nil

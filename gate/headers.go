@@ -1,15 +1,16 @@
-package module
+package gate
 
 import (
 	"fmt"
 	"net/http"
+	"sort"
 	"strings"
 )
 
 // managedHeaders are the request headers no client may send upstream:
 // Gatehouse's own (identity, policy and assertion headers, which it then
 // sets itself) and the identity headers of other proxies and platforms
-// that legacy apps trust (foreign; see defaultForeignHeaders). Whatever a
+// that legacy apps trust (foreign; see DefaultForeignHeaders). Whatever a
 // client sends under these names is removed before anything else,
 // comparing names case-insensitively and with '_' read as '-' (CGI, PHP
 // and nginx with underscores_in_headers treat them alike). keep_headers
@@ -20,13 +21,13 @@ type managedHeaders struct {
 	keep    headerSet
 }
 
-// defaultForeignHeaders are the identity headers of other gateways and
+// DefaultForeignHeaders are the identity headers of other gateways and
 // platforms (oauth2-proxy, Authelia, Apache and nginx auth modules,
 // Grafana's auth proxy, Google IAP, Azure App Service, AWS ALB, Cloudflare
 // Access, Pomerium, Vouch, authentik, Tailscale, mod_auth_openidc), which
 // an app behind Gatehouse may trust although Gatehouse never sets them. A
 // trailing '*' matches any name with that prefix.
-var defaultForeignHeaders = []string{
+var DefaultForeignHeaders = []string{
 	"X-Forwarded-User", "X-Forwarded-Email", "X-Forwarded-Groups", "X-Forwarded-Preferred-Username",
 	"X-Forwarded-Access-Token", "X-Auth-Request-*",
 	"Remote-User", "Remote-Groups", "Remote-Email", "Remote-Name",
@@ -61,7 +62,7 @@ type headerSet struct {
 }
 
 func (s *headerSet) add(pattern string) {
-	n := normalizeHeaderName(pattern)
+	n := NormalizeHeaderName(pattern)
 	if p, ok := strings.CutSuffix(n, "*"); ok {
 		s.prefix = append(s.prefix, p)
 		if p == "" {
@@ -101,8 +102,8 @@ func (s *headerSet) has(name string) bool {
 	return false
 }
 
-// normalizeHeaderName lowercases a header name and maps '_' to '-'.
-func normalizeHeaderName(s string) string {
+// NormalizeHeaderName lowercases a header name and maps '_' to '-'.
+func NormalizeHeaderName(s string) string {
 	b := []byte(s)
 	for i, c := range b {
 		switch {
@@ -202,8 +203,8 @@ var forbiddenManaged = map[string]bool{
 	"x-forwarded-proto": true, "forwarded": true, "via": true,
 }
 
-// checkManagedHeaderName accepts a header name Gatehouse may set.
-func checkManagedHeaderName(name string) error {
+// CheckHeaderName accepts a header name Gatehouse may set.
+func CheckHeaderName(name string) error {
 	if name == "" {
 		return fmt.Errorf("header name is required")
 	}
@@ -213,43 +214,46 @@ func checkManagedHeaderName(name string) error {
 			return fmt.Errorf("%q is not a valid header name (letters, digits, '-' and '_' only)", name)
 		}
 	}
-	n := normalizeHeaderName(name)
+	n := NormalizeHeaderName(name)
 	if forbiddenManaged[n] || strings.HasPrefix(n, "sec-") || strings.HasPrefix(n, "proxy-") {
 		return fmt.Errorf("%q cannot be an identity header: proxies and servers give it another meaning", name)
 	}
 	return nil
 }
 
-// checkHeaderPattern accepts a strip_headers or keep_headers entry: a
+// CheckHeaderPattern accepts a strip_headers or keep_headers entry: a
 // header name, or a prefix ending in '*' that covers no header proxies and
 // servers depend on (X-Forwarded-* would take X-Forwarded-For with it).
-func checkHeaderPattern(pattern string) error {
+func CheckHeaderPattern(pattern string) error {
 	prefix, wild := strings.CutSuffix(pattern, "*")
 	if !wild {
-		return checkManagedHeaderName(pattern)
+		return CheckHeaderName(pattern)
 	}
 	if len(prefix) < 2 {
 		return fmt.Errorf("%q is too wide: give a prefix of at least two characters, such as X-Acme-*", pattern)
 	}
-	if err := checkManagedHeaderName(prefix); err != nil {
-		return err
-	}
-	p := normalizeHeaderName(prefix)
-	for name := range forbiddenManaged {
-		if strings.HasPrefix(name, p) {
-			return fmt.Errorf("%q would cover %s, which proxies and servers give another meaning", pattern, name)
+	for i := 0; i < len(prefix); i++ {
+		if c := prefix[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("%q is not a header name prefix (letters, digits, '-' and '_', then '*')", pattern)
 		}
 	}
-	if strings.HasPrefix("sec-", p) || strings.HasPrefix("proxy-", p) {
-		return fmt.Errorf("%q would cover Sec-* or Proxy-* headers", pattern)
+	p := NormalizeHeaderName(prefix)
+	var covered []string
+	for name := range forbiddenManaged {
+		if strings.HasPrefix(name, p) {
+			covered = append(covered, http.CanonicalHeaderKey(name))
+		}
+	}
+	if len(covered) > 0 {
+		sort.Strings(covered)
+		return fmt.Errorf("%q would cover %s, which proxies and servers give another meaning", pattern, strings.Join(covered, ", "))
+	}
+	for _, reserved := range []string{"sec-", "proxy-"} {
+		if strings.HasPrefix(p, reserved) || strings.HasPrefix(reserved, p) {
+			return fmt.Errorf("%q would cover Sec-* or Proxy-* headers, which proxies and servers give another meaning", pattern)
+		}
 	}
 	return nil
-}
-
-// identityHeader is a configured header, its name in canonical form.
-type identityHeader struct {
-	key   string
-	claim string
 }
 
 // headerValue makes a claim value safe for a header: control characters
@@ -282,49 +286,4 @@ func joinList(vals []string) string {
 		b.WriteString(v)
 	}
 	return b.String()
-}
-
-// stripOwnCookies removes Gatehouse's own cookies (the session, login
-// and ID-token cookies) from the request before it goes upstream: the app
-// needs none of them, and a session cookie in an app's logs would be a
-// session for anyone who reads them. Other cookies are kept as sent.
-func (h *Handler) stripOwnCookies(r *http.Request) {
-	values := r.Header["Cookie"]
-	for i, v := range values {
-		if !strings.Contains(v, h.CookieName) {
-			continue // the common case: nothing of ours, nothing to rebuild
-		}
-		kept := make([]string, 0, 4)
-		for part := range strings.SplitSeq(v, ";") {
-			// Other cookies pass as sent, less the separator's spaces
-			// (trimming more, such as "\v", could turn a part the app's
-			// parser ignores into a cookie it reads).
-			part = strings.Trim(part, " \t")
-			// Some servers trim the name more: " __Host-gatehouse =x" and
-			// "\v__Host-gatehouse=x" are ours too.
-			name, _, _ := strings.Cut(part, "=")
-			if part != "" && !h.ownCookie(strings.TrimSpace(name)) {
-				kept = append(kept, part)
-			}
-		}
-		values[i] = strings.Join(kept, "; ")
-	}
-	// Drop values left empty, and the header when none is left.
-	n := 0
-	for _, v := range values {
-		if v != "" {
-			values[n] = v
-			n++
-		}
-	}
-	switch {
-	case n == 0 && len(values) > 0:
-		delete(r.Header, "Cookie")
-	case n < len(values):
-		r.Header["Cookie"] = values[:n]
-	}
-}
-
-func (h *Handler) ownCookie(name string) bool {
-	return name == h.sessionCookie || name == h.idTokenCookie || strings.HasPrefix(name, h.loginCookiePrefix)
 }

@@ -11,19 +11,19 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/gatehouse-proxy/gatehouse/gate"
 	"github.com/gatehouse-proxy/gatehouse/grants"
 )
 
 // storeFlags are the flags every store command takes.
 type storeFlags struct {
-	op      storeOp
+	op      gate.StoreOp
 	admin   string
 	jsonOut bool
 }
@@ -116,13 +116,12 @@ func (f *storeFlags) exec(w io.Writer) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(res)
 	}
-	printResult(w, res, time.Now())
-	return nil
+	return res.Print(w, time.Now())
 }
 
 // run performs the operation: through the running Caddy for an embedded
 // store it holds, else directly.
-func (f *storeFlags) run() (*storeOpResult, error) {
+func (f *storeFlags) run() (*gate.StoreOpResult, error) {
 	if strings.HasPrefix(f.op.Store, "file://") {
 		res, err := adminStoreOp(f.admin, f.op)
 		if err == nil || !errors.Is(err, errAdminUnreachable) {
@@ -139,8 +138,8 @@ func (f *storeFlags) run() (*storeOpResult, error) {
 	defer s.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := f.op.run(ctx, s, time.Now())
-	logStoreEvents(cliAuditLogger(), res.Events)
+	res, err := f.op.Run(ctx, s, time.Now())
+	writeEvents(cliAuditLogger(), "", res.Events...)
 	return res, err
 }
 
@@ -149,10 +148,10 @@ func (f *storeFlags) run() (*storeOpResult, error) {
 func cliAuditLogger() *zap.Logger {
 	enc := zapcore.NewJSONEncoder(zapcore.EncoderConfig{TimeKey: "ts", LevelKey: "level", NameKey: "logger", MessageKey: "msg",
 		EncodeTime: zapcore.EpochTimeEncoder, EncodeLevel: zapcore.LowercaseLevelEncoder, EncodeDuration: zapcore.SecondsDurationEncoder})
-	return zap.New(zapcore.NewCore(enc, zapcore.Lock(os.Stderr), zapcore.InfoLevel)).Named("http.handlers.gatehouse.audit")
+	return zap.New(zapcore.NewCore(enc, zapcore.Lock(os.Stderr), zapcore.InfoLevel)).Named(auditLogger)
 }
 
-func adminStoreOp(addr string, op storeOp) (*storeOpResult, error) {
+func adminStoreOp(addr string, op gate.StoreOp) (*gate.StoreOpResult, error) {
 	body, _ := json.Marshal(op)
 	c := &http.Client{Timeout: 30 * time.Second}
 	resp, err := c.Post("http://"+addr+"/gatehouse/store", "application/json", bytes.NewReader(body))
@@ -175,46 +174,6 @@ func adminStoreOp(addr string, op storeOp) (*storeOpResult, error) {
 		}
 		return nil, fmt.Errorf("admin API: %s: %s", resp.Status, b)
 	}
-	var res storeOpResult
+	var res gate.StoreOpResult
 	return &res, json.Unmarshal(b, &res)
-}
-
-func printResult(w io.Writer, res *storeOpResult, now time.Time) {
-	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
-	defer tw.Flush()
-	if len(res.Grants) > 0 {
-		fmt.Fprintln(tw, "ID\tUSER\tRESOURCE\tSTATE\tEXPIRES\tAPPROVED BY\tREASON")
-		for _, g := range res.Grants {
-			state := "active"
-			switch {
-			case g.RevokedAt != 0:
-				state = "revoked"
-			case !g.Active(now):
-				state = "expired"
-			}
-			who := g.Email
-			if who == "" {
-				who = g.User.Sub
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.ID, who, g.Resource, state,
-				time.Unix(g.ExpiresAt, 0).UTC().Format(time.RFC3339), g.ApprovedBy, g.Reason)
-		}
-	}
-	if len(res.Requests) > 0 {
-		fmt.Fprintln(tw, "ID\tAPP\tUSER\tRESOURCE\tDURATION\tSTATUS\tDECIDED BY\tREASON")
-		for _, r := range res.Requests {
-			who := r.Email
-			if who == "" {
-				who = r.User.Sub
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.App, who, r.Resource,
-				time.Duration(r.Duration)*time.Second, r.Status, r.DecidedBy, r.Reason)
-		}
-	}
-	for _, u := range res.Users {
-		fmt.Fprintf(tw, "user %s\n", u)
-	}
-	if len(res.Grants)+len(res.Requests)+len(res.Users) == 0 {
-		fmt.Fprintln(tw, "(none)")
-	}
 }

@@ -1,4 +1,4 @@
-package module
+package gate
 
 import (
 	"context"
@@ -59,22 +59,22 @@ func TestStoreOpAuditTellsTheTruth(t *testing.T) {
 	bob := grants.User{Iss: "https://idp.example", Sub: "bob"}
 	cases := []struct {
 		name    string
-		op      storeOp
+		op      StoreOp
 		fail    string
 		want    []string // audit messages, in order
 		wantErr bool
 	}{
-		{"logout, store refuses", storeOp{Op: "logout-user", Sub: "bob", Iss: bob.Iss}, "RevokeUser", []string{"logout-user failed"}, true},
-		{"logout", storeOp{Op: "logout-user", Sub: "bob", Iss: bob.Iss}, "", []string{"user logged out everywhere"}, false},
-		{"deprovision, sessions fail", storeOp{Op: "deprovision", Sub: "bob", Iss: bob.Iss}, "RevokeUser", []string{"deprovision failed"}, true},
-		{"deprovision, grants fail", storeOp{Op: "deprovision", Sub: "bob", Iss: bob.Iss}, "RevokeGrant",
+		{"logout, store refuses", StoreOp{Op: "logout-user", Sub: "bob", Iss: bob.Iss}, "RevokeUser", []string{"logout-user failed"}, true},
+		{"logout", StoreOp{Op: "logout-user", Sub: "bob", Iss: bob.Iss}, "", []string{"user logged out everywhere"}, false},
+		{"deprovision, sessions fail", StoreOp{Op: "deprovision", Sub: "bob", Iss: bob.Iss}, "RevokeUser", []string{"deprovision failed"}, true},
+		{"deprovision, grants fail", StoreOp{Op: "deprovision", Sub: "bob", Iss: bob.Iss}, "RevokeGrant",
 			[]string{"user logged out everywhere", "deprovision failed"}, true},
-		{"deprovision, requests fail", storeOp{Op: "deprovision", Sub: "bob", Iss: bob.Iss}, "Decide",
+		{"deprovision, requests fail", StoreOp{Op: "deprovision", Sub: "bob", Iss: bob.Iss}, "Decide",
 			[]string{"user logged out everywhere", "grant revoked", "deprovision failed"}, true},
-		{"deprovision", storeOp{Op: "deprovision", Sub: "bob", Iss: bob.Iss}, "",
+		{"deprovision", StoreOp{Op: "deprovision", Sub: "bob", Iss: bob.Iss}, "",
 			[]string{"user logged out everywhere", "grant revoked", "grant rejected", "user de-provisioned"}, false},
-		{"revoke, store refuses", storeOp{Op: "revoke-grant"}, "RevokeGrant", []string{"revoke-grant failed"}, true},
-		{"add, store refuses", storeOp{Op: "add-grant", Sub: "bob", Iss: bob.Iss, Resource: "db", Reason: "x", Duration: "1h"}, "AddGrant",
+		{"revoke, store refuses", StoreOp{Op: "revoke-grant"}, "RevokeGrant", []string{"revoke-grant failed"}, true},
+		{"add, store refuses", StoreOp{Op: "add-grant", Sub: "bob", Iss: bob.Iss, Resource: "db", Reason: "x", Duration: "1h"}, "AddGrant",
 			[]string{"add-grant failed"}, true},
 	}
 	for _, c := range cases {
@@ -88,17 +88,23 @@ func TestStoreOpAuditTellsTheTruth(t *testing.T) {
 				op.ID = g.ID
 			}
 			s := &failingStore{Store: mem, fail: map[string]bool{c.fail: true}}
-			res, err := op.run(ctx, s, now)
+			res, err := op.Run(ctx, s, now)
 			if (err != nil) != c.wantErr {
 				t.Fatalf("err = %v", err)
 			}
 			core, logs := observer.New(zapcore.InfoLevel)
-			logStoreEvents(zap.New(core), res.Events)
+			l := zap.New(core)
+			for _, e := range res.Events {
+				l.Check(e.Level(), e.Msg).Write(e.Fields...)
+			}
 			var got []string
 			for _, e := range logs.All() {
 				got = append(got, e.Message)
 				if e.Level == zapcore.ErrorLevel && e.ContextMap()["error"] != errStoreRefused.Error() {
 					t.Errorf("failure line without the error: %v", e.ContextMap())
+				}
+				if e.ContextMap()["actor"] != "cli" {
+					t.Errorf("%s: actor %v, want cli", e.Message, e.ContextMap()["actor"])
 				}
 			}
 			if len(got) != len(c.want) {

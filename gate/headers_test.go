@@ -1,4 +1,4 @@
-package module
+package gate
 
 import (
 	"net/http"
@@ -49,7 +49,7 @@ func TestStripManagedHeaders(t *testing.T) {
 // foreignByHand is the default foreign list, matched the slow and obvious
 // way, to check headerSet against.
 func foreignByHand(normalized string) bool {
-	for _, p := range defaultForeignHeaders {
+	for _, p := range DefaultForeignHeaders {
 		p = strings.ToLower(p)
 		if pre, ok := strings.CutSuffix(p, "*"); ok {
 			if strings.HasPrefix(normalized, pre) {
@@ -63,7 +63,7 @@ func foreignByHand(normalized string) bool {
 }
 
 func TestStripForeignIdentityHeaders(t *testing.T) {
-	m := newManagedHeaders([]string{"X-Remote-User"}, append(append([]string(nil), defaultForeignHeaders...), "X-Acme-Tenant", "X-Legacy-*"),
+	m := newManagedHeaders([]string{"X-Remote-User"}, append(append([]string(nil), DefaultForeignHeaders...), "X-Acme-Tenant", "X-Legacy-*"),
 		[]string{"X-Goog-Authenticated-User-Email", "Cf-Access-*", "X-Remote-User"})
 	stripped := []string{
 		"X-Forwarded-User", "x-forwarded-email", "X_Forwarded_Groups", "X-FORWARDED-PREFERRED-USERNAME", "X-Forwarded-Access-Token",
@@ -105,12 +105,12 @@ func TestStripForeignIdentityHeaders(t *testing.T) {
 
 func TestHeaderPatterns(t *testing.T) {
 	for _, ok := range []string{"X-Acme-User", "X-Acme-*", "X_Legacy_*", "Rm"} {
-		if err := checkHeaderPattern(ok); err != nil {
+		if err := CheckHeaderPattern(ok); err != nil {
 			t.Errorf("%s: %v", ok, err)
 		}
 	}
 	for _, bad := range []string{"*", "X*", "X-Forwarded-*", "x_forwarded_*", "Co*", "Sec-*", "Se*", "Proxy-A*", "Host", "X Acme", "X-Acme-**", "Transfer-*"} {
-		if err := checkHeaderPattern(bad); err == nil {
+		if err := CheckHeaderPattern(bad); err == nil {
 			t.Errorf("%s accepted", bad)
 		}
 	}
@@ -140,19 +140,19 @@ func FuzzStripManagedHeaders(f *testing.F) {
 	f.Add("X-Forwarded-User", "x_auth_request_email")
 	f.Add("remote_user", "X-WEBAUTH-USER")
 	f.Add("x-ms-client-principal-name", "Cf-Access-Jwt-Assertion")
-	m := newManagedHeaders([]string{"X-Remote-User"}, defaultForeignHeaders, []string{"X-Vouch-Kept"})
+	m := newManagedHeaders([]string{"X-Remote-User"}, DefaultForeignHeaders, []string{"X-Vouch-Kept"})
 	f.Fuzz(func(t *testing.T, name, connection string) {
 		r, _ := http.NewRequest(http.MethodGet, "https://app.example/", nil)
 		r.Header = http.Header{name: {"spoof"}, "Connection": {connection}}
 		m.strip(r)
 		for k := range r.Header {
-			if n := normalizeHeaderName(k); n == "x-remote-user" || (foreignByHand(n) && n != "x-vouch-kept") {
+			if n := NormalizeHeaderName(k); n == "x-remote-user" || (foreignByHand(n) && n != "x-vouch-kept") {
 				t.Fatalf("%q survived", k)
 			}
 		}
 		for _, v := range r.Header["Connection"] {
 			for tok := range strings.SplitSeq(v, ",") {
-				if n := normalizeHeaderName(strings.TrimSpace(tok)); n == "x-remote-user" || (foreignByHand(n) && n != "x-vouch-kept") {
+				if n := NormalizeHeaderName(strings.TrimSpace(tok)); n == "x-remote-user" || (foreignByHand(n) && n != "x-vouch-kept") {
 					t.Fatalf("Connection still names %q", tok)
 				}
 			}
@@ -160,12 +160,13 @@ func FuzzStripManagedHeaders(f *testing.F) {
 	})
 }
 
-func cookieHandler() *Handler {
-	return &Handler{CookieName: "gatehouse", sessionCookie: "__Host-gatehouse", idTokenCookie: "__Secure-gatehouse_idt", loginCookiePrefix: "__Secure-gatehouse_login_"}
+// testCookies are the cookie names of cookie_name gatehouse.
+func testCookies() *cookies {
+	return &cookies{base: "gatehouse", session: "__Host-gatehouse", idToken: "__Secure-gatehouse_idt", loginPrefix: "__Secure-gatehouse_login_"}
 }
 
 func TestStripOwnCookies(t *testing.T) {
-	h := cookieHandler()
+	jar := testCookies()
 	cases := []struct {
 		in   []string
 		want []string // nil: no Cookie header left
@@ -189,7 +190,7 @@ func TestStripOwnCookies(t *testing.T) {
 	for _, c := range cases {
 		r, _ := http.NewRequest(http.MethodGet, "https://app.example/", nil)
 		r.Header["Cookie"] = append([]string(nil), c.in...)
-		h.stripOwnCookies(r)
+		jar.strip(r)
 		got, ok := r.Header["Cookie"]
 		if c.want == nil && ok || c.want != nil && strings.Join(got, "|") != strings.Join(c.want, "|") {
 			t.Errorf("%q → %q (present %v), want %q", c.in, got, ok, c.want)
@@ -202,22 +203,22 @@ func TestStripOwnCookies(t *testing.T) {
 func FuzzStripOwnCookies(f *testing.F) {
 	f.Add("a=1; __Host-gatehouse=x; b=2", "c=3")
 	f.Add("__Secure-gatehouse_login_s=1;__Secure-gatehouse_idt=2", "")
-	h := cookieHandler()
+	jar := testCookies()
 	f.Fuzz(func(t *testing.T, v1, v2 string) {
 		r, _ := http.NewRequest(http.MethodGet, "https://app.example/", nil)
 		r.Header["Cookie"] = []string{v1, v2}
 		before := r.Cookies()
-		h.stripOwnCookies(r)
+		jar.strip(r)
 		after := r.Cookies()
 		var others []string
 		for _, c := range before {
-			if !h.ownCookie(c.Name) {
+			if !jar.own(c.Name) {
 				others = append(others, c.Name+"="+c.Value)
 			}
 		}
 		var got []string
 		for _, c := range after {
-			if h.ownCookie(c.Name) {
+			if jar.own(c.Name) {
 				t.Fatalf("%q survived in %q", c.Name, r.Header["Cookie"])
 			}
 			got = append(got, c.Name+"="+c.Value)
@@ -228,7 +229,7 @@ func FuzzStripOwnCookies(f *testing.F) {
 		for _, v := range r.Header["Cookie"] {
 			for part := range strings.SplitSeq(v, ";") {
 				name, _, _ := strings.Cut(strings.TrimSpace(part), "=")
-				if h.ownCookie(strings.TrimSpace(name)) {
+				if jar.own(strings.TrimSpace(name)) {
 					t.Fatalf("%q left in %q", name, v)
 				}
 			}
@@ -251,9 +252,9 @@ func TestCleanText(t *testing.T) {
 		{"日本語", 4, "日"},
 		{"ok", 2, "ok"},
 	} {
-		got := cleanText(c.in, c.max)
+		got := CleanText(c.in, c.max)
 		if got != c.want || !utf8.ValidString(got) || len(got) > c.max {
-			t.Errorf("cleanText(%q, %d) = %q, want %q", c.in, c.max, got, c.want)
+			t.Errorf("CleanText(%q, %d) = %q, want %q", c.in, c.max, got, c.want)
 		}
 	}
 }

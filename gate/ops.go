@@ -1,21 +1,24 @@
-package module
+package gate
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
+	"text/tabwriter"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/gatehouse-proxy/gatehouse/authn"
 	"github.com/gatehouse-proxy/gatehouse/grants"
 )
 
-// storeOp is one operation of the ops CLI on a grant store. The CLI runs
+// StoreOp is one operation of the ops CLI on a grant store. The CLI runs
 // it directly against Redis (or a file no process holds), or sends it to
 // the admin API of the running Caddy that holds an embedded store.
-type storeOp struct {
+type StoreOp struct {
 	Op       string `json:"op"` // list-grants, add-grant, revoke-grant, deprovision, logout-user, list-requests
 	Store    string `json:"store"`
 	Email    string `json:"email,omitempty"`
@@ -31,26 +34,18 @@ type storeOp struct {
 	All      bool   `json:"all,omitempty"`
 }
 
-// storeOpResult is what an operation returns, and the audit events it
+// StoreOpResult is what an operation returns, and the audit events it
 // caused (the caller logs them where it logs).
-type storeOpResult struct {
+type StoreOpResult struct {
 	Grants   []grants.Grant   `json:"grants,omitempty"`
 	Requests []grants.Request `json:"requests,omitempty"`
 	Users    []grants.User    `json:"users,omitempty"`
-	Events   []auditEvent     `json:"-"`
-}
-
-// auditEvent is one audit line of a store operation: an event that
-// happened, or (Failed) an operation that did not.
-type auditEvent struct {
-	Msg    string
-	Fields map[string]any
-	Failed bool
+	Events   []Event          `json:"-"`
 }
 
 // resolveUser finds the one user an operation names: by iss and sub, or
 // by an email the store has seen.
-func (o *storeOp) resolveUser(ctx context.Context, s grants.Store) (grants.User, error) {
+func (o *StoreOp) resolveUser(ctx context.Context, s grants.Store) (grants.User, error) {
 	if o.Sub != "" || o.Iss != "" {
 		if o.Sub == "" || o.Iss == "" {
 			return grants.User{}, errors.New("give both --sub and --iss")
@@ -87,24 +82,25 @@ func (o *storeOp) resolveUser(ctx context.Context, s grants.Store) (grants.User,
 // the audit lines to write, one for each change that happened, and, when
 // the operation failed, a failure line with the error (never the event of
 // an operation that did not happen).
-func (o *storeOp) run(ctx context.Context, s grants.Store, now time.Time) (*storeOpResult, error) {
-	res := &storeOpResult{}
+func (o *StoreOp) Run(ctx context.Context, s grants.Store, now time.Time) (*StoreOpResult, error) {
+	res := &StoreOpResult{}
 	err := o.apply(ctx, s, now, res)
 	if err != nil && o.Op != "list-grants" && o.Op != "list-requests" {
-		res.Events = append(res.Events, auditEvent{Msg: o.Op + " failed", Failed: true, Fields: map[string]any{
-			"actor": o.by(), "op": o.Op, "user": o.Sub, "email": o.Email, "grant_id": o.ID, "reason": o.Reason, "error": err.Error()}})
+		res.Events = append(res.Events, Event{Msg: o.Op + " failed", Failed: true, Fields: withActor(o.by(), o.Reason,
+			zap.String("op", o.Op), zap.String("user", o.Sub), zap.String("iss", o.Iss), zap.String("email", o.Email),
+			zap.String("grant_id", o.ID), zap.String("error", err.Error()))})
 	}
 	return res, err
 }
 
-func (o *storeOp) by() string {
+func (o *StoreOp) by() string {
 	if o.By == "" {
 		return "cli"
 	}
 	return o.By
 }
 
-func (o *storeOp) apply(ctx context.Context, s grants.Store, now time.Time, res *storeOpResult) error {
+func (o *StoreOp) apply(ctx context.Context, s grants.Store, now time.Time, res *StoreOpResult) error {
 	by := o.by()
 	switch o.Op {
 	case "list-grants":
@@ -141,7 +137,7 @@ func (o *storeOp) apply(ctx context.Context, s grants.Store, now time.Time, res 
 			return err
 		}
 		res.Grants = []grants.Grant{g}
-		res.Events = append(res.Events, grantEvent("grant approved", &g, by, "added by an operator"))
+		res.Events = append(res.Events, GrantEvent(EventGrantApproved, &g, by, "added by an operator"))
 		return nil
 	case "revoke-grant":
 		if o.ID == "" {
@@ -152,7 +148,7 @@ func (o *storeOp) apply(ctx context.Context, s grants.Store, now time.Time, res 
 			return err
 		}
 		res.Grants = []grants.Grant{g}
-		res.Events = append(res.Events, grantEvent("grant revoked", &g, by, o.Reason))
+		res.Events = append(res.Events, GrantEvent(EventGrantRevoked, &g, by, o.Reason))
 		return nil
 	case "deprovision":
 		u, err := o.resolveUser(ctx, s)
@@ -164,21 +160,19 @@ func (o *storeOp) apply(ctx context.Context, s grants.Store, now time.Time, res 
 		res.Grants = done.Grants
 		// What happened, line by line; the summary only when all of it did.
 		if done.SessionsRevoked {
-			res.Events = append(res.Events, auditEvent{Msg: "user logged out everywhere", Fields: map[string]any{"actor": by, "user": u.Sub, "iss": u.Iss,
-				"reason": "user de-provisioned"}})
+			res.Events = append(res.Events, UserEvent(EventUserLoggedOut, u, by, "user de-provisioned"))
 		}
 		for i := range done.Grants {
-			res.Events = append(res.Events, grantEvent("grant revoked", &done.Grants[i], by, "user de-provisioned"))
+			res.Events = append(res.Events, GrantEvent(EventGrantRevoked, &done.Grants[i], by, "user de-provisioned"))
 		}
 		for i := range done.Rejected {
-			res.Events = append(res.Events, auditEvent{Msg: "grant rejected", Fields: map[string]any{"actor": by, "request_id": done.Rejected[i].ID,
-				"user": u.Sub, "resource": done.Rejected[i].Resource, "why": "user de-provisioned"}})
+			res.Events = append(res.Events, RequestEvent(EventGrantRejected, &done.Rejected[i], by, "user de-provisioned"))
 		}
 		if err != nil {
 			return err
 		}
-		res.Events = append(res.Events, auditEvent{Msg: "user de-provisioned", Fields: map[string]any{"actor": by, "user": u.Sub, "iss": u.Iss,
-			"email": o.Email, "grants_revoked": len(done.Grants), "requests_rejected": len(done.Rejected), "reason": o.Reason}})
+		res.Events = append(res.Events, UserEvent(EventUserDeprovisioned, u, by, o.Reason, zap.String("email", o.Email),
+			zap.Int("grants_revoked", len(done.Grants)), zap.Int("requests_rejected", len(done.Rejected))))
 		return nil
 	case "logout-user":
 		u, err := o.resolveUser(ctx, s)
@@ -189,18 +183,49 @@ func (o *storeOp) apply(ctx context.Context, s grants.Store, now time.Time, res 
 		if err := s.RevokeUser(ctx, u, now); err != nil {
 			return err
 		}
-		res.Events = append(res.Events, auditEvent{Msg: "user logged out everywhere", Fields: map[string]any{"actor": by, "user": u.Sub, "iss": u.Iss, "reason": o.Reason}})
+		res.Events = append(res.Events, UserEvent(EventUserLoggedOut, u, by, o.Reason))
 		return nil
 	}
 	return fmt.Errorf("unknown operation %q", o.Op)
 }
 
-func grantEvent(msg string, g *grants.Grant, by, why string) auditEvent {
-	return auditEvent{Msg: msg, Fields: map[string]any{"actor": by, "grant_id": g.ID, "user": g.User.Sub, "email": g.Email,
-		"resource": g.Resource, "reason": g.Reason, "why": why, "until": time.Unix(g.ExpiresAt, 0).UTC().Format(time.RFC3339)}}
-}
-
-func (r *storeOpResult) MarshalJSON() ([]byte, error) {
-	type plain storeOpResult
-	return json.Marshal((*plain)(r))
+// Print writes the result as a table for people.
+func (res *StoreOpResult) Print(w io.Writer, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
+	if len(res.Grants) > 0 {
+		fmt.Fprintln(tw, "ID\tUSER\tRESOURCE\tSTATE\tEXPIRES\tAPPROVED BY\tREASON")
+		for _, g := range res.Grants {
+			state := "active"
+			switch {
+			case g.RevokedAt != 0:
+				state = "revoked"
+			case !g.Active(now):
+				state = "expired"
+			}
+			who := g.Email
+			if who == "" {
+				who = g.User.Sub
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.ID, who, g.Resource, state,
+				time.Unix(g.ExpiresAt, 0).UTC().Format(time.RFC3339), g.ApprovedBy, g.Reason)
+		}
+	}
+	if len(res.Requests) > 0 {
+		fmt.Fprintln(tw, "ID\tAPP\tUSER\tRESOURCE\tDURATION\tSTATUS\tDECIDED BY\tREASON")
+		for _, r := range res.Requests {
+			who := r.Email
+			if who == "" {
+				who = r.User.Sub
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.App, who, r.Resource,
+				time.Duration(r.Duration)*time.Second, r.Status, r.DecidedBy, r.Reason)
+		}
+	}
+	for _, u := range res.Users {
+		fmt.Fprintf(tw, "user %s\n", u)
+	}
+	if len(res.Grants)+len(res.Requests)+len(res.Users) == 0 {
+		fmt.Fprintln(tw, "(none)")
+	}
+	return tw.Flush()
 }

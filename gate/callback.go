@@ -1,0 +1,214 @@
+package gate
+
+import (
+	"errors"
+	"maps"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/gatehouse-proxy/gatehouse/authn"
+)
+
+// idpErrorRE is the form of an IdP error code that the audit log and the
+// page may repeat (idp_<code>).
+var idpErrorRE = regexp.MustCompile(`^[a-z_]{1,64}$`)
+
+// Callback completes a sign-in: the state must match a sign-in slot of
+// this browser that has not been used, the answer must come from the IdP
+// that was asked, the code is exchanged with the PKCE verifier, and the
+// ID token is verified in full before a session is made. A step-up's
+// callback upgrades the session instead.
+func (g *Gate) Callback(req *Request, out Outcome) Outcome {
+	r, now := req.HTTP, req.Start
+	out.Result = ResultLoginFailed
+	q := r.URL.Query()
+	if g.cookies.duplicate(r) {
+		return loginFailed(out, http.StatusBadRequest, Reason(authn.ReasonDuplicate),
+			"Your browser sent one of this site's sign-in cookies twice. Clear this site's cookies, then sign in again.")
+	}
+	st, slot, found := g.cookies.pending.Find(r, q.Get("state"))
+	if len(q["state"]) != 1 {
+		found = authn.LoginMalformed
+	}
+	switch found {
+	case authn.LoginMalformed:
+		return loginFailed(out, http.StatusBadRequest, ReasonStateMissing, "This sign-in link is incomplete. Please start again.")
+	case authn.LoginUnknown:
+		return loginFailed(out, http.StatusBadRequest, ReasonStateUnknown,
+			"This sign-in was not started in this browser, or it expired. Please start again.")
+	case authn.LoginSpent:
+		return loginFailed(out, http.StatusBadRequest, ReasonStateReplayed, "This sign-in was already used. Please start again.")
+	case authn.LoginSuperseded:
+		if q.Has("error") || g.cfg.IdP.Used.Seen(st.State, now) {
+			return loginFailed(out, http.StatusBadRequest, ReasonStateSuperseded, "A newer sign-in in this browser replaced this one. Please start again.")
+		}
+		// A newer sign-in of this browser took this one's slot: restart
+		// it where it was going. With a session by now (the newer sign-in
+		// finished), that is just a redirect; else one more trip to the
+		// IdP, which its single sign-on usually answers at once.
+		out.Result, out.Reason = ResultLogin, ReasonLoginSuperseded
+		restart := PathLogin + "?rd="
+		if st.StepUp != nil {
+			restart = PathStepUp + "?rd="
+		}
+		return noReferrer(out.redirect(Login, http.StatusFound, restart+url.QueryEscape(st.Return)))
+	}
+	// The sign-in is spent whatever happens next.
+	if name, value, err := g.cookies.pending.Spend(st); err == nil {
+		out.Cookies = append(out.Cookies, g.cookies.loginCookie(name, value))
+	} else {
+		out.Cookies = append(out.Cookies, g.cookies.loginCookie(slot, ""))
+	}
+	if g.cfg.IdP.Used.Seen(st.State, now) {
+		return loginFailed(out, http.StatusBadRequest, ReasonStateReplayed, "This sign-in was already used. Please start again.")
+	}
+	// RFC 9207: an IdP that names itself must be the one we asked, so an
+	// answer from another IdP (mix-up attack) is refused.
+	wantIss := g.cfg.Issuer
+	if st.StepUp != nil && st.StepUp.Provider != "" {
+		if p := g.cfg.Providers[st.StepUp.Provider]; p != nil {
+			wantIss = p.Issuer
+		}
+	}
+	if iss, ok := q["iss"]; ok && (len(iss) != 1 || iss[0] != wantIss) {
+		return loginFailed(out, http.StatusBadRequest, ReasonIssuerMismatch, "This sign-in answer came from another identity provider.")
+	}
+	if e := q.Get("error"); e != "" {
+		code := ReasonIdPError
+		if idpErrorRE.MatchString(e) {
+			code = Reason("idp_" + e)
+		}
+		return loginFailed(out, http.StatusUnauthorized, code, "The identity provider did not sign you in ("+strings.TrimPrefix(string(code), "idp_")+").")
+	}
+	code := q.Get("code")
+	if code == "" || len(code) > 2048 {
+		return loginFailed(out, http.StatusBadRequest, ReasonCodeMissing, "The identity provider returned no authorization code.")
+	}
+	if st.StepUp != nil {
+		return g.finishStepUp(req, out, code, st)
+	}
+
+	id, err := g.rp.Finish(r.Context(), code, st)
+	if err != nil {
+		var le *authn.LoginError
+		if errors.As(err, &le) {
+			return loginFailed(out, http.StatusUnauthorized, Reason(le.Reason), le.Msg)
+		}
+		return g.idpDown(out, err)
+	}
+	g.cfg.IdP.Used.Mark(st.State, time.Unix(st.Started, 0), now)
+	out.Audit.User, out.Audit.Email, out.Audit.Refused = id.Subject, id.Email, id.Refused
+	c, err := g.cookies.sessionCookie(authn.NewSession(id, now), now)
+	if err != nil {
+		g.log.Error("session does not fit in a cookie", zap.String("user", id.Subject), zap.Int("groups", len(id.Groups)), zap.Error(err))
+		return loginFailed(out, http.StatusInternalServerError, ReasonSessionTooLarge,
+			"Your account carries too much data for a session cookie (for example, very many groups). Please contact your administrator.")
+	}
+	out.Cookies = append(out.Cookies, c)
+	if c, err := g.cookies.idTokenCookie(id.RawIDToken); err == nil {
+		out.Cookies = append(out.Cookies, c)
+	} else {
+		g.log.Warn("ID token too large to keep for logout; logout will not send id_token_hint", zap.String("user", id.Subject))
+	}
+	out.Result, out.Reason = ResultLoginOK, ReasonNone
+	return noReferrer(out.redirect(Redirect, http.StatusFound, authn.SafeReturnPath(st.Return)))
+}
+
+// loginFailed refuses a sign-in answer with a page that offers to start
+// again.
+func loginFailed(out Outcome, status int, reason Reason, msg string) Outcome {
+	return out.refuse(Deny, status, ResultLoginFailed, reason, &Answer{Error: "login_failed",
+		Title: "Sign-in failed", Message: msg, ActionURL: "/", ActionText: "Try again"})
+}
+
+// noReferrer keeps a callback's code and state out of the Referer of the
+// page the browser goes to next, and out of caches.
+func noReferrer(out Outcome) Outcome {
+	out.setHeader("Cache-Control", "no-store")
+	out.setHeader("Referrer-Policy", "no-referrer")
+	return out
+}
+
+// finishStepUp completes a step-up sign-in at the callback: the session
+// it was started for must still be the browser's, the new identity must
+// be the same user (primary IdP) or link to it (second provider), and it
+// must prove what was asked. The session is then upgraded in place.
+func (g *Gate) finishStepUp(req *Request, out Outcome, code string, st *authn.LoginState) Outcome {
+	r, now := req.HTTP, req.Start
+	su := st.StepUp
+	need := su.Requirement()
+	refused := func(status int, reason Reason, msg string) Outcome {
+		out.Events = append(out.Events, stepUpEvent(EventStepUpRefused, &out, need, reason))
+		return loginFailed(out, status, reason, msg)
+	}
+	in := g.signedIn(req)
+	if !in.live() || in.Session.ID != su.Session {
+		return refused(http.StatusUnauthorized, ReasonSessionChanged, "Your session ended or changed during the stronger sign-in. Please sign in and try again.")
+	}
+	sess := in.Session
+	out.Audit.setUser(sess)
+	rp, ok := g.relyingParty(su.Provider)
+	if !ok {
+		return loginFailed(out, http.StatusInternalServerError, ReasonProviderUnknown, "This sign-in provider is no longer configured.")
+	}
+	id, err := rp.Finish(r.Context(), code, st)
+	if id != nil {
+		out.Audit.Refused = id.Refused
+	}
+	if err != nil {
+		var le *authn.LoginError
+		if errors.As(err, &le) {
+			return refused(http.StatusForbidden, Reason(le.Reason), le.Msg)
+		}
+		return g.idpDown(out, err)
+	}
+	if su.Provider == "" && id.Subject != sess.Subject {
+		return refused(http.StatusForbidden, ReasonIdentityMismatch, "You signed in as someone else. A stronger sign-in must be done by the same person.")
+	}
+	if su.Provider != "" {
+		if why := g.link(su.Provider, id, sess); why != "" {
+			return refused(http.StatusForbidden, ReasonLinkMismatch, why)
+		}
+	}
+	if err := authn.AcceptStepUp(id, need, time.Unix(st.Started, 0), now); err != nil {
+		var le *authn.LoginError
+		if !errors.As(err, &le) {
+			return out.fail(err)
+		}
+		return refused(http.StatusForbidden, Reason(le.Reason), le.Msg)
+	}
+	g.cfg.IdP.Used.Mark(st.State, time.Unix(st.Started, 0), now)
+	if su.Provider == "" {
+		sess.ACR, sess.AMR, sess.AuthTime = id.ACR, id.AMR, id.AuthTime
+		if c, err := g.cookies.idTokenCookie(id.RawIDToken); err == nil {
+			out.Cookies = append(out.Cookies, c)
+		}
+	} else {
+		claims := map[string]string{}
+		for _, c := range g.cfg.Providers[su.Provider].Claims {
+			if v, ok := id.Extra[c]; ok {
+				claims[c] = v
+			}
+		}
+		// The opened session's map is shared with other requests.
+		sess.Verifications = maps.Clone(sess.Verifications)
+		if sess.Verifications == nil {
+			sess.Verifications = map[string]authn.Verification{}
+		}
+		sess.Verifications[su.Provider] = authn.Verification{ACR: id.ACR, AMR: id.AMR, AuthTime: id.AuthTime, Claims: claims}
+	}
+	sess.LastSeen = now.Unix()
+	c, err := g.cookies.sessionCookie(sess, now)
+	if err != nil {
+		return loginFailed(out, http.StatusInternalServerError, ReasonSessionTooLarge, "The verified facts do not fit in your session. Please contact your administrator.")
+	}
+	out.Cookies = append(out.Cookies, c)
+	out.Result, out.Reason = ResultStepUpOK, ReasonNone
+	out.Events = append(out.Events, stepUpEvent(EventStepUpSucceeded, &out, need, ReasonNone))
+	return noReferrer(out.redirect(Redirect, http.StatusFound, authn.SafeReturnPath(st.Return)))
+}

@@ -1,0 +1,205 @@
+package gate
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/gatehouse-proxy/gatehouse/authn"
+	"github.com/gatehouse-proxy/gatehouse/policies"
+)
+
+// Check decides a request bound for the upstream, after Handle has
+// routed it (pipeline steps 3-9): the session and its revocation state,
+// the user's grants, the upgrade origin, the allow rules, the policy and
+// the step-up rules. Allowed, the Outcome carries the identity headers
+// for the upstream and, when the idle clock slides, a fresh session
+// cookie.
+func (g *Gate) Check(req *Request) Outcome {
+	out := Outcome{Audit: Audit{Start: req.Start, Method: req.HTTP.Method, Path: req.path}}
+	return g.check(req, out)
+}
+
+func (g *Gate) check(req *Request, out Outcome) Outcome {
+	r, now := req.HTTP, req.Start
+	// 3. Session, and 5. the revocation state of the session and user.
+	in := g.signedIn(req)
+	if in.Session == nil {
+		// 4. No session.
+		return g.requireLogin(req, out, in.Reason)
+	}
+	sess := in.Session
+	out.Audit.setUser(sess)
+	switch in.Reason {
+	case authn.ReasonUnverified:
+		return out.refuse(Unavailable, http.StatusServiceUnavailable, ResultDeny, ReasonRevocationsDown, &Answer{Error: "unavailable",
+			Title: "Temporarily unavailable", Message: "This gateway is starting and cannot check sessions yet. Please try again in a minute."})
+	case authn.ReasonRevoked:
+		out.Audit.setUser(nil)
+		return g.requireLogin(req, out, authn.ReasonRevoked)
+	}
+	out.Audit.Grants = grantResources(in.Grants.Grants)
+
+	// Cross-site WebSocket hijacking: a page of another origin that opens
+	// a socket here would ride the user's session.
+	if g.crossOriginUpgrade(req) {
+		return out.refuse(Deny, http.StatusForbidden, ResultDeny, ReasonCrossOriginUpgrade, &Answer{Error: "forbidden",
+			Message: "Connections that switch protocol (such as WebSockets) are only accepted from this site's own pages."})
+	}
+	if !g.entitled(sess) {
+		return out.refuse(Deny, http.StatusForbidden, ResultDeny, ReasonNotAllowed, &Answer{Error: "forbidden",
+			Message: "Your account is not in a group or email domain allowed to use this application."})
+	}
+
+	// 6. Policy.
+	var dec policies.Decision
+	if g.cfg.Policy != nil {
+		var err error
+		dec, err = g.decide(req, sess, &out, in)
+		if refused, ok := g.applyDecision(req, out, sess, dec, err, in.GrantsErr); !ok {
+			return refused
+		}
+	}
+
+	// 7. Step-up.
+	if len(g.cfg.StepUp) > 0 || dec.StepUp != nil {
+		reqs, err := g.cfg.StepUp.For(req.forMatch(), obligation(dec)...)
+		if err != nil {
+			g.log.Error("conflicting step-up requirements", zap.String("decision_id", out.Audit.ID()), zap.Error(err))
+			return out.refuse(Deny, http.StatusForbidden, ResultDeny, ReasonStepUpConflict, &Answer{Error: "forbidden", Title: "Access denied",
+				Message: "This page asks for sign-in requirements that no sign-in can meet together. Please contact your administrator with the reference below."})
+		}
+		if need, why := authn.FirstUnmet(reqs, sess, now); why != "" {
+			return g.requireStepUp(req, out, sess, need, why, r.URL.RequestURI())
+		}
+	}
+
+	// 9. Allow: slide the idle clock on user activity, set identity.
+	if g.cfg.Lifetimes.ShouldSlide(sess, now) && g.isActivity(req) {
+		sess.LastSeen = now.Unix()
+		c, err := g.cookies.sessionCookie(sess, now)
+		if err != nil {
+			g.log.Error("re-issuing session cookie", zap.Error(err))
+		} else {
+			out.Cookies = append(out.Cookies, c)
+		}
+	}
+	out.Upstream = make([]HeaderValue, 0, len(g.identity)+len(dec.Headers)+1)
+	for _, ih := range g.identity {
+		if v := g.claimValue(sess, ih.Claim); v != "" {
+			out.Upstream = append(out.Upstream, HeaderValue{ih.Header, v})
+		}
+	}
+	for name, v := range dec.Headers {
+		out.Upstream = append(out.Upstream, HeaderValue{g.policyHdrs[NormalizeHeaderName(name)], headerValue(v)})
+	}
+	if g.cfg.Asserter != nil {
+		token, err := g.cfg.Asserter.Token(sess, now)
+		if err != nil {
+			return out.fail(fmt.Errorf("signing the assertion: %w", err))
+		}
+		out.Upstream = append(out.Upstream, HeaderValue{http.CanonicalHeaderKey(g.cfg.AssertionHeader), token})
+	}
+	out.Kind, out.Result = Allow, ResultAllow
+	return out
+}
+
+// obligation is the step-up a decision asks for, if any.
+func obligation(dec policies.Decision) []authn.Requirement {
+	if s := dec.StepUp; s != nil {
+		return []authn.Requirement{{ACR: s.ACR, AMR: s.AMR, MaxAge: s.MaxAge}}
+	}
+	return nil
+}
+
+// crossOriginUpgrade reports whether the request is a protocol upgrade
+// (WebSocket, h2c, extended CONNECT) sent by a browser from another
+// origin: its Origin is neither this site's (external_url, else the
+// request's scheme and host) nor an upgrade_origins entry. "null", an
+// unreadable or a repeated Origin counts as another. A request without
+// Origin is not from a browser (browsers always send it on upgrades) and
+// goes on like any other.
+func (g *Gate) crossOriginUpgrade(req *Request) bool {
+	r := req.HTTP
+	if !authn.IsUpgrade(r) {
+		return false
+	}
+	vals, ok := r.Header["Origin"]
+	if !ok {
+		return false
+	}
+	if len(vals) != 1 {
+		return true
+	}
+	o, err := authn.NormalizeOrigin(vals[0])
+	if err != nil {
+		return true
+	}
+	if g.upgradeOK[o] {
+		return false
+	}
+	own, ok := g.origin(req)
+	if !ok {
+		return true
+	}
+	own, err = authn.NormalizeOrigin(own)
+	return err != nil || o != own
+}
+
+// isActivity reports whether the request counts as the user's activity,
+// which keeps the session from going idle.
+func (g *Gate) isActivity(req *Request) bool {
+	if g.cfg.IdleIgnore != nil && g.cfg.IdleIgnore.MatchPath(req.forMatch()) {
+		return false
+	}
+	return g.cfg.IdleAnyRequest || authn.IsUserActivity(req.HTTP)
+}
+
+// entitled applies allow_groups and allow_email_domains.
+func (g *Gate) entitled(s *authn.Session) bool {
+	if len(g.allGroups) == 0 && len(g.domains) == 0 {
+		return true
+	}
+	for _, grp := range s.Groups {
+		if g.allGroups[grp] {
+			return true
+		}
+	}
+	if at := strings.LastIndexByte(s.Email, '@'); at >= 0 {
+		if g.domains[strings.ToLower(s.Email[at+1:])] {
+			return true
+		}
+	}
+	return false
+}
+
+// claimValue is a claim of the session as an identity header carries it.
+func (g *Gate) claimValue(s *authn.Session, claim string) string {
+	var v string
+	switch claim {
+	case "sub":
+		v = s.Subject
+	case "iss":
+		v = g.cfg.Issuer
+	case "email":
+		v = s.Email
+	case "name":
+		v = s.Name
+	case "groups":
+		v = joinList(s.Groups)
+	case "acr":
+		v = s.ACR
+	case "amr":
+		v = joinList(s.AMR)
+	case "auth_time":
+		if s.AuthTime > 0 {
+			v = strconv.FormatInt(s.AuthTime, 10)
+		}
+	default:
+		v = s.Extra[claim]
+	}
+	return headerValue(v)
+}

@@ -1,0 +1,218 @@
+package gate
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/gatehouse-proxy/gatehouse/authn"
+)
+
+// requireLogin answers a request without a valid session (pipeline step
+// 4): navigations go to the IdP, everything else gets 401 JSON naming
+// the sign-in URL.
+func (g *Gate) requireLogin(req *Request, out Outcome, reason authn.Reason) Outcome {
+	r := req.HTTP
+	if reason == authn.ReasonDuplicate {
+		// A sign-in would not help: the browser would send both cookies
+		// again. Say what happened, never redirect (no loop).
+		return out.refuse(Login, http.StatusUnauthorized, ResultUnauthenticated, Reason(reason), &Answer{Error: "unauthenticated",
+			Title: "Sign-in cookie sent twice",
+			Message: "Your browser sent this site's sign-in cookie twice, so Gatehouse cannot tell which one is yours. " +
+				"Another site under the same domain may have set one. Clear this site's cookies, then sign in again."})
+	}
+	if !authn.IsNavigation(r) {
+		login := PathLogin + "?rd=" + url.QueryEscape(authn.SafeReturnPath(r.URL.RequestURI()))
+		return out.refuse(Login, http.StatusUnauthorized, ResultUnauthenticated, Reason(reason), &Answer{Error: "unauthenticated",
+			Title: "Please sign in", Message: "Sign in to use this application.",
+			LoginURL: login, ActionURL: login, ActionText: "Sign in"})
+	}
+	out.Result, out.Reason = ResultLogin, Reason(reason)
+	return g.beginLogin(req, out, r.URL.RequestURI(), reason.ForcesReauthentication())
+}
+
+// Login is /.gatehouse/login?rd=<path>: it starts a sign-in that returns
+// to rd (a same-origin path), or with a live session just goes there.
+// APIs that got a 401 send the user here.
+func (g *Gate) Login(req *Request, out Outcome) Outcome {
+	rd := authn.SafeReturnPath(req.HTTP.URL.Query().Get("rd"))
+	in := g.signedIn(req)
+	if in.live() {
+		out.Audit.setUser(in.Session)
+		out.Reason = ReasonAlreadySignedIn
+		return out.redirect(Redirect, http.StatusFound, rd)
+	}
+	out.Result, out.Reason = ResultLogin, Reason(in.Reason)
+	return g.beginLogin(req, out, rd, in.Reason.ForcesReauthentication())
+}
+
+// beginLogin sends the browser to the IdP with a fresh sign-in state.
+func (g *Gate) beginLogin(req *Request, out Outcome, returnTo string, forceLogin bool) Outcome {
+	origin, ok := g.origin(req)
+	if !ok {
+		return httpsRequired(out)
+	}
+	if g.external != nil && !strings.EqualFold(g.requestOrigin(req), origin) {
+		// Sign in on the configured origin, where the callback will land.
+		return out.redirect(Login, http.StatusFound, origin+authn.SafeReturnPath(returnTo))
+	}
+	return g.sendToIdP(req, out, g.rp, origin, returnTo, authn.AuthOptions{ForceLogin: forceLogin, MaxAge: g.cfg.Lifetimes.Lifetime}, nil)
+}
+
+// sendToIdP starts a sign-in at rp (the primary IdP, or a step-up's
+// provider): its state goes into one of the browser's sign-in slots, and
+// the browser to the IdP. A step-up remembers what the sign-in must
+// prove, and for which session.
+func (g *Gate) sendToIdP(req *Request, out Outcome, rp *authn.RelyingParty, origin, returnTo string, opt authn.AuthOptions, stepUp *authn.StepUpState) Outcome {
+	ctx := req.HTTP.Context()
+	st, err := rp.Begin(ctx, origin+PathCallback, returnTo, opt)
+	if err != nil {
+		return g.idpDown(out, err)
+	}
+	st.StepUp = stepUp
+	name, value, state, err := g.cookies.pending.Start(st)
+	if err != nil {
+		return out.fail(err)
+	}
+	authURL, err := rp.AuthCodeURL(ctx, st, state, opt)
+	if err != nil {
+		return g.idpDown(out, err)
+	}
+	out.Cookies = append(out.Cookies, g.cookies.loginCookie(name, value))
+	out.setHeader("Cache-Control", "no-store")
+	kind := Login
+	if stepUp != nil {
+		kind = StepUp
+	}
+	return out.redirect(kind, http.StatusFound, authURL)
+}
+
+func httpsRequired(out Outcome) Outcome {
+	return out.refuse(BadRequest, http.StatusBadRequest, ResultReject, ReasonHTTPSRequired, &Answer{Error: "bad_request",
+		Message: "This application must be reached over HTTPS."})
+}
+
+// idpDown answers when the IdP cannot be reached (502); any other error
+// is a Failure.
+func (g *Gate) idpDown(out Outcome, err error) Outcome {
+	out.Result, out.Reason = ResultError, ReasonIdPUnavailable
+	if !errors.Is(err, authn.ErrProviderUnavailable) {
+		return out.fail(err)
+	}
+	g.log.Error("identity provider unavailable", zap.String("issuer", g.cfg.Issuer), zap.Error(err))
+	return out.refuse(Unavailable, http.StatusBadGateway, ResultError, ReasonIdPUnavailable, &Answer{Error: "idp_unavailable",
+		Title:   "Sign-in is unavailable",
+		Message: "The identity provider cannot be reached right now. Please try again in a minute."})
+}
+
+// origin is where this site lives for the browser: external_url, or the
+// request's scheme and host (X-Forwarded-* only from trusted proxies).
+// Plain HTTP is refused except on loopback: the cookies are Secure.
+func (g *Gate) origin(req *Request) (string, bool) {
+	if g.external != nil {
+		return g.external.Scheme + "://" + g.external.Host, true
+	}
+	o := g.requestOrigin(req)
+	if strings.HasPrefix(o, "http://") {
+		u, err := url.Parse(o)
+		if err != nil || !IsLoopbackHost(u.Hostname()) {
+			return "", false
+		}
+	}
+	return o, true
+}
+
+// requestOrigin is the scheme and host the request was sent to.
+func (g *Gate) requestOrigin(req *Request) string {
+	r := req.HTTP
+	scheme, host := "http", r.Host
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if req.TrustedProxy {
+		if p := r.Header.Get("X-Forwarded-Proto"); p == "https" || p == "http" {
+			scheme = p
+		}
+		if fh := r.Header.Get("X-Forwarded-Host"); fh != "" && validHost(fh) {
+			host = fh
+		}
+	}
+	return scheme + "://" + host
+}
+
+func validHost(h string) bool {
+	if len(h) > 255 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == ':' || c == '[' || c == ']') {
+			return false
+		}
+	}
+	return true
+}
+
+// Logout ends the session here (a tombstone cookie that forces the next
+// sign-in to ask for the password), records it in the grant store so a
+// copy of the cookie is dead on every node, and ends the IdP session
+// when the IdP has an end_session_endpoint. The IdP sends the browser
+// back here, which then shows the signed-out page.
+func (g *Gate) Logout(req *Request, out Outcome) Outcome {
+	r, now := req.HTTP, req.Start
+	out.Result = ResultLogout
+	sess, _ := g.cookies.read(r, now)
+	var idToken string
+	if c, err := r.Cookie(g.cookies.idToken); err == nil {
+		if err := g.cookies.idTokens.Open(g.cookies.idToken, c.Value, &idToken); err != nil {
+			idToken = "" // an unreadable hint is no hint: the IdP asks the user
+		}
+		out.Cookies = append(out.Cookies, g.cookies.make(g.cookies.idToken, "", "/.gatehouse/", -1, ""))
+	}
+	out.Audit.setUser(sess)
+	// A logout the store could not record durably still ends the session
+	// here and on this node; the audit line says it was not recorded.
+	recorded := sess == nil || g.revokeSession(r.Context(), sess) == nil
+	result := func(o Outcome, reason Reason) Outcome {
+		o.Reason = reason
+		if !recorded {
+			o.Reason = ReasonLogoutNotRecorded
+		}
+		return o
+	}
+	if sess != nil || idToken != "" {
+		tomb := &authn.Session{Ended: "logout", Created: now.Unix(), LastSeen: now.Unix()}
+		c, err := g.cookies.sessionCookie(tomb, now)
+		if err != nil {
+			return out.fail(err)
+		}
+		out.Cookies = append(out.Cookies, c)
+		if origin, ok := g.origin(req); ok {
+			end, err := g.rp.EndSessionURL(r.Context(), idToken, origin+PathLogout)
+			if err != nil {
+				g.log.Warn("could not end the IdP session", zap.Error(err))
+			} else if end != "" {
+				out.setHeader("Cache-Control", "no-store")
+				return result(out.redirect(Redirect, http.StatusSeeOther, end), ReasonIdPLogout)
+			}
+		}
+	}
+	out.Kind, out.Status = Page, http.StatusOK
+	out.Answer = &Answer{Reason: string(ReasonLoggedOut), Title: "Signed out",
+		Message: "You are signed out. Close this window, or sign in again.", ActionURL: "/", ActionText: "Sign in again"}
+	return result(out, ReasonLoggedOut)
+}
+
+// IsLoopbackHost reports whether host is localhost or a loopback address,
+// where plain HTTP is allowed for testing.
+func IsLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,278 @@
+package gate
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/authn"
+	"github.com/gatehouse-proxy/gatehouse/grants"
+)
+
+// Session cookies.
+const (
+	// sessionCacheTTL is how long an opened session cookie is trusted
+	// again without opening it; sessionCacheSize bounds the cache.
+	sessionCacheTTL  = time.Minute
+	sessionCacheSize = 8192
+	// expiredGrace is how long an ended session's cookie is kept, so that
+	// the browser still shows why it ended and the next sign-in asks for
+	// the password again.
+	expiredGrace = time.Hour
+)
+
+// cookies are Gatehouse's cookies in a browser: the session, the ID token
+// kept for logout (scoped to /.gatehouse/), and the pending sign-ins.
+// Every one is Secure, HttpOnly and SameSite=Lax.
+type cookies struct {
+	base        string // cookie_name: every name below contains it
+	domain      string
+	session     string // __Host-<base>, or __Secure-<base> with a domain
+	idToken     string
+	loginPrefix string
+
+	sessions  *authn.Sealer
+	opened    *authn.OpenCache[authn.Session]
+	idTokens  *authn.Sealer
+	pending   *authn.PendingLogins
+	lifetimes authn.Lifetimes
+	now       func() time.Time
+}
+
+func newCookies(cfg Config, binding authn.Binding) (*cookies, error) {
+	c := &cookies{base: cfg.CookieName, domain: cfg.CookieDomain, lifetimes: cfg.Lifetimes, now: cfg.Now}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if c.domain == "" {
+		c.session = "__Host-" + c.base
+	} else {
+		c.session = "__Secure-" + c.base
+	}
+	c.idToken = "__Secure-" + c.base + "_idt"
+	c.loginPrefix = "__Secure-" + c.base + "_login_"
+	sealer := func(purpose string, ttl time.Duration) (s *authn.Sealer, err error) {
+		if s, err = authn.NewSealer(cfg.CookieSecrets, purpose, binding, ttl); err != nil {
+			return nil, fmt.Errorf("gate: cookie secret: %w", err)
+		}
+		return s, nil
+	}
+	var err error
+	// Sealed sessions outlive their cookie a little so that an expired
+	// session still opens and can say why it ended (and force a fresh
+	// sign-in); Lifetimes.Check decides validity.
+	if c.sessions, err = sealer("session", cfg.Lifetimes.Lifetime+expiredGrace); err != nil {
+		return nil, err
+	}
+	if c.idTokens, err = sealer("id_token", cfg.Lifetimes.Lifetime+expiredGrace); err != nil {
+		return nil, err
+	}
+	logins, err := sealer("login", authn.LoginTTL)
+	if err != nil {
+		return nil, err
+	}
+	hints, err := sealer("login-hint", authn.LoginTTL)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Now != nil {
+		for _, s := range []*authn.Sealer{c.sessions, c.idTokens, logins, hints} {
+			s.SetClock(cfg.Now)
+		}
+	}
+	c.opened = authn.NewOpenCache[authn.Session](c.sessions, c.session, sessionCacheTTL, sessionCacheSize)
+	c.pending = authn.NewPendingLogins(logins, hints, c.loginPrefix)
+	return c, nil
+}
+
+// read opens the session cookie (through the cache of opened cookies:
+// the session's maps and slices are shared with other requests and must
+// not be changed) and checks its lifetimes. A request that carries any of
+// Gatehouse's cookie names more than once has no session
+// (duplicate_cookie): picking the first or the last would let a cookie
+// set by a sibling subdomain, or injected, shadow the real one.
+func (c *cookies) read(r *http.Request, now time.Time) (*authn.Session, authn.Reason) {
+	if c.duplicate(r) {
+		return nil, authn.ReasonDuplicate
+	}
+	ck, err := r.Cookie(c.session)
+	if err != nil {
+		return nil, authn.ReasonNoCookie
+	}
+	s, err := c.opened.Open(ck.Value, now)
+	if err != nil {
+		return nil, authn.ReasonInvalid
+	}
+	if why := c.lifetimes.Check(&s, now); why != authn.ReasonNone {
+		return nil, why
+	}
+	return &s, authn.ReasonNone
+}
+
+// duplicate reports whether the request's Cookie headers carry one of
+// Gatehouse's cookie names more than once, counting names the way the
+// most lenient server would (with any surrounding space).
+func (c *cookies) duplicate(r *http.Request) bool {
+	vals := r.Header["Cookie"]
+	// Each of Gatehouse's cookie names contains the base name: fewer than
+	// two occurrences in all cannot be a duplicate (the common case).
+	n := 0
+	for _, v := range vals {
+		if n += strings.Count(v, c.base); n > 1 {
+			break
+		}
+	}
+	if n < 2 {
+		return false
+	}
+	var seen []string
+	for _, v := range vals {
+		for part := range strings.SplitSeq(v, ";") {
+			name, _, _ := strings.Cut(part, "=")
+			name = strings.TrimSpace(name)
+			if !c.own(name) {
+				continue
+			}
+			if slices.Contains(seen, name) {
+				return true
+			}
+			seen = append(seen, name)
+		}
+	}
+	return false
+}
+
+// own reports whether a cookie name is one of Gatehouse's.
+func (c *cookies) own(name string) bool {
+	return name == c.session || name == c.idToken || strings.HasPrefix(name, c.loginPrefix)
+}
+
+// sessionCookie seals s into the session cookie. The cookie outlives the
+// session by expiredGrace, so that when the session ends the browser
+// still shows why, and the next sign-in asks for the password
+// (prompt=login) instead of riding the IdP's single sign-on.
+func (c *cookies) sessionCookie(s *authn.Session, now time.Time) (*http.Cookie, error) {
+	v, err := c.sessions.Seal(c.session, s)
+	if err != nil {
+		return nil, err
+	}
+	maxAge := int((c.lifetimes.Expires(s).Sub(now) + expiredGrace) / time.Second)
+	if s.Ended != "" {
+		maxAge = int((c.lifetimes.Lifetime + expiredGrace) / time.Second)
+	}
+	return c.make(c.session, v, "/", maxAge, c.domain), nil
+}
+
+// idTokenCookie keeps the raw ID token for the logout's id_token_hint.
+func (c *cookies) idTokenCookie(raw string) (*http.Cookie, error) {
+	v, err := c.idTokens.Seal(c.idToken, raw)
+	if err != nil {
+		return nil, err
+	}
+	return c.make(c.idToken, v, "/.gatehouse/", int(c.lifetimes.Lifetime.Seconds()), ""), nil
+}
+
+// loginCookie is a pending sign-in's slot (value "" clears it).
+func (c *cookies) loginCookie(name, value string) *http.Cookie {
+	maxAge := int(authn.LoginTTL / time.Second)
+	if value == "" {
+		maxAge = -1
+	}
+	return c.make(name, value, "/.gatehouse/", maxAge, "")
+}
+
+// make builds one of Gatehouse's cookies: always Secure, HttpOnly and
+// SameSite=Lax.
+func (c *cookies) make(name, value, path string, maxAge int, domain string) *http.Cookie {
+	return &http.Cookie{
+		Name: name, Value: value, Path: path, Domain: domain, MaxAge: maxAge,
+		Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode,
+	}
+}
+
+// strip removes Gatehouse's own cookies (the session, sign-in and
+// ID-token cookies) from a request before it goes upstream: the app needs
+// none of them, and a session cookie in an app's logs would be a session
+// for anyone who reads them. Other cookies are kept as sent.
+func (c *cookies) strip(r *http.Request) {
+	values := r.Header["Cookie"]
+	for i, v := range values {
+		if !strings.Contains(v, c.base) {
+			continue // the common case: nothing of ours, nothing to rebuild
+		}
+		kept := make([]string, 0, 4)
+		for part := range strings.SplitSeq(v, ";") {
+			// Other cookies pass as sent, less the separator's spaces
+			// (trimming more, such as "\v", could turn a part the app's
+			// parser ignores into a cookie it reads).
+			part = strings.Trim(part, " \t")
+			// Some servers trim the name more: " __Host-gatehouse =x" and
+			// "\v__Host-gatehouse=x" are ours too.
+			name, _, _ := strings.Cut(part, "=")
+			if part != "" && !c.own(strings.TrimSpace(name)) {
+				kept = append(kept, part)
+			}
+		}
+		values[i] = strings.Join(kept, "; ")
+	}
+	// Drop values left empty, and the header when none is left.
+	n := 0
+	for _, v := range values {
+		if v != "" {
+			values[n] = v
+			n++
+		}
+	}
+	switch {
+	case n == 0 && len(values) > 0:
+		delete(r.Header, "Cookie")
+	case n < len(values):
+		r.Header["Cookie"] = values[:n]
+	}
+}
+
+// signedIn is a request's session, checked against the revocations in
+// force (pipeline steps 3 and 5).
+type signedIn struct {
+	// Session is the opened session; nil when there is none.
+	Session *authn.Session
+	// Reason says why the request has no live session: no session
+	// (Session nil), revoked, or revocations_unavailable (this node
+	// cannot tell yet). "" when Session is live.
+	Reason authn.Reason
+	// Grants is the user's grant state, GrantsErr whether the store
+	// failed to give it (the revocations then come from the mirror).
+	Grants    grants.State
+	GrantsErr bool
+}
+
+// live reports whether the request has a live session.
+func (s signedIn) live() bool { return s.Session != nil && s.Reason == authn.ReasonNone }
+
+// signedIn reads the request's session and its user's grant state. A
+// node that has not loaded the revocations in force cannot tell a revoked
+// session from a live one: it says so (revocations_unavailable).
+func (g *Gate) signedIn(req *Request) signedIn {
+	sess, reason := g.cookies.read(req.HTTP, req.Start)
+	if sess == nil {
+		return signedIn{Reason: reason}
+	}
+	st, grantsErr := g.lookupGrants(req.HTTP.Context(), sess, req.Start)
+	out := signedIn{Session: sess, Grants: st, GrantsErr: grantsErr}
+	switch {
+	case grantsErr && !g.cfg.Grants.Ready():
+		out.Reason = authn.ReasonUnverified
+	case st.Revoked(sess.Created):
+		out.Reason = authn.ReasonRevoked
+	}
+	return out
+}
+
+func displayUser(s *authn.Session) string {
+	if s.Email != "" {
+		return s.Email
+	}
+	return s.Subject
+}

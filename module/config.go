@@ -1,0 +1,312 @@
+package module
+
+import (
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/gatehouse-proxy/gatehouse/authn"
+	"github.com/gatehouse-proxy/gatehouse/gate"
+	"github.com/gatehouse-proxy/gatehouse/policies"
+)
+
+// The settings' own types and defaults, and how the configuration
+// becomes the gate's: placeholders resolved, defaults set, Caddy's path
+// matchers and the shared parts from the usage pools.
+
+// StepUpRule demands a stronger, fresh authentication on some paths.
+type StepUpRule struct {
+	// Paths in Caddy path-matcher syntax, matched against the canonical
+	// path, case-insensitively.
+	Paths []string `json:"paths,omitempty"`
+	// ACR lists the accepted authentication contexts (any one); sent to
+	// the IdP as acr_values and checked on return.
+	ACR []string `json:"acr,omitempty"`
+	// AMR lists authentication methods that must all have been used.
+	AMR []string `json:"amr,omitempty"`
+	// MaxAge is how old that authentication may be; past it the user is
+	// asked again while the session lives on. 0: any age.
+	MaxAge caddy.Duration `json:"max_age,omitempty"`
+	// Provider names a second identity provider (see Providers) to step
+	// out to; empty is the primary IdP.
+	Provider string `json:"provider,omitempty"`
+}
+
+// Provider is a second identity provider for step-outs.
+type Provider struct {
+	Issuer       string `json:"issuer"`
+	ClientID     string `json:"client_id"`
+	ClientSecret string `json:"client_secret,omitempty"`
+	// Scopes requested; default openid.
+	Scopes []string `json:"scopes,omitempty"`
+	// LinkClaim must have the same value in this provider's ID token and
+	// in the session (email compares verified addresses only) for the
+	// result to be linked to the session.
+	LinkClaim string `json:"link_claim"`
+	// Claims are kept from this provider's ID token and shown to the
+	// policy under input.user.verifications.<name>, with acr and
+	// auth_time. Nothing else is kept.
+	Claims []string `json:"claims,omitempty"`
+	// TrustUnverifiedEmail uses an email this provider does not mark as
+	// verified (for the email link claim).
+	TrustUnverifiedEmail bool `json:"trust_unverified_email,omitempty"`
+}
+
+// Assertion configures a signed identity assertion for the upstream: a
+// short-lived ES256 JWT whose audience is the app, carrying only the
+// listed claims. Apps verify it with the keys at /.gatehouse/jwks.json.
+type Assertion struct {
+	// Header carries the JWT, such as X-Gatehouse-Assertion. Incoming
+	// headers of this name are always removed.
+	Header string `json:"header"`
+	// Keys are PEM files of EC P-256 private keys. The first signs; the
+	// others are only published (keep an old key listed until tokens it
+	// signed have expired). Placeholders are resolved.
+	Keys []string `json:"keys"`
+	// Claims are the user claims the JWT carries (sub, idp, email, name,
+	// groups, acr, amr, auth_time, or any claim an identity header could
+	// use); iss, aud, iat, nbf and exp are always set.
+	Claims []string `json:"claims"`
+	// TTL is the JWT's lifetime. Default: 60s.
+	TTL caddy.Duration `json:"ttl,omitempty"`
+	// Issuer is the JWT's iss, an origin such as https://app.example.com.
+	// Default: external_url. One of the two is required: the request's
+	// Host is the client's to choose, so it cannot name the issuer.
+	Issuer string `json:"issuer,omitempty"`
+}
+
+// IdentityHeader sets one request header from one claim of the session.
+type IdentityHeader struct {
+	// Header is the header name, such as X-Remote-User.
+	Header string `json:"header"`
+	// Claim is sub, iss, email, name, groups (comma-separated), acr, amr
+	// (comma-separated), auth_time, or any other ID-token claim (kept in
+	// the session for this purpose).
+	Claim string `json:"claim"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.gatehouse",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Defaults.
+const (
+	defaultIdleTimeout     = 15 * time.Minute
+	defaultSessionLifetime = 12 * time.Hour
+	defaultCookieName      = "gatehouse"
+	defaultGroupsClaim     = "groups"
+	defaultGrantsTimeout   = 50 * time.Millisecond
+	defaultPolicyTimeout   = 100 * time.Millisecond
+	defaultAssertionTTL    = time.Minute
+)
+
+var (
+	defaultScopes      = []string{"openid", "email", "profile"}
+	defaultRedactQuery = []string{"code", "state", "token", "access_token", "id_token", "refresh_token",
+		"password", "secret", "key", "api_key", "session", "sig", "signature"}
+)
+
+// resolvePlaceholders resolves {env.*} and {file.*} in the settings that
+// take them, once, at start.
+func (h *Handler) resolvePlaceholders() {
+	repl := caddy.NewReplacer()
+	resolve := func(s *string) { *s = repl.ReplaceKnown(*s, "") }
+	for _, s := range []*string{&h.Issuer, &h.ClientID, &h.ClientSecret, &h.ExternalURL, &h.CookieDomain, &h.Grants, &h.Policy} {
+		resolve(s)
+	}
+	h.Issuer = strings.TrimSpace(h.Issuer)
+	h.CookieDomain = strings.TrimPrefix(h.CookieDomain, ".")
+	for i := range h.CookieSecrets {
+		resolve(&h.CookieSecrets[i])
+	}
+	if a := h.AssertionHeader; a != nil {
+		resolve(&a.Issuer)
+		for i := range a.Keys {
+			resolve(&a.Keys[i])
+		}
+	}
+	for _, p := range h.Providers {
+		if p != nil {
+			resolve(&p.Issuer)
+			resolve(&p.ClientID)
+			resolve(&p.ClientSecret)
+			p.Issuer = strings.TrimSpace(p.Issuer)
+		}
+	}
+}
+
+// setDefaults fills in what the configuration leaves out.
+func (h *Handler) setDefaults() {
+	setDuration := func(d *caddy.Duration, def time.Duration) {
+		if *d == 0 {
+			*d = caddy.Duration(def)
+		}
+	}
+	setDuration(&h.IdleTimeout, defaultIdleTimeout)
+	setDuration(&h.SessionLifetime, defaultSessionLifetime)
+	setDuration(&h.GrantsTimeout, defaultGrantsTimeout)
+	if h.CookieName == "" {
+		h.CookieName = defaultCookieName
+	}
+	if h.GroupsClaim == "" {
+		h.GroupsClaim = defaultGroupsClaim
+	}
+	if len(h.Scopes) == 0 {
+		h.Scopes = append([]string(nil), defaultScopes...)
+	}
+	if h.IdleActivity == "" {
+		h.IdleActivity = "navigation"
+	}
+	if h.Policy != "" {
+		if h.PolicyQuery == "" {
+			h.PolicyQuery = policies.DefaultQuery
+		}
+		setDuration(&h.PolicyTimeout, defaultPolicyTimeout)
+	}
+	if h.DecisionLog == "" {
+		h.DecisionLog = "minimal"
+	}
+	if len(h.InputHeaders) == 0 {
+		h.InputHeaders = []string{"User-Agent"}
+	}
+	if len(h.RedactQuery) == 0 {
+		h.RedactQuery = append([]string(nil), defaultRedactQuery...)
+	}
+	if a := h.AssertionHeader; a != nil {
+		setDuration(&a.TTL, defaultAssertionTTL)
+	}
+}
+
+// gateConfig turns the validated configuration into the gate's, with
+// the shared parts from the usage pools and Caddy's path matchers.
+func (h *Handler) gateConfig(ctx caddy.Context) (gate.Config, error) {
+	cfg := gate.Config{
+		App: h.App, Issuer: h.Issuer, ClientID: h.ClientID, ClientSecret: h.ClientSecret, Scopes: h.Scopes,
+		GroupsClaim: h.GroupsClaim, TrustUnverifiedEmail: h.TrustUnverifiedEmail,
+		CookieName: h.CookieName, CookieDomain: h.CookieDomain,
+		Lifetimes:      authn.Lifetimes{Idle: time.Duration(h.IdleTimeout), Lifetime: time.Duration(h.SessionLifetime)},
+		IdleAnyRequest: h.IdleActivity == "any",
+		StripHeaders:   h.StripHeaders, KeepHeaders: h.KeepHeaders, PolicyHeaders: h.PolicyHeaders,
+		AllowGroups: h.AllowGroups, AllowEmailDomains: h.AllowEmailDomains,
+		ExternalURL: h.ExternalURL, UpgradeOrigins: h.UpgradeOrigins,
+		DecisionLogFull: h.DecisionLog == "full", InputHeaders: h.InputHeaders, RedactQuery: h.RedactQuery,
+		Logger: h.logger, Now: h.now,
+	}
+	for _, s := range h.CookieSecrets {
+		cfg.CookieSecrets = append(cfg.CookieSecrets, []byte(s))
+	}
+	for _, ih := range h.IdentityHeaders {
+		cfg.IdentityHeaders = append(cfg.IdentityHeaders, gate.IdentityHeader{Header: ih.Header, Claim: ih.Claim})
+	}
+	var err error
+	if cfg.Public, err = pathMatcher(ctx, h.Public); err != nil {
+		return cfg, err
+	}
+	if cfg.IdleIgnore, err = pathMatcher(ctx, h.IdleIgnore); err != nil {
+		return cfg, err
+	}
+	for _, r := range h.StepUp {
+		m, err := pathMatcher(ctx, r.Paths)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.StepUp = append(cfg.StepUp, authn.StepUpRule{Paths: m, Requirement: r.requirement()})
+	}
+	if a := h.ApprovalStepUp; a != nil {
+		need := a.requirement()
+		cfg.ApprovalStepUp = &need
+	}
+	if cfg.IdP, err = h.idp(h.Issuer); err != nil {
+		return cfg, err
+	}
+	names := make([]string, 0, len(h.Providers))
+	for name := range h.Providers {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	cfg.Providers = make(map[string]*gate.Provider, len(names))
+	for _, name := range names {
+		p := h.Providers[name]
+		idp, err := h.idp(p.Issuer)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Providers[name] = &gate.Provider{Issuer: p.Issuer, ClientID: p.ClientID, ClientSecret: p.ClientSecret, Scopes: p.Scopes,
+			LinkClaim: p.LinkClaim, Claims: p.Claims, TrustUnverifiedEmail: p.TrustUnverifiedEmail, IdP: idp}
+	}
+	if cfg.Grants, err = h.grantCache(); err != nil {
+		return cfg, err
+	}
+	if cfg.Policy, err = h.policyEngine(); err != nil {
+		return cfg, err
+	}
+	if a := h.AssertionHeader; a != nil {
+		if err := h.assertion(&cfg, a); err != nil {
+			return cfg, fmt.Errorf("gatehouse: assertion_header: %w", err)
+		}
+	}
+	return cfg, nil
+}
+
+// assertion loads the assertion's keys and publishes them.
+func (h *Handler) assertion(cfg *gate.Config, a *Assertion) error {
+	ac := authn.AssertionConfig{Audience: h.App, IdP: h.Issuer, Claims: a.Claims, TTL: time.Duration(a.TTL)}
+	var err error
+	if ac.Issuer, err = authn.NormalizeOrigin(firstNonEmpty(a.Issuer, h.ExternalURL)); err != nil {
+		return fmt.Errorf("issuer: %v", err)
+	}
+	for _, path := range a.Keys {
+		key, err := authn.LoadECKey(path)
+		if err != nil {
+			return fmt.Errorf("key: %v", err)
+		}
+		ac.Keys = append(ac.Keys, key)
+	}
+	if cfg.PublishedKeys, err = h.publishedKeys(); err != nil {
+		return err
+	}
+	if h.asserter, err = authn.NewAsserter(ac, cfg.PublishedKeys); err != nil {
+		return err
+	}
+	cfg.AssertionHeader, cfg.Asserter = a.Header, h.asserter
+	return nil
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// requirement is the rule's requirement, without its paths.
+func (r StepUpRule) requirement() authn.Requirement {
+	return authn.Requirement{Provider: r.Provider, ACR: r.ACR, AMR: r.AMR, MaxAge: time.Duration(r.MaxAge)}
+}
+
+// paths is Caddy's path matcher as the gate asks for one: the request it
+// is given carries the canonical path.
+type paths caddyhttp.MatchPath
+
+func (m paths) MatchPath(r *http.Request) bool { return caddyhttp.MatchPath(m).Match(r) }
+
+// pathMatcher provisions Caddy's path matcher for patterns; nil for none.
+func pathMatcher(ctx caddy.Context, patterns []string) (authn.PathMatcher, error) {
+	if len(patterns) == 0 {
+		return nil, nil
+	}
+	m := caddyhttp.MatchPath(append([]string(nil), patterns...))
+	if err := m.Provision(ctx); err != nil {
+		return nil, err
+	}
+	return paths(m), nil
+}
