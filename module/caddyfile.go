@@ -92,6 +92,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		one   *string
 		list  *[]string
 		check func(string) error
+		paths bool // a list of paths
 	}
 	settings := map[string]setting{
 		"app": {one: &h.App, check: checkApp}, "issuer": {one: &h.Issuer}, "client_id": {one: &h.ClientID},
@@ -104,7 +105,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		"policy_headers": {list: &h.PolicyHeaders, check: gate.CheckHeaderName}, "input_headers": {list: &h.InputHeaders},
 		"redact_query": {list: &h.RedactQuery}, "strip_headers": {list: &h.StripHeaders, check: gate.CheckHeaderPattern},
 		"keep_headers": {list: &h.KeepHeaders, check: gate.CheckHeaderPattern}, "upgrade_origins": {list: &h.UpgradeOrigins, check: checkUpgradeOrigin},
-		"public": {list: &h.Public, check: checkPathPattern}, "idle_ignore": {list: &h.IdleIgnore, check: checkPathPattern},
+		"public": {list: &h.Public, paths: true}, "idle_ignore": {list: &h.IdleIgnore, paths: true},
 	}
 	durations := map[string]*caddy.Duration{"idle_timeout": &h.IdleTimeout, "session_lifetime": &h.SessionLifetime,
 		"policy_timeout": &h.PolicyTimeout, "grants_timeout": &h.GrantsTimeout}
@@ -121,6 +122,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if err = oneArg(d, st.one); err == nil {
 				err = checkValues(d, sub, st.check, *st.one)
 			}
+		case ok && st.paths:
+			err = pathArgs(d, st.list)
 		case ok:
 			n := len(*st.list)
 			if err = someArgs(d, st.list); err == nil {
