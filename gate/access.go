@@ -107,9 +107,8 @@ func (g *Gate) RequestAccess(req *Request, out Outcome) Outcome {
 	if err != nil || dur < time.Second || dur > time.Duration(o.Max)*time.Second {
 		return fail(http.StatusBadRequest, ReasonDurationInvalid, fmt.Sprintf("Choose a duration of at most %s.", humanDuration(time.Duration(o.Max)*time.Second)))
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), storeTimeout)
+	ctx, cancel, store := g.pageStore(req)
 	defer cancel()
-	store := g.cfg.Grants.Store()
 	// A resubmitted or replayed form does not make a second request.
 	u := g.user(sess)
 	pending, err := store.Requests(ctx, grants.RequestFilter{App: g.cfg.App, Status: grants.Pending, User: &u})
@@ -166,6 +165,13 @@ func (g *Gate) approval(req *Request, out *Outcome, in signedIn, ar grants.Reque
 	return ap, err
 }
 
+// pageStore is the grant store for a page's calls, and the context that
+// bounds them (they finish even if the client goes away).
+func (g *Gate) pageStore(req *Request) (context.Context, context.CancelFunc, grants.Store) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(req.HTTP.Context()), storeTimeout)
+	return ctx, cancel, g.cfg.Grants.Store()
+}
+
 // storeDown answers when the grant store fails a page's operation.
 func (g *Gate) storeDown(out Outcome, err error) Outcome {
 	g.log.Error("grant store", zap.String("decision_id", out.Audit.ID()), zap.Error(err))
@@ -212,9 +218,8 @@ func (g *Gate) Access(req *Request, out Outcome) Outcome {
 	}
 	sess := in.Session
 	u := g.user(sess)
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), storeTimeout)
+	ctx, cancel, store := g.pageStore(req)
 	defer cancel()
-	store := g.cfg.Grants.Store()
 	if r.Method == http.MethodPost {
 		if !g.checkForm(req, &out, &in) {
 			return out

@@ -38,9 +38,8 @@ func (g *Gate) Approvals(req *Request, out Outcome) Outcome {
 			Message: "No approval policy is configured, so nobody approves requests here."}
 		return out
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), storeTimeout)
+	ctx, cancel, store := g.pageStore(req)
 	defer cancel()
-	store := g.cfg.Grants.Store()
 	if r.Method == http.MethodPost {
 		if !g.checkForm(req, &out, &in) {
 			return out
