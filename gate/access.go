@@ -153,7 +153,8 @@ func (g *Gate) RequestAccess(req *Request, out Outcome) Outcome {
 // approval asks the approval policy what the current user may do with
 // an access request.
 func (g *Gate) approval(req *Request, out *Outcome, in signedIn, ar grants.Request) (policies.Approval, error) {
-	input := policies.NewInput(g.inputSource(req, in.Session, in.Grants.Grants, in.GrantsErr), nil, true)
+	src := g.inputSource(req, in.Session, in.Grants.Grants, in.GrantsErr)
+	input := policies.NewInput(&src, nil, true)
 	input.AccessReq = &policies.AccessRequest{
 		Requester: policies.Requester{Sub: ar.User.Sub, Iss: ar.User.Iss, Email: ar.Email},
 		Resource:  ar.Resource, Reason: ar.Reason, Duration: (time.Duration(ar.Duration) * time.Second).String(),

@@ -87,22 +87,32 @@ func (g *Gate) check(req *Request, out Outcome) Outcome {
 			out.Cookies = append(out.Cookies, c)
 		}
 	}
-	out.Upstream = make([]HeaderValue, 0, len(g.identity)+len(dec.Headers)+1)
+	// One array for the names and one for the values, however many.
+	n := len(g.identity) + len(dec.Headers)
+	if g.cfg.Asserter != nil {
+		n++
+	}
+	hvs, vals := make([]HeaderValue, 0, n), make([]string, 0, n)
+	set := func(name, v string) {
+		vals = append(vals, v)
+		hvs = append(hvs, HeaderValue{name, vals[len(vals)-1 : len(vals) : len(vals)]})
+	}
 	for _, ih := range g.identity {
 		if v := g.claimValue(sess, ih.Claim); v != "" {
-			out.Upstream = append(out.Upstream, HeaderValue{ih.Header, v})
+			set(ih.Header, v)
 		}
 	}
 	for name, v := range dec.Headers {
-		out.Upstream = append(out.Upstream, HeaderValue{g.policyHdrs[NormalizeHeaderName(name)], headerValue(v)})
+		set(g.policyHdrs[NormalizeHeaderName(name)], headerValue(v))
 	}
 	if g.cfg.Asserter != nil {
 		token, err := g.cfg.Asserter.Token(sess, now)
 		if err != nil {
 			return out.fail(fmt.Errorf("signing the assertion: %w", err))
 		}
-		out.Upstream = append(out.Upstream, HeaderValue{http.CanonicalHeaderKey(g.cfg.AssertionHeader), token})
+		set(g.assertion, token)
 	}
+	out.Upstream = hvs
 	out.Kind, out.Result = Allow, ResultAllow
 	return out
 }

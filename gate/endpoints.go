@@ -21,44 +21,49 @@ const (
 	PathApprovals = "/.gatehouse/approvals"
 )
 
+// endpointMethods are the methods each endpoint takes, as the Allow
+// header lists them.
+var endpointMethods = map[string]string{
+	PathHealthz: "GET, HEAD", PathJWKS: "GET, HEAD", PathCallback: "GET", PathLogin: "GET", PathLogout: "GET, POST",
+	PathStepUp: "GET", PathRequest: "POST", PathAccess: "GET, POST", PathApprovals: "GET, POST",
+}
+
 // endpoint routes one of Gatehouse's own endpoints. They are never
-// proxied: an unknown one is 404.
+// proxied: an unknown one is 404. (A switch, not a table of functions:
+// calls through function values would move every Request to the heap.)
 func (g *Gate) endpoint(req *Request, out Outcome) Outcome {
 	out.Result = ResultInternal
-	type endpoint struct {
-		methods string // allowed methods, as the Allow header lists them
-		serve   func(*Request, Outcome) Outcome
-	}
-	var e endpoint
-	switch strings.ToLower(req.path) {
-	case PathHealthz:
-		e = endpoint{"GET, HEAD", g.Healthz}
-	case PathJWKS:
-		e = endpoint{"GET, HEAD", g.JWKS}
-	case PathCallback:
-		e = endpoint{"GET", g.Callback}
-	case PathLogin:
-		e = endpoint{"GET", g.Login}
-	case PathLogout:
-		e = endpoint{"GET, POST", g.Logout}
-	case PathStepUp:
-		e = endpoint{"GET", g.StepUp}
-	case PathRequest:
-		e = endpoint{"POST", g.RequestAccess}
-	case PathAccess:
-		e = endpoint{"GET, POST", g.Access}
-	case PathApprovals:
-		e = endpoint{"GET, POST", g.Approvals}
-	default:
+	path := strings.ToLower(req.path)
+	methods, ok := endpointMethods[path]
+	if !ok {
 		return out.refuse(BadRequest, http.StatusNotFound, ResultInternal, ReasonNotFound, &Answer{Error: "not_found",
 			Message: "There is nothing here."})
 	}
-	if !slices.Contains(strings.Split(e.methods, ", "), req.HTTP.Method) {
-		out.setHeader("Allow", e.methods)
+	if !slices.Contains(strings.Split(methods, ", "), req.HTTP.Method) {
+		out.setHeader("Allow", methods)
 		return out.refuse(BadRequest, http.StatusMethodNotAllowed, ResultInternal, ReasonMethodNotAllowed,
 			&Answer{Error: "method_not_allowed", Message: "This method is not allowed here."})
 	}
-	return e.serve(req, out)
+	switch path {
+	case PathHealthz:
+		return g.Healthz(req, out)
+	case PathJWKS:
+		return g.JWKS(req, out)
+	case PathCallback:
+		return g.Callback(req, out)
+	case PathLogin:
+		return g.Login(req, out)
+	case PathLogout:
+		return g.Logout(req, out)
+	case PathStepUp:
+		return g.StepUp(req, out)
+	case PathRequest:
+		return g.RequestAccess(req, out)
+	case PathAccess:
+		return g.Access(req, out)
+	default:
+		return g.Approvals(req, out)
+	}
 }
 
 // Healthz answers liveness checks without a session.

@@ -134,6 +134,7 @@ type Gate struct {
 
 	managed    managedHeaders
 	identity   []IdentityHeader // names in canonical form
+	assertion  string           // the assertion header's name, canonical
 	allGroups  map[string]bool
 	domains    map[string]bool
 	external   *url.URL
@@ -190,6 +191,7 @@ func New(cfg Config) (*Gate, error) {
 	}
 	if cfg.AssertionHeader != "" {
 		managed = append(managed, cfg.AssertionHeader)
+		g.assertion = http.CanonicalHeaderKey(cfg.AssertionHeader)
 	}
 	g.policyHdrs = make(map[string]string, len(cfg.PolicyHeaders))
 	for _, ph := range cfg.PolicyHeaders {

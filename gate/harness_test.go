@@ -236,7 +236,7 @@ func (tg *testGate) handle(r *http.Request) Outcome {
 func (o Outcome) upstream(name string) (string, bool) {
 	for _, h := range o.Upstream {
 		if h.Name == name {
-			return h.Value, true
+			return strings.Join(h.Values, ","), len(h.Values) == 1
 		}
 	}
 	return "", false

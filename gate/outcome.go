@@ -203,10 +203,12 @@ type Outcome struct {
 	Err error
 }
 
-// HeaderValue is one header for the upstream request.
+// HeaderValue is one header for the upstream request: its name in
+// canonical form and its value, as http.Header holds them (the values of
+// one Outcome share one array: set them, do not append to them).
 type HeaderValue struct {
-	Name  string // canonical form
-	Value string
+	Name   string
+	Values []string
 }
 
 // Answer is one of Gatehouse's own answers. Page names the page template

@@ -18,7 +18,8 @@ import (
 func (g *Gate) decide(req *Request, s *authn.Session, out *Outcome, in signedIn) (policies.Decision, error) {
 	rev := g.cfg.Policy.Current()
 	out.Audit.Revision = rev.ID
-	input := policies.NewInput(g.inputSource(req, s, in.Grants.Grants, in.GrantsErr), rev, g.cfg.DecisionLogFull)
+	src := g.inputSource(req, s, in.Grants.Grants, in.GrantsErr)
+	input := policies.NewInput(&src, rev, g.cfg.DecisionLogFull)
 	if g.cfg.DecisionLogFull {
 		out.Audit.Input = input.Redacted(g.redact)
 	}
@@ -40,8 +41,8 @@ func (g *Gate) decide(req *Request, s *authn.Session, out *Outcome, in signedIn)
 }
 
 // inputSource is what the policy input of a request is built from.
-func (g *Gate) inputSource(req *Request, s *authn.Session, gs []grants.Grant, grantsErr bool) *policies.Source {
-	src := &policies.Source{
+func (g *Gate) inputSource(req *Request, s *authn.Session, gs []grants.Grant, grantsErr bool) policies.Source {
+	src := policies.Source{
 		App: g.cfg.App,
 		User: policies.User{Sub: s.Subject, Iss: g.cfg.Issuer, Email: s.Email, Name: s.Name, Groups: s.Groups,
 			ACR: s.ACR, AMR: s.AMR, AuthTime: s.AuthTime},

@@ -28,7 +28,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.respond(w, r, &out)
 	}
 	for _, hv := range out.Upstream {
-		r.Header[hv.Name] = []string{hv.Value}
+		r.Header[hv.Name] = hv.Values
 	}
 	for _, c := range out.Cookies {
 		http.SetCookie(w, c)
