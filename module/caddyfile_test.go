@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -91,4 +93,59 @@ func FuzzUnmarshalCaddyfile(f *testing.F) {
 		var h Handler
 		_ = h.UnmarshalCaddyfile(caddyfile.NewDispenser(tokens))
 	})
+}
+
+// TestCaddyfileSyntaxIsDocumented keeps the syntax in two places in step
+// with the parser: the godoc of UnmarshalCaddyfile (Caddy's idiom) and
+// docs/caddyfile.md name exactly the subdirectives the parser takes.
+func TestCaddyfileSyntaxIsDocumented(t *testing.T) {
+	firstWords := func(file, start, prefix string) map[string]bool {
+		t.Helper()
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, block, ok := strings.Cut(string(b), start)
+		if !ok {
+			t.Fatalf("%s: no %q", file, start)
+		}
+		names := map[string]bool{}
+		for line := range strings.SplitSeq(block, "\n") {
+			rest, ok := strings.CutPrefix(line, prefix)
+			if !ok {
+				if strings.TrimSpace(strings.TrimPrefix(line, "//")) == "}" {
+					break
+				}
+				continue
+			}
+			if f := strings.Fields(rest); len(f) > 0 && f[0] != "}" && rest[0] != ' ' && rest[0] != '\t' {
+				names[f[0]] = true // not a nested block's setting, indented further
+			}
+		}
+		return names
+	}
+	godoc := firstWords("caddyfile.go", "//\tgatehouse {\n", "//\t    ")
+	docs := firstWords("../docs/caddyfile.md", "```caddyfile\ngatehouse {\n", "\t")
+	if len(godoc) < 30 || len(docs) < 30 {
+		t.Fatalf("read %d subdirectives from the godoc and %d from the docs: is the syntax block still there?", len(godoc), len(docs))
+	}
+	for name := range godoc {
+		if !docs[name] {
+			t.Errorf("%s is in UnmarshalCaddyfile's godoc but not in docs/caddyfile.md", name)
+		}
+		err := new(Handler).UnmarshalCaddyfile(caddyfile.NewTestDispenser("gatehouse {\n\t" + name + "\n}"))
+		if err != nil && strings.Contains(err.Error(), "unknown gatehouse subdirective") {
+			t.Errorf("%s is documented but the parser does not know it", name)
+		}
+	}
+	for name := range docs {
+		if !godoc[name] {
+			t.Errorf("%s is in docs/caddyfile.md but not in UnmarshalCaddyfile's godoc", name)
+		}
+	}
+	for _, name := range append(append([]string{}, slices.Collect(maps.Keys(repeatable))...), "app", "issuer", "grants_timeout", "policy_cache") {
+		if !godoc[name] {
+			t.Errorf("the parser takes %s, which the godoc does not show", name)
+		}
+	}
 }
