@@ -78,10 +78,10 @@ func (g *Gate) denyWithOffer(req *Request, out Outcome, s *authn.Session, msg st
 	return out
 }
 
-// RequestAccess takes the deny page's form (POST): a request for a
+// requestAccess takes the deny page's form (POST): a request for a
 // resource the policy offered this user, for no longer than it allowed.
 // The approval policy may grant it at once.
-func (g *Gate) RequestAccess(req *Request, out Outcome) Outcome {
+func (g *Gate) requestAccess(req *Request, out Outcome) Outcome {
 	r, now := req.HTTP, req.Start
 	in, ok := g.pageSession(req, &out, PathAccess)
 	if !ok || !g.checkForm(req, &out, &in) {
@@ -209,9 +209,9 @@ type accessPage struct {
 	Requests []requestView
 }
 
-// Access is "my access": the user's active grants with the time left,
+// access is "my access": the user's active grants with the time left,
 // and their requests. A POST ends one of the user's own grants early.
-func (g *Gate) Access(req *Request, out Outcome) Outcome {
+func (g *Gate) access(req *Request, out Outcome) Outcome {
 	r, now := req.HTTP, req.Start
 	in, ok := g.pageSession(req, &out, PathAccess)
 	if !ok {

@@ -12,11 +12,11 @@ import (
 	"github.com/gatehouse-proxy/gatehouse/policies"
 )
 
-// Approvals is the approvers' page: the pending requests the policy lets
+// approvals is the approvers' page: the pending requests the policy lets
 // this user decide (never their own), with approve and reject. The
 // policy and the approver's step-up (approval_step_up) are checked again
 // on every submit.
-func (g *Gate) Approvals(req *Request, out Outcome) Outcome {
+func (g *Gate) approvals(req *Request, out Outcome) Outcome {
 	r := req.HTTP
 	in, ok := g.pageSession(req, &out, PathApprovals)
 	if !ok {

@@ -18,12 +18,12 @@ import (
 // page may repeat (idp_<code>).
 var idpErrorRE = regexp.MustCompile(`^[a-z_]{1,64}$`)
 
-// Callback completes a sign-in: the state must match a sign-in slot of
+// callback completes a sign-in: the state must match a sign-in slot of
 // this browser that has not been used, the answer must come from the IdP
 // that was asked, the code is exchanged with the PKCE verifier, and the
 // ID token is verified in full before a session is made. A step-up's
 // callback upgrades the session instead.
-func (g *Gate) Callback(req *Request, out Outcome) Outcome {
+func (g *Gate) callback(req *Request, out Outcome) Outcome {
 	r, now := req.HTTP, req.Start
 	out.Result = ResultLoginFailed
 	q := r.URL.Query()

@@ -12,14 +12,18 @@ import (
 	"github.com/gatehouse-proxy/gatehouse/policies"
 )
 
-// Check decides a request bound for the upstream, after Handle has
-// routed it (pipeline steps 3-9): the session and its revocation state,
-// the user's grants, the upgrade origin, the allow rules, the policy and
-// the step-up rules. Allowed, the Outcome carries the identity headers
-// for the upstream and, when the idle clock slides, a fresh session
-// cookie.
+// Check decides a request bound for the upstream (pipeline steps 3-9):
+// the session and its revocation state, the user's grants, the upgrade
+// origin, the allow rules, the policy and the step-up rules. Allowed, the
+// Outcome carries the identity headers for the upstream and, when the
+// idle clock slides, a fresh session cookie. Handle calls it for every
+// path that is neither Gatehouse's nor public; a server that routes by
+// itself may call it directly.
 func (g *Gate) Check(req *Request) Outcome {
-	out := Outcome{Audit: Audit{Start: req.Start, Method: req.HTTP.Method, Path: req.path}}
+	out, ok := g.begin(req)
+	if !ok {
+		return out
+	}
 	return g.check(req, out)
 }
 

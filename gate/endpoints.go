@@ -46,28 +46,28 @@ func (g *Gate) endpoint(req *Request, out Outcome) Outcome {
 	}
 	switch path {
 	case PathHealthz:
-		return g.Healthz(req, out)
+		return g.healthz(req, out)
 	case PathJWKS:
-		return g.JWKS(req, out)
+		return g.jwks(req, out)
 	case PathCallback:
-		return g.Callback(req, out)
+		return g.callback(req, out)
 	case PathLogin:
-		return g.Login(req, out)
+		return g.login(req, out)
 	case PathLogout:
-		return g.Logout(req, out)
+		return g.logout(req, out)
 	case PathStepUp:
-		return g.StepUp(req, out)
+		return g.stepUp(req, out)
 	case PathRequest:
-		return g.RequestAccess(req, out)
+		return g.requestAccess(req, out)
 	case PathAccess:
-		return g.Access(req, out)
+		return g.access(req, out)
 	default:
-		return g.Approvals(req, out)
+		return g.approvals(req, out)
 	}
 }
 
-// Healthz answers liveness checks without a session.
-func (g *Gate) Healthz(req *Request, out Outcome) Outcome {
+// healthz answers liveness checks without a session.
+func (g *Gate) healthz(req *Request, out Outcome) Outcome {
 	out.Kind, out.Status, out.Result, out.Reason = Page, http.StatusOK, ResultInternal, ReasonHealthz
 	out.setHeader("Content-Type", "application/json")
 	out.setHeader("Cache-Control", "no-store")
@@ -77,8 +77,8 @@ func (g *Gate) Healthz(req *Request, out Outcome) Outcome {
 	return out
 }
 
-// JWKS publishes the keys that verify the signed assertion.
-func (g *Gate) JWKS(req *Request, out Outcome) Outcome {
+// jwks publishes the keys that verify the signed assertion.
+func (g *Gate) jwks(req *Request, out Outcome) Outcome {
 	out.Kind, out.Status, out.Result, out.Reason = Page, http.StatusOK, ResultInternal, ReasonJWKS
 	body := []byte(`{"keys":[]}`)
 	if g.cfg.PublishedKeys != nil {

@@ -1,9 +1,10 @@
 // Package gate is Gatehouse's request pipeline and its own endpoints,
-// free of any web server: Check decides a request bound for the upstream
-// (session, revocations, grants, allow rules, policy, step-up, identity
-// headers), and each endpoint under /.gatehouse/ (login, callback,
-// logout, step-up, access requests, "my access", approvals, health, key
-// set) returns an Outcome too. Handle routes between them. The server
+// free of any web server. Handle decides one request and returns an
+// Outcome: a path upstreams may read differently is refused, the
+// endpoints under /.gatehouse/ (login, callback, logout, step-up, access
+// requests, "my access", approvals, health, key set) each answer, public
+// paths pass, and Check decides everything else (session, revocations,
+// grants, allow rules, policy, step-up, identity headers). The server
 // (the Caddy module) only strips headers, builds a Request, and turns the
 // Outcome into the HTTP answer and the audit line.
 //
@@ -331,15 +332,11 @@ func (g *Gate) StripCookies(r *http.Request) { g.cookies.strip(r) }
 // proxied), public paths pass without a session, and everything else is
 // Checked.
 func (g *Gate) Handle(req *Request) Outcome {
-	out := Outcome{Audit: Audit{Start: req.Start, Method: req.HTTP.Method}}
-	canon, err := canonicalPath(req.HTTP, req.Target)
-	if err != nil {
-		out.Audit.Path = truncate(req.HTTP.URL.EscapedPath(), 256)
-		return out.refuse(BadRequest, http.StatusBadRequest, ResultDeny, ReasonAmbiguousPath, &Answer{Error: "bad_request",
-			Message: "This address contains characters Gatehouse does not accept in a path (such as ';', '\\' or an encoded '/')."})
+	out, ok := g.begin(req)
+	if !ok {
+		return out
 	}
-	req.path, out.Audit.Path = canon, canon
-	if authn.IsInternalPath(canon) {
+	if authn.IsInternalPath(req.path) {
 		return g.endpoint(req, out)
 	}
 	if g.cfg.Public != nil && g.cfg.Public.MatchPath(req.forMatch()) {
@@ -347,6 +344,20 @@ func (g *Gate) Handle(req *Request) Outcome {
 		return out
 	}
 	return g.check(req, out)
+}
+
+// begin starts a request's Outcome: its canonical path, or (not ok) the
+// refusal of a path upstreams may read differently.
+func (g *Gate) begin(req *Request) (Outcome, bool) {
+	out := Outcome{Audit: Audit{Start: req.Start, Method: req.HTTP.Method}}
+	canon, err := canonicalPath(req.HTTP, req.Target)
+	if err != nil {
+		out.Audit.Path = truncate(req.HTTP.URL.EscapedPath(), 256)
+		return out.refuse(BadRequest, http.StatusBadRequest, ResultDeny, ReasonAmbiguousPath, &Answer{Error: "bad_request",
+			Message: "This address contains characters Gatehouse does not accept in a path (such as ';', '\\' or an encoded '/')."}), false
+	}
+	req.path, out.Audit.Path = canon, canon
+	return out, true
 }
 
 // canonicalPath checks the request-target as the client sent it (before

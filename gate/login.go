@@ -35,10 +35,10 @@ func (g *Gate) requireLogin(req *Request, out Outcome, reason authn.Reason) Outc
 	return g.beginLogin(req, out, r.URL.RequestURI(), reason.ForcesReauthentication())
 }
 
-// Login is /.gatehouse/login?rd=<path>: it starts a sign-in that returns
+// login is /.gatehouse/login?rd=<path>: it starts a sign-in that returns
 // to rd (a same-origin path), or with a live session just goes there.
 // APIs that got a 401 send the user here.
-func (g *Gate) Login(req *Request, out Outcome) Outcome {
+func (g *Gate) login(req *Request, out Outcome) Outcome {
 	rd := authn.SafeReturnPath(req.HTTP.URL.Query().Get("rd"))
 	in := g.signedIn(req)
 	if in.live() {
@@ -157,12 +157,12 @@ func validHost(h string) bool {
 	return true
 }
 
-// Logout ends the session here (a tombstone cookie that forces the next
+// logout ends the session here (a tombstone cookie that forces the next
 // sign-in to ask for the password), records it in the grant store so a
 // copy of the cookie is dead on every node, and ends the IdP session
 // when the IdP has an end_session_endpoint. The IdP sends the browser
 // back here, which then shows the signed-out page.
-func (g *Gate) Logout(req *Request, out Outcome) Outcome {
+func (g *Gate) logout(req *Request, out Outcome) Outcome {
 	r, now := req.HTTP, req.Start
 	out.Result = ResultLogout
 	sess, _ := g.cookies.read(r, now)

@@ -53,10 +53,10 @@ func (g *Gate) beginStepUp(req *Request, out Outcome, s *authn.Session, need aut
 	return out
 }
 
-// StepUp is /.gatehouse/stepup?rd=<path>: it starts the step-up that rd
+// stepUp is /.gatehouse/stepup?rd=<path>: it starts the step-up that rd
 // needs (the URL a 401 names), or goes straight to rd when none is
 // missing.
-func (g *Gate) StepUp(req *Request, out Outcome) Outcome {
+func (g *Gate) stepUp(req *Request, out Outcome) Outcome {
 	r := req.HTTP
 	rd := authn.SafeReturnPath(r.URL.Query().Get("rd"))
 	in := g.signedIn(req)
