@@ -30,5 +30,8 @@ VOLUME ["/etc/gatehouse/policies", "/var/lib/gatehouse"]
 ENV XDG_DATA_HOME=/data XDG_CONFIG_HOME=/config \
     GATEHOUSE_HEALTHCHECK_URL=https://localhost/.gatehouse/healthz
 USER gatehouse
+# Liveness (healthz): an unhealthy container is restarted, which a Redis or
+# IdP outage must not cause. Load balancers and Kubernetes readiness probes
+# use /.gatehouse/readyz (docs/operations.md).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
   CMD wget -q -O /dev/null --no-check-certificate "$GATEHOUSE_HEALTHCHECK_URL" || exit 1

@@ -157,5 +157,8 @@ func (d *Discovery) Destruct() error {
 	return nil
 }
 
+// Issuer is the issuer URL discovered.
+func (d *Discovery) Issuer() string { return d.issuer }
+
 // Client is the HTTP client used to talk to the IdP.
 func (d *Discovery) Client() *http.Client { return d.client }

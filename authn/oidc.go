@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -117,6 +118,40 @@ type Identity struct {
 type LoginError struct {
 	Reason string
 	Msg    string
+	// IdP is what the IdP's token endpoint said when it refused the
+	// code, for the operator (audit and log); nil for other refusals.
+	IdP *TokenError
+}
+
+// TokenError is the IdP's refusal at its token endpoint (RFC 6749
+// 5.2): its HTTP status, its error code and description, cleaned for
+// the log (a code that is not a plain token is left out; a description
+// is cut to 200 bytes and left out if it holds control characters).
+// It never holds the authorization code or a secret: the IdP's answer
+// is about them, not a copy of them.
+type TokenError struct {
+	Status      int
+	Code        string
+	Description string
+}
+
+// tokenErrorCodeRE is the form of an error code the log repeats.
+var tokenErrorCodeRE = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,64}$`)
+
+// newTokenError reads the IdP's refusal from the token endpoint's answer.
+func newTokenError(re *oauth2.RetrieveError) *TokenError {
+	te := &TokenError{Status: re.Response.StatusCode}
+	if tokenErrorCodeRE.MatchString(re.ErrorCode) {
+		te.Code = re.ErrorCode
+	}
+	d := re.ErrorDescription
+	if len(d) > 200 {
+		d = strings.ToValidUTF8(d[:200], "")
+	}
+	if cleanText(d) == nil {
+		te.Description = d
+	}
+	return te
 }
 
 func (e *LoginError) Error() string { return "authn: login refused: " + e.Reason + ": " + e.Msg }
@@ -217,7 +252,8 @@ func (rp *RelyingParty) Finish(ctx context.Context, code string, st *LoginState)
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode < 500 {
-			return nil, refuse("code_rejected", "The identity provider did not accept this login. Please try again.")
+			return nil, &LoginError{Reason: "code_rejected", Msg: "The identity provider did not accept this login. Please try again.",
+				IdP: newTokenError(re)}
 		}
 		return nil, fmt.Errorf("%w: token exchange: %v", ErrProviderUnavailable, err)
 	}

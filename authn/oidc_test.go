@@ -103,6 +103,7 @@ func TestRelyingPartyFinish(t *testing.T) {
 		token  func(st *LoginState, c map[string]any) (int, map[string]any)
 		reason string // "" = success, "unavailable" = ErrProviderUnavailable
 		check  func(t *testing.T, id *Identity)
+		idp    *TokenError // what a refused code's LoginError reports
 	}
 	signed := func(key *rsa.PrivateKey) func(st *LoginState, c map[string]any) (int, map[string]any) {
 		return func(st *LoginState, c map[string]any) (int, map[string]any) {
@@ -156,7 +157,16 @@ func TestRelyingPartyFinish(t *testing.T) {
 		}, reason: "no_id_token"},
 		{name: "code refused", token: func(*LoginState, map[string]any) (int, map[string]any) {
 			return 400, map[string]any{"error": "invalid_grant"}
-		}, reason: "code_rejected"},
+		}, reason: "code_rejected", idp: &TokenError{Status: 400, Code: "invalid_grant"}},
+		{name: "client secret refused", token: func(*LoginState, map[string]any) (int, map[string]any) {
+			return 401, map[string]any{"error": "invalid_client", "error_description": "client authentication failed"}
+		}, reason: "code_rejected", idp: &TokenError{Status: 401, Code: "invalid_client", Description: "client authentication failed"}},
+		{name: "hostile refusal", token: func(*LoginState, map[string]any) (int, map[string]any) {
+			return 400, map[string]any{"error": "<script>\n", "error_description": "forged\n{\"level\":\"info\"}\u202e"}
+		}, reason: "code_rejected", idp: &TokenError{Status: 400}},
+		{name: "long refusal", token: func(*LoginState, map[string]any) (int, map[string]any) {
+			return 400, map[string]any{"error": "invalid_request", "error_description": strings.Repeat("é", 150)}
+		}, reason: "code_rejected", idp: &TokenError{Status: 400, Code: "invalid_request", Description: strings.Repeat("é", 100)}},
 		{name: "IdP failing", token: func(*LoginState, map[string]any) (int, map[string]any) {
 			return 503, map[string]any{"error": "temporarily_unavailable"}
 		}, reason: "unavailable"},
@@ -281,6 +291,8 @@ func TestRelyingPartyFinish(t *testing.T) {
 				}
 			case !errors.As(err, &le) || le.Reason != c.reason:
 				t.Fatalf("Finish = %+v, %v; want LoginError %s", id, err, c.reason)
+			case c.idp == nil && le.IdP != nil, c.idp != nil && (le.IdP == nil || *le.IdP != *c.idp):
+				t.Errorf("the IdP's refusal reads %+v, want %+v", le.IdP, c.idp)
 			}
 		})
 	}

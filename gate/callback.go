@@ -97,6 +97,7 @@ func (g *Gate) callback(req *Request, out Outcome) Outcome {
 	if err != nil {
 		var le *authn.LoginError
 		if errors.As(err, &le) {
+			g.tokenRefused(&out, g.cfg.Issuer, le)
 			return loginFailed(out, http.StatusUnauthorized, Reason(le.Reason), le.Msg)
 		}
 		return g.idpDown(out, err)
@@ -117,6 +118,20 @@ func (g *Gate) callback(req *Request, out Outcome) Outcome {
 	}
 	out.Result, out.Reason = ResultLoginOK, ReasonNone
 	return noReferrer(out.redirect(Redirect, http.StatusFound, authn.SafeReturnPath(st.Return)))
+}
+
+// tokenRefused records what the IdP said when its token endpoint refused
+// a code (a wrong client secret, a redirect URI it does not know, a code
+// it already redeemed): in the audit line, and in a WARN line for the
+// operator, since a misconfiguration fails every login the same way.
+func (g *Gate) tokenRefused(out *Outcome, issuer string, le *authn.LoginError) {
+	if le.IdP == nil {
+		return
+	}
+	out.Audit.IdP = le.IdP
+	g.log.Warn("the identity provider refused the authorization code at its token endpoint",
+		zap.String("app", g.cfg.App), zap.String("issuer", issuer), zap.Int("status", le.IdP.Status),
+		zap.String("error", le.IdP.Code), zap.String("error_description", le.IdP.Description))
 }
 
 // loginFailed refuses a sign-in answer with a page that offers to start
@@ -163,6 +178,7 @@ func (g *Gate) finishStepUp(req *Request, out Outcome, code string, st *authn.Lo
 	if err != nil {
 		var le *authn.LoginError
 		if errors.As(err, &le) {
+			g.tokenRefused(&out, rp.Discovery.Issuer(), le)
 			return refused(http.StatusForbidden, Reason(le.Reason), le.Msg)
 		}
 		return g.idpDown(out, err)

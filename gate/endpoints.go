@@ -11,6 +11,7 @@ import (
 // case-insensitively.
 const (
 	PathHealthz   = "/.gatehouse/healthz"
+	PathReadyz    = "/.gatehouse/readyz"
 	PathJWKS      = "/.gatehouse/jwks.json"
 	PathCallback  = "/.gatehouse/callback"
 	PathLogin     = "/.gatehouse/login"
@@ -24,7 +25,7 @@ const (
 // endpointMethods are the methods each endpoint takes, as the Allow
 // header lists them.
 var endpointMethods = map[string]string{
-	PathHealthz: "GET, HEAD", PathJWKS: "GET, HEAD", PathCallback: "GET", PathLogin: "GET", PathLogout: "GET, POST",
+	PathHealthz: "GET, HEAD", PathReadyz: "GET, HEAD", PathJWKS: "GET, HEAD", PathCallback: "GET", PathLogin: "GET", PathLogout: "GET, POST",
 	PathStepUp: "GET", PathRequest: "POST", PathAccess: "GET, POST", PathApprovals: "GET, POST",
 }
 
@@ -47,6 +48,8 @@ func (g *Gate) endpoint(req *Request, out Outcome) Outcome {
 	switch path {
 	case PathHealthz:
 		return g.healthz(req, out)
+	case PathReadyz:
+		return g.readyz(req, out)
 	case PathJWKS:
 		return g.jwks(req, out)
 	case PathCallback:
@@ -64,17 +67,6 @@ func (g *Gate) endpoint(req *Request, out Outcome) Outcome {
 	default:
 		return g.approvals(req, out)
 	}
-}
-
-// healthz answers liveness checks without a session.
-func (g *Gate) healthz(req *Request, out Outcome) Outcome {
-	out.Kind, out.Status, out.Result, out.Reason = Page, http.StatusOK, ResultInternal, ReasonHealthz
-	out.setHeader("Content-Type", "application/json")
-	out.setHeader("Cache-Control", "no-store")
-	if req.HTTP.Method == http.MethodGet {
-		out.Body = []byte(`{"status":"ok"}` + "\n")
-	}
-	return out
 }
 
 // jwks publishes the keys that verify the signed assertion.

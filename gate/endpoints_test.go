@@ -167,6 +167,14 @@ func TestCallbackRefusals(t *testing.T) {
 		if out.Answer == nil || out.Answer.Error != "login_failed" || out.Answer.ActionURL != "/" {
 			t.Errorf("%s: answer %+v", c.name, out.Answer)
 		}
+		// What the IdP's token endpoint said is kept for the operator.
+		if c.reason == "code_rejected" {
+			if idp := out.Audit.IdP; idp == nil || idp.Status != http.StatusBadRequest || idp.Code != "invalid_grant" {
+				t.Errorf("%s: the IdP's refusal is not in the audit: %+v", c.name, idp)
+			}
+		} else if out.Audit.IdP != nil {
+			t.Errorf("%s: audit names a token endpoint refusal: %+v", c.name, out.Audit.IdP)
+		}
 	}
 	// Each sign-in answers once: the slot is spent at its first callback.
 	out, jar := tg.signIn(t, "/x", nil)

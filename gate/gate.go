@@ -145,6 +145,7 @@ type Gate struct {
 	inputLower []string
 	redact     map[string]bool
 	grantsDown atomic.Bool // the last grant lookup failed: log changes, not every request
+	ready      readiness
 }
 
 // builtinClaims are the claims every session holds; others named by an

@@ -114,7 +114,8 @@ const (
 	ReasonIdPUnavailable  Reason = "idp_unavailable"      // the IdP cannot be reached
 	ReasonAlreadySignedIn Reason = "already_signed_in"    // /login with a valid session
 	ReasonStepUpNotNeeded Reason = "step_up_not_needed"   // /stepup for a page the session already meets
-	ReasonHealthz         Reason = "healthz"
+	ReasonHealthz         Reason = "healthz"              // liveness probes, never audited
+	ReasonReadyz          Reason = "readyz"               // readiness probes, never audited
 	ReasonJWKS            Reason = "jwks"
 
 	// Sign-in callbacks.
@@ -158,7 +159,7 @@ const (
 var Reasons = []Reason{ReasonAmbiguousPath, ReasonNotFound, ReasonMethodNotAllowed, ReasonHTTPSRequired,
 	ReasonCrossOriginUpgrade, ReasonNotAllowed, ReasonPolicyDeny, ReasonPolicyError, ReasonGrantsDown,
 	ReasonRevocationsDown, ReasonStepUpConflict, ReasonStepUpACR, ReasonStepUpAMR, ReasonStepUpMaxAge,
-	ReasonStepUpVerify, ReasonIdPUnavailable, ReasonAlreadySignedIn, ReasonStepUpNotNeeded, ReasonHealthz,
+	ReasonStepUpVerify, ReasonIdPUnavailable, ReasonAlreadySignedIn, ReasonStepUpNotNeeded,
 	ReasonJWKS, ReasonStateMissing, ReasonStateUnknown, ReasonStateReplayed, ReasonStateSuperseded,
 	ReasonLoginSuperseded, ReasonIssuerMismatch, ReasonIdPError, ReasonCodeMissing, ReasonSessionTooLarge,
 	ReasonSessionChanged, ReasonProviderUnknown, ReasonIdentityMismatch, ReasonLinkMismatch, ReasonLoggedOut,
@@ -199,6 +200,9 @@ type Outcome struct {
 	// Events are further audit lines about what the request did (a grant
 	// approved, a step-up started), written before the decision line.
 	Events []Event
+	// Quiet answers (liveness and readiness probes) write no audit line
+	// and count in no metric.
+	Quiet bool
 	// Err is the unexpected failure of a Failure.
 	Err error
 }
@@ -253,13 +257,14 @@ type Audit struct {
 	User   string // subject
 	Email  string
 
-	Grants       []string        // resources of the user's active grants
-	Revision     string          // policy revision, when a policy was asked
-	Cached       bool            // the policy decision came from the cache
-	PolicyReason string          // the policy's own reason for a deny
-	Offer        string          // resource the deny offered a grant for
-	Refused      []string        // claims left out at sign-in, and why (never their values)
-	Input        *policies.Input // with decision_log full
+	Grants       []string          // resources of the user's active grants
+	Revision     string            // policy revision, when a policy was asked
+	Cached       bool              // the policy decision came from the cache
+	PolicyReason string            // the policy's own reason for a deny
+	Offer        string            // resource the deny offered a grant for
+	Refused      []string          // claims left out at sign-in, and why (never their values)
+	IdP          *authn.TokenError // the IdP's refusal at its token endpoint
+	Input        *policies.Input   // with decision_log full
 }
 
 // ID returns the decision id, creating it on first use: 16 random hex

@@ -425,3 +425,15 @@ func (c *Cache) Close() error {
 
 // Destruct lets a Cache live in a Caddy usage pool.
 func (c *Cache) Destruct() error { return c.Close() }
+
+// Ping checks that the store answers, within the cache's timeout. A
+// store without Pinger (memory, embedded file) always does.
+func (c *Cache) Ping(ctx context.Context) error {
+	p, ok := c.store.(Pinger)
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	return p.Ping(ctx)
+}

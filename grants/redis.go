@@ -438,3 +438,12 @@ func (s *RedisStore) Close() error {
 	})
 	return err
 }
+
+// Ping checks that Redis answers: every master of a Cluster, else the
+// server (the Sentinel-elected master for a failover client).
+func (s *RedisStore) Ping(ctx context.Context) error {
+	if s.cluster != nil {
+		return s.cluster.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return c.Ping(ctx).Err() })
+	}
+	return s.client.Ping(ctx).Err()
+}

@@ -15,10 +15,14 @@ import (
 // token, a cookie value or a query string.
 const auditLogger = "http.handlers.gatehouse.audit"
 
-// audit writes an Outcome's audit lines: its events, then the decision
-// line.
+// audit writes an Outcome's audit lines (its events, then the decision
+// line) and counts it in the metrics.
 func (h *Handler) audit(out *gate.Outcome) {
 	writeEvents(h.auditLog, h.App, out.Events...)
+	took := h.now().Sub(out.Audit.Start)
+	if h.metrics != nil {
+		h.metrics.observe(out, took)
+	}
 	ce := h.auditLog.Check(zapcore.InfoLevel, "decision")
 	if ce == nil {
 		return
@@ -35,7 +39,7 @@ func (h *Handler) audit(out *gate.Outcome) {
 		zap.String("path", a.Path),
 		zap.String("result", string(out.Result)),
 		zap.String("reason", string(out.Reason)),
-		zap.Duration("latency", h.now().Sub(a.Start)),
+		zap.Duration("latency", took),
 	)
 	if len(a.Grants) > 0 {
 		fields = append(fields, zap.Strings("grants", a.Grants))
@@ -55,6 +59,10 @@ func (h *Handler) audit(out *gate.Outcome) {
 	if len(a.Refused) > 0 {
 		fields = append(fields, zap.Strings("claims_refused", a.Refused))
 	}
+	if a.IdP != nil {
+		fields = append(fields, zap.Int("idp_status", a.IdP.Status), zap.String("idp_error", a.IdP.Code),
+			zap.String("idp_error_description", a.IdP.Description))
+	}
 	if a.Input != nil {
 		fields = append(fields, zap.Any("input", a.Input))
 	}
@@ -70,6 +78,7 @@ var auditFields = sync.Pool{New: func() any { f := make([]zap.Field, 0, 16); ret
 // operator's store operation, which concerns every app).
 func writeEvents(l *zap.Logger, app string, events ...gate.Event) {
 	for _, e := range events {
+		countEvent(app, e)
 		fields := e.Fields
 		if app != "" {
 			fields = append([]zap.Field{zap.String("app", app)}, fields...)

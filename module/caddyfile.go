@@ -9,22 +9,40 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/gatehouse-proxy/gatehouse/gate"
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("gatehouse", parseCaddyfile)
+	httpcaddyfile.RegisterDirective("gatehouse", parseDirective)
 	// Authentication comes before everything that serves content, so no
 	// `order` line is needed.
 	httpcaddyfile.RegisterDirectiveOrder("gatehouse", httpcaddyfile.Before, "basic_auth")
 }
 
-func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+// parseDirective is the gatehouse directive, which takes no matcher: a
+// matcher would let the sign-in callback and the other endpoints under
+// /.gatehouse/ fall through to the upstream (which would receive the
+// authorization code), and Caddy's path matching is not the gate's, so
+// paths meant to be protected could pass unchecked.
+func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error) {
+	if !h.Next() {
+		return nil, h.ArgErr()
+	}
+	if h.NextArg() {
+		if tok := h.Val(); strings.HasPrefix(tok, "/") || strings.HasPrefix(tok, "@") || tok == "*" {
+			return nil, h.Errf("gatehouse takes no matcher (got %s): a matcher would send Gatehouse's own endpoints "+
+				"(/.gatehouse/callback, …) to the upstream, with the sign-in code. Put gatehouse on the whole site and "+
+				"open the paths that need no sign-in with `public <paths...>`; to protect only part of a site, give that "+
+				"part its own site block (see docs/caddyfile.md)", tok)
+		}
+	}
+	h.Reset()
 	g := new(Handler)
-	err := g.UnmarshalCaddyfile(h.Dispenser)
-	return g, err
+	if err := g.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return h.NewRoute(nil, g), nil
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
@@ -146,6 +164,52 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // repeatable are the subdirectives that may be given more than once:
 // each adds to a list.
+// subdirectives are the gatehouse block's settings, for suggestions.
+var subdirectives = []string{
+	"app", "issuer", "client_id", "client_secret", "scopes", "groups_claim", "cookie_secret", "cookie_name",
+	"cookie_domain", "idle_timeout", "idle_activity", "idle_ignore", "session_lifetime", "identity_header", "public",
+	"allow_groups", "allow_email_domains", "external_url", "upgrade_origins", "trust_unverified_email", "policy",
+	"policy_query", "policy_headers", "policy_timeout", "policy_cache", "decision_log", "input_headers", "redact_query",
+	"strip_headers", "keep_headers", "step_up", "assertion_header", "grants", "grants_timeout", "approval_step_up", "provider",
+}
+
+// nearest is the known name nearest to a misspelt one: at most two edits
+// away, or one that contains it or that it contains; "" if none is.
+func nearest(name string, known []string) string {
+	best, bestDist := "", 3
+	for _, k := range known {
+		d := editDistance(name, k)
+		if d >= bestDist && len(name) >= 4 && (strings.Contains(k, name) || strings.Contains(name, k)) {
+			d = 2
+		}
+		if d < bestDist {
+			best, bestDist = k, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
 var repeatable = map[string]bool{
 	"cookie_secret": true, "idle_ignore": true, "identity_header": true, "public": true, "allow_groups": true,
 	"allow_email_domains": true, "policy_headers": true, "input_headers": true, "redact_query": true, "step_up": true,
@@ -246,6 +310,9 @@ func (h *Handler) unmarshalSpecial(d *caddyfile.Dispenser, sub string) error {
 	case "provider":
 		return h.unmarshalProvider(d)
 	default:
+		if near := nearest(sub, subdirectives); near != "" {
+			return d.Errf("unknown gatehouse subdirective %q (did you mean %q?)", sub, near)
+		}
 		return d.Errf("unknown gatehouse subdirective %q", sub)
 	}
 	return nil
@@ -414,7 +481,10 @@ func eachSetting(d *caddyfile.Dispenser, what, known string, parse func(sub stri
 		seen[sub] = true
 		err := parse(sub)
 		if errors.Is(err, errUnknownSetting) {
-			return d.Errf("%s: unknown setting %q (%s)", what, sub, known)
+			if near := nearest(sub, strings.Split(known, ", ")); near != "" {
+				return d.Errf("%s: unknown setting %q (did you mean %q? it takes %s)", what, sub, near, known)
+			}
+			return d.Errf("%s: unknown setting %q (it takes %s)", what, sub, known)
 		}
 		if err == nil {
 			err = noBlock(d, sub)

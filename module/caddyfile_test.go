@@ -148,4 +148,29 @@ func TestCaddyfileSyntaxIsDocumented(t *testing.T) {
 			t.Errorf("the parser takes %s, which the godoc does not show", name)
 		}
 	}
+	// The names suggested for a misspelt one are the documented ones.
+	for name := range godoc {
+		if !slices.Contains(subdirectives, name) {
+			t.Errorf("%s is documented but not in subdirectives (the names suggested for typos)", name)
+		}
+	}
+	for _, name := range subdirectives {
+		if !godoc[name] {
+			t.Errorf("subdirectives lists %s, which the godoc does not show", name)
+		}
+	}
+}
+
+// TestNearest: a misspelt setting gets the nearest known one, a name
+// nothing resembles gets no suggestion.
+func TestNearest(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"isuer", "issuer"}, {"cookie_secrets", "cookie_secret"}, {"idle_timout", "idle_timeout"},
+		{"allow_group", "allow_groups"}, {"stepup", "step_up"}, {"Issuer", "issuer"}, {"client_secrett", "client_secret"},
+		{"frobnicate", ""}, {"x", ""}, {"", ""}, {"polcy", "policy"}, {"trust_unverified", "trust_unverified_email"},
+	} {
+		if got := nearest(c.in, subdirectives); got != c.want {
+			t.Errorf("nearest(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
 }

@@ -116,32 +116,53 @@ var (
 )
 
 // resolvePlaceholders resolves {env.*} and {file.*} in the settings that
-// take them, once, at start.
-func (h *Handler) resolvePlaceholders() {
+// take them, once, at start. A setting written as a placeholder that
+// resolves to nothing (an unset variable, an empty file) is an error
+// naming both: it would otherwise turn into a quiet default, such as a
+// client without its secret whose every login the IdP refuses, or no
+// policy at all.
+func (h *Handler) resolvePlaceholders() error {
 	repl := caddy.NewReplacer()
-	resolve := func(s *string) { *s = repl.ReplaceKnown(*s, "") }
-	for _, s := range []*string{&h.Issuer, &h.ClientID, &h.ClientSecret, &h.ExternalURL, &h.CookieDomain, &h.Grants, &h.Policy} {
-		resolve(s)
+	var empty []string
+	resolve := func(setting string, s *string) {
+		written := *s
+		*s = repl.ReplaceKnown(*s, "")
+		if strings.TrimSpace(*s) == "" && strings.Contains(written, "{") {
+			name := written
+			if v, ok := strings.CutPrefix(strings.Trim(written, "{}"), "env."); ok {
+				name = written + " (set " + v + ")"
+			}
+			empty = append(empty, setting+" "+name)
+		}
+	}
+	for setting, s := range map[string]*string{"issuer": &h.Issuer, "client_id": &h.ClientID, "client_secret": &h.ClientSecret,
+		"external_url": &h.ExternalURL, "cookie_domain": &h.CookieDomain, "grants": &h.Grants, "policy": &h.Policy} {
+		resolve(setting, s)
 	}
 	h.Issuer = strings.TrimSpace(h.Issuer)
 	h.CookieDomain = strings.TrimPrefix(h.CookieDomain, ".")
 	for i := range h.CookieSecrets {
-		resolve(&h.CookieSecrets[i])
+		resolve("cookie_secret", &h.CookieSecrets[i])
 	}
 	if a := h.AssertionHeader; a != nil {
-		resolve(&a.Issuer)
+		resolve("assertion_header issuer", &a.Issuer)
 		for i := range a.Keys {
-			resolve(&a.Keys[i])
+			resolve("assertion_header key", &a.Keys[i])
 		}
 	}
-	for _, p := range h.Providers {
+	for name, p := range h.Providers {
 		if p != nil {
-			resolve(&p.Issuer)
-			resolve(&p.ClientID)
-			resolve(&p.ClientSecret)
+			resolve("provider "+name+" issuer", &p.Issuer)
+			resolve("provider "+name+" client_id", &p.ClientID)
+			resolve("provider "+name+" client_secret", &p.ClientSecret)
 			p.Issuer = strings.TrimSpace(p.Issuer)
 		}
 	}
+	if len(empty) > 0 {
+		sort.Strings(empty)
+		return fmt.Errorf("gatehouse: a placeholder resolved to nothing: %s", strings.Join(empty, "; "))
+	}
+	return nil
 }
 
 // setDefaults fills in what the configuration leaves out.

@@ -210,6 +210,7 @@ type Handler struct {
 	now      func() time.Time
 	gate     *gate.Gate
 	pages    *pages
+	metrics  *appMetrics
 	pooled   []pooled // usage-pool entries to release at Cleanup
 	asserter *authn.Asserter
 }
@@ -224,10 +225,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 func (h *Handler) provision(ctx caddy.Context, logger *zap.Logger) error {
 	h.logger = logger
 	h.auditLog = h.logger.Named("audit")
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("gatehouse: metrics: %w", err)
+	}
 	if h.now == nil {
 		h.now = time.Now
 	}
-	h.resolvePlaceholders()
+	if err := h.resolvePlaceholders(); err != nil {
+		return err
+	}
 	h.setDefaults()
 	if err := h.Validate(); err != nil {
 		return err
@@ -242,6 +248,7 @@ func (h *Handler) provision(ctx caddy.Context, logger *zap.Logger) error {
 	if h.pages, err = newPages(); err != nil {
 		return err
 	}
+	h.metrics = &appMetrics{app: h.App}
 	if h.gate.Everyone() {
 		h.logger.Warn("EVERY AUTHENTICATED USER IS ALLOWED: no policy, allow_groups or allow_email_domains is configured",
 			zap.String("app", h.App), zap.String("issuer", h.Issuer))

@@ -65,7 +65,17 @@ func TestProvisionRefusesBadConfig(t *testing.T) {
 		{"no client", func(h *Handler) { h.ClientID = "" }, "gatehouse: client_id: required"},
 		{"no secret", func(h *Handler) { h.CookieSecrets = nil }, "gatehouse: cookie_secret: required"},
 		{"short secret", func(h *Handler) { h.CookieSecrets = []string{testSecret, "short"} }, "gatehouse: cookie_secret: secret #2 is 5 bytes after placeholders; it must be at least 32"},
-		{"unset env secret", func(h *Handler) { h.CookieSecrets = []string{"{env.GATEHOUSE_TEST_UNSET_VAR}"} }, "gatehouse: cookie_secret: secret #1 is empty after placeholders (an unset environment variable, or an empty file?)"},
+		{"unset env secret", func(h *Handler) { h.CookieSecrets = []string{"{env.GATEHOUSE_TEST_UNSET_VAR}"} },
+			"gatehouse: a placeholder resolved to nothing: cookie_secret {env.GATEHOUSE_TEST_UNSET_VAR} (set GATEHOUSE_TEST_UNSET_VAR)"},
+		// An unset client secret would make a public client whose every
+		// login the IdP refuses; an unset policy would allow everyone.
+		{"unset client secret", func(h *Handler) { h.ClientSecret = "{env.GATEHOUSE_TEST_UNSET_VAR}" },
+			"gatehouse: a placeholder resolved to nothing: client_secret {env.GATEHOUSE_TEST_UNSET_VAR} (set GATEHOUSE_TEST_UNSET_VAR)"},
+		{"unset policy and grants", func(h *Handler) { h.Policy, h.Grants = "{env.GATEHOUSE_TEST_UNSET_P}", "{file./nonexistent/gatehouse}" },
+			"gatehouse: a placeholder resolved to nothing: grants {file./nonexistent/gatehouse}; policy {env.GATEHOUSE_TEST_UNSET_P} (set GATEHOUSE_TEST_UNSET_P)"},
+		{"unset provider secret", func(h *Handler) {
+			h.Providers = map[string]*Provider{"eid": {Issuer: "https://eid.invalid", ClientID: "x", ClientSecret: "{env.GATEHOUSE_TEST_UNSET_VAR}", LinkClaim: "email"}}
+		}, "gatehouse: a placeholder resolved to nothing: provider eid client_secret {env.GATEHOUSE_TEST_UNSET_VAR} (set GATEHOUSE_TEST_UNSET_VAR)"},
 		{"scopes without openid", func(h *Handler) { h.Scopes = []string{"email"} }, "gatehouse: scopes: must include openid"},
 		{"idle under a second", func(h *Handler) { h.IdleTimeout = caddy.Duration(time.Millisecond) }, "gatehouse: idle_timeout: must be at least 1s"},
 		{"bad idle_activity", func(h *Handler) { h.IdleActivity = "some" }, "gatehouse: idle_activity: \"some\" must be navigation or any"},

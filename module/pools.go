@@ -101,7 +101,7 @@ func (h *Handler) grantCache() (*grants.Cache, error) {
 		if err != nil {
 			return nil, err
 		}
-		c := grants.NewCache(s, timeout)
+		c := grants.NewCache(grants.Observe(s, storeObserver(storeLabel(url))), timeout)
 		audit := zap.New(caddyCore{name: auditLogger})
 		c.OnRestore = func(lost grants.Revocations, err error) {
 			fields := []zap.Field{zap.Int("sessions", len(lost.Sessions)), zap.Int("users", len(lost.Users)), zap.Int("grants", len(lost.Grants))}
@@ -130,13 +130,21 @@ func (h *Handler) grantCache() (*grants.Cache, error) {
 // Redis that can lose data.
 func (h *Handler) describeStore(url string, c *grants.Cache) {
 	switch {
+	case url == "memory:" && h.Policy == "":
+		// Without a policy nothing grants or requests access; only
+		// logouts are recorded, on this node.
+		h.logger.Info("grant store in memory: logouts are recorded on this node until it restarts (set grants file:///… or redis://… for JIT access)")
 	case url == "memory:":
 		h.logger.Warn("grant store in memory: one node only; grants, access requests and revocations are lost on restart (set grants file:///… or redis://…)")
 	case strings.HasPrefix(url, "file://"):
 		h.logger.Info("grant store: embedded file (one node)", zap.String("url", url))
 	default:
 		h.logger.Info("grant store: Redis", zap.String("url", redactURL(url)))
-		if rs, ok := c.Store().(*grants.RedisStore); ok {
+		store := c.Store()
+		if o, ok := store.(interface{ Unwrap() grants.Store }); ok {
+			store = o.Unwrap()
+		}
+		if rs, ok := store.(*grants.RedisStore); ok {
 			logger := h.logger
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -13,9 +13,11 @@ import (
 // headers and cookies, then a redirect, one of Gatehouse's pages (JSON
 // for anything but a browser's navigation) or a document. The audit line
 // is written first, so that it exists by the time the client reads the
-// answer. A Failure goes to Caddy's error handling (500).
+// answer; probes (Quiet) have none. A Failure goes to Caddy's error handling (500).
 func (h *Handler) respond(w http.ResponseWriter, r *http.Request, out *gate.Outcome) error {
-	h.audit(out)
+	if !out.Quiet {
+		h.audit(out)
+	}
 	if out.Kind == gate.Failure {
 		return caddyhttp.Error(http.StatusInternalServerError, out.Err)
 	}

@@ -31,6 +31,10 @@ type Engine struct {
 	stop    chan struct{}
 	done    chan struct{}
 	mu      sync.Mutex // serialises reloads
+	// Reload attempts that loaded (a new revision or the same one) and
+	// that were refused; failing says the last one was refused.
+	reloads, refused atomic.Uint64
+	failing          atomic.Bool
 	// onReload is called after every reload attempt (tests).
 	onReload func(*Revision, error)
 }
@@ -61,6 +65,20 @@ func NewEngine(dir string, opts Options, logger *zap.Logger) (*Engine, error) {
 
 // Current returns the revision serving now.
 func (e *Engine) Current() *Revision { return e.cur.Load() }
+
+// Stats is what an engine has done since it started, for metrics and
+// readiness.
+type Stats struct {
+	Revision string // serving now
+	Reloads  uint64 // reloads that loaded (a changed or an unchanged policy)
+	Refused  uint64 // reloads refused: the last good revision kept serving
+	Failing  bool   // the last reload was refused
+}
+
+// Stats reports the serving revision and the reloads so far.
+func (e *Engine) Stats() Stats {
+	return Stats{Revision: e.cur.Load().ID, Reloads: e.reloads.Load(), Refused: e.refused.Load(), Failing: e.failing.Load()}
+}
 
 // Dir is the watched directory.
 func (e *Engine) Dir() string { return e.dir }
@@ -141,6 +159,12 @@ func (e *Engine) Reload() (*Revision, error) {
 	defer e.mu.Unlock()
 	prev := e.cur.Load()
 	rev, err := Load(context.Background(), e.dir, e.opts)
+	if err != nil {
+		e.refused.Add(1)
+	} else {
+		e.reloads.Add(1)
+	}
+	e.failing.Store(err != nil)
 	switch {
 	case err != nil:
 		e.logger.Error("policy change refused; the last good revision keeps serving",

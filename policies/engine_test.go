@@ -102,6 +102,9 @@ func TestEngineHotReload(t *testing.T) {
 	if len(refused) == 0 || refused[0].ContextMap()["revision"] != second {
 		t.Errorf("no clear log line for the refused change: %v", logs.All())
 	}
+	if st := e.Stats(); st.Revision != second || st.Refused == 0 || !st.Failing || st.Reloads == 0 {
+		t.Errorf("stats after a refused change: %+v", st)
+	}
 
 	// A new file in a new subdirectory is watched too.
 	if err := os.MkdirAll(filepath.Join(dir, "more"), 0o755); err != nil {
@@ -118,6 +121,9 @@ func TestEngineHotReload(t *testing.T) {
 		}
 		return false
 	})
+	if st := e.Stats(); st.Failing {
+		t.Errorf("still failing after a good reload: %+v", st)
+	}
 }
 
 // TestEngineAtomicSwap evaluates continuously while the policy flips: every

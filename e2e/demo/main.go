@@ -32,32 +32,42 @@ import (
 
 func main() {
 	port := flag.Int("port", 8443, "HTTPS port of the gateway on localhost")
+	state := flag.String("state", "", "directory for all the demo's state (default .demo in the repository)")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("demo: ")
-	if err := run(*port); err != nil {
+	if err := run(*port, *state); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(port int) error {
+func run(port int, state string) error {
 	root, err := repoRoot()
 	if err != nil {
 		return err
 	}
-	state := filepath.Join(root, ".demo")
+	if state == "" {
+		state = filepath.Join(root, ".demo")
+	}
+	if state, err = filepath.Abs(state); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(state, 0o700); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	bin := filepath.Join(root, ".cache", "gatehouse")
-	log.Printf("building %s …", bin)
-	build := exec.Command("go", "build", "-o", bin, "./cmd/gatehouse")
-	build.Dir, build.Stdout, build.Stderr = root, os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("building gatehouse: %w", err)
+	// GATEHOUSE_BIN runs a binary built already (the tests').
+	bin := os.Getenv("GATEHOUSE_BIN")
+	if bin == "" {
+		bin = filepath.Join(root, ".cache", "gatehouse")
+		log.Printf("building %s …", bin)
+		build := exec.Command("go", "build", "-o", bin, "./cmd/gatehouse")
+		build.Dir, build.Stdout, build.Stderr = root, os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("building gatehouse: %w", err)
+		}
 	}
 
 	base := fmt.Sprintf("https://localhost:%d", port)
@@ -108,7 +118,10 @@ func run(port int) error {
 	if err != nil {
 		return err
 	}
-	global := fmt.Sprintf("{\n\tadmin off\n\tlocal_certs\n\tskip_install_trust\n\tstorage file_system %s\n}\n\n", filepath.Join(state, "caddy"))
+	// Loopback only, no HTTP->HTTPS redirect listener on port 80, and every
+	// file Caddy writes (certificates, the autosaved config) under state.
+	global := fmt.Sprintf("{\n\tadmin off\n\tdefault_bind 127.0.0.1\n\tauto_https disable_redirects\n\tlocal_certs\n\tskip_install_trust\n\tstorage file_system %s\n}\n\n",
+		filepath.Join(state, "caddy"))
 	caddyfile := filepath.Join(state, "Caddyfile")
 	if err := os.WriteFile(caddyfile, append([]byte(global), example...), 0o600); err != nil {
 		return err
@@ -117,6 +130,7 @@ func run(port int) error {
 	_, _ = rand.Read(secret)
 	gh := exec.Command(bin, "run", "--config", caddyfile, "--adapter", "caddyfile")
 	gh.Env = append(os.Environ(),
+		"XDG_CONFIG_HOME="+state, "XDG_DATA_HOME="+state,
 		"GATEHOUSE_SITE="+base,
 		"GATEHOUSE_ISSUER="+hello.Issuer,
 		"GATEHOUSE_CLIENT_ID=demo",

@@ -1,0 +1,154 @@
+package grants
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Observer is told of every call a store answered: the operation's name
+// (the Store method's, in snake case: lookup, add_grant, …), how long it
+// took, and its error. It must be fast: it runs on the request path.
+type Observer func(op string, took time.Duration, err error)
+
+// Outage reports whether err means the store could not be reached or
+// failed, rather than an answer about the data (not found, already
+// decided, invalid).
+func Outage(err error) bool {
+	return err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrAlreadyDecided) && !errors.Is(err, ErrInvalid)
+}
+
+// Pinger is a store that can check it is reachable in one round trip.
+// Stores in this process (memory, embedded file) are always reachable
+// and need not implement it.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// Observe wraps s so that o is told of every call. Events and Close pass
+// through; Unwrap returns s.
+func Observe(s Store, o Observer) Store { return &observed{s: s, o: o} }
+
+type observed struct {
+	s Store
+	o Observer
+}
+
+// Unwrap returns the observed store.
+func (w *observed) Unwrap() Store { return w.s }
+
+// observe tells the observer of a call that started at start.
+func (w *observed) observe(op string, start time.Time, err error) { w.o(op, time.Since(start), err) }
+
+func (w *observed) Lookup(ctx context.Context, u User, sid string, now time.Time) (State, error) {
+	start := time.Now()
+	v, err := w.s.Lookup(ctx, u, sid, now)
+	w.observe("lookup", start, err)
+	return v, err
+}
+
+func (w *observed) AddGrant(ctx context.Context, g Grant) (Grant, error) {
+	start := time.Now()
+	v, err := w.s.AddGrant(ctx, g)
+	w.observe("add_grant", start, err)
+	return v, err
+}
+
+func (w *observed) RevokeGrant(ctx context.Context, id, by string, now time.Time) (Grant, error) {
+	start := time.Now()
+	v, err := w.s.RevokeGrant(ctx, id, by, now)
+	w.observe("revoke_grant", start, err)
+	return v, err
+}
+
+func (w *observed) Grants(ctx context.Context, f GrantFilter) ([]Grant, error) {
+	start := time.Now()
+	v, err := w.s.Grants(ctx, f)
+	w.observe("grants", start, err)
+	return v, err
+}
+
+func (w *observed) CreateRequest(ctx context.Context, r Request) (Request, error) {
+	start := time.Now()
+	v, err := w.s.CreateRequest(ctx, r)
+	w.observe("create_request", start, err)
+	return v, err
+}
+
+func (w *observed) Request(ctx context.Context, id string) (Request, error) {
+	start := time.Now()
+	v, err := w.s.Request(ctx, id)
+	w.observe("request", start, err)
+	return v, err
+}
+
+func (w *observed) Requests(ctx context.Context, f RequestFilter) ([]Request, error) {
+	start := time.Now()
+	v, err := w.s.Requests(ctx, f)
+	w.observe("requests", start, err)
+	return v, err
+}
+
+func (w *observed) Users(ctx context.Context, email string) ([]User, error) {
+	start := time.Now()
+	v, err := w.s.Users(ctx, email)
+	w.observe("users", start, err)
+	return v, err
+}
+
+func (w *observed) Revocations(ctx context.Context, now time.Time) (Revocations, error) {
+	start := time.Now()
+	v, err := w.s.Revocations(ctx, now)
+	w.observe("revocations", start, err)
+	return v, err
+}
+
+func (w *observed) Decide(ctx context.Context, id string, d Decision) (Request, *Grant, error) {
+	start := time.Now()
+	r, g, err := w.s.Decide(ctx, id, d)
+	w.observe("decide", start, err)
+	return r, g, err
+}
+
+func (w *observed) RevokeSession(ctx context.Context, u User, sid string, until time.Time) error {
+	start := time.Now()
+	err := w.s.RevokeSession(ctx, u, sid, until)
+	w.observe("revoke_session", start, err)
+	return err
+}
+
+func (w *observed) RevokeUser(ctx context.Context, u User, at time.Time) error {
+	start := time.Now()
+	err := w.s.RevokeUser(ctx, u, at)
+	w.observe("revoke_user", start, err)
+	return err
+}
+
+func (w *observed) Restore(ctx context.Context, rv Revocations) error {
+	start := time.Now()
+	err := w.s.Restore(ctx, rv)
+	w.observe("restore", start, err)
+	return err
+}
+
+// Ping checks the observed store, if it can be checked.
+func (w *observed) Ping(ctx context.Context) error {
+	p, ok := w.s.(Pinger)
+	if !ok {
+		return nil
+	}
+	start := time.Now()
+	err := p.Ping(ctx)
+	w.observe("ping", start, err)
+	return err
+}
+
+func (w *observed) Events() <-chan Event { return w.s.Events() }
+func (w *observed) Close() error         { return w.s.Close() }
+
+// Interface guards.
+var (
+	_ Store  = (*observed)(nil)
+	_ Pinger = (*observed)(nil)
+	_ Pinger = (*RedisStore)(nil)
+)

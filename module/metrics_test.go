@@ -1,0 +1,130 @@
+package module
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+
+	"github.com/gatehouse-proxy/gatehouse/authn"
+	"github.com/gatehouse-proxy/gatehouse/gate"
+)
+
+// TestMetrics: decided requests move the decision counters and the
+// latency histogram of their app, probes move nothing, and the registry
+// of the config (pedantic, as Caddy's) gathers every Gatehouse metric,
+// also when a second handler registers the same collectors.
+func TestMetrics(t *testing.T) {
+	now := time.Unix(1_764_000_000, 0)
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	h := validHandler()
+	h.App = "metrics-test"
+	h.now = func() time.Time { return now }
+	if err := h.provision(ctx, zap.NewNop()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Cleanup() })
+	second := validHandler()
+	second.App = "metrics-test-2"
+	if err := second.provision(ctx, zap.NewNop()); err != nil {
+		t.Fatalf("a second handler in the same config: %v", err)
+	}
+	t.Cleanup(func() { _ = second.Cleanup() })
+
+	allow := metrics.decisions.WithLabelValues("metrics-test", "allow", "")
+	unauth := metrics.decisions.WithLabelValues("metrics-test", "unauthenticated", string(authn.ReasonNoCookie))
+	before := testutil.ToFloat64(allow)
+	sess := &authn.Session{ID: "s1", Subject: "alice", Created: now.Add(-time.Hour).Unix(), LastSeen: now.Unix()}
+	for range 3 {
+		r := httptest.NewRequest(http.MethodGet, "https://app.example.com/reports", nil)
+		r.AddCookie(sessionCookie(t, h, sess))
+		serve(h, r)
+	}
+	serve(h, httptest.NewRequest(http.MethodGet, "https://app.example.com/api", nil))
+	for range 5 {
+		serve(h, httptest.NewRequest(http.MethodGet, "https://app.example.com/.gatehouse/healthz", nil))
+	}
+	if got := testutil.ToFloat64(allow) - before; got != 3 {
+		t.Errorf("allowed requests counted %v, want 3", got)
+	}
+	if got := testutil.ToFloat64(unauth); got != 1 {
+		t.Errorf("unauthenticated requests counted %v, want 1", got)
+	}
+	if n := testutil.CollectAndCount(metrics.decisions, "gatehouse_decisions_total"); n == 0 {
+		t.Error("no decision series")
+	}
+	families, err := ctx.GetMetricsRegistry().Gather()
+	if err != nil {
+		t.Fatalf("gathering the config's registry: %v", err)
+	}
+	names := map[string]bool{}
+	for _, f := range families {
+		names[f.GetName()] = true
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" && l.GetValue() == string(gate.ReasonHealthz) {
+					t.Error("a health probe was counted")
+				}
+			}
+		}
+	}
+	for _, want := range []string{"gatehouse_decisions_total", "gatehouse_decision_duration_seconds", "gatehouse_grants_active",
+		"gatehouse_grant_store_up"} {
+		if !names[want] {
+			t.Errorf("the registry has no %s", want)
+		}
+	}
+}
+
+// TestMetricLabelsAreBounded: a reason the client chooses (the IdP error
+// code of a forged callback) never becomes a label value of its own, and
+// a store's label never carries its password.
+func TestMetricLabelsAreBounded(t *testing.T) {
+	for in, want := range map[gate.Reason]gate.Reason{
+		"idp_access_denied": "idp_access_denied", "idp_login_required": "idp_login_required",
+		"idp_made_up_by_an_attacker": "idp_other", "idp_unavailable": "idp_unavailable", "idp_logout": "idp_logout",
+		"idp_error": "idp_error", "policy_deny": "policy_deny", "nonce_mismatch": "nonce_mismatch",
+	} {
+		if got := metricReason(in); got != want {
+			t.Errorf("metricReason(%s) = %s, want %s", in, got, want)
+		}
+	}
+	for in, want := range map[string]string{
+		"redis://:s3cret@redis.internal:6379/0?dial_timeout=1s": "redis://redis.internal:6379/0",
+		"rediss://user:pw@r1:6380,r2:6380/1":                    "rediss://r1:6380,r2:6380/1",
+		"file:///var/lib/gatehouse/grants.db":                   "file:///var/lib/gatehouse/grants.db",
+		"memory:":                                               "memory:",
+	} {
+		if got := storeLabel(in); got != want || strings.Contains(got, "s3cret") {
+			t.Errorf("storeLabel(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+// TestMemoryStoreWarning: the in-memory grant store is worth a warning
+// only when a policy can grant access; without one it only records
+// logouts, which is said at info.
+func TestMemoryStoreWarning(t *testing.T) {
+	for _, c := range []struct {
+		policy string
+		warn   bool
+	}{{"", false}, {"../policies", true}} {
+		h := validHandler()
+		h.Policy = c.policy
+		h.GrantsTimeout = caddy.Duration(77 * time.Millisecond) // a store of its own in the pool
+		_, logs := provision(t, h)
+		warned := logs.FilterLevelExact(zap.WarnLevel).FilterMessageSnippet("grant store in memory").Len() > 0
+		said := logs.FilterMessageSnippet("grant store in memory").Len() > 0
+		if warned != c.warn || !said {
+			t.Errorf("policy %q: warned %v, said %v; want warned %v", c.policy, warned, said, c.warn)
+		}
+		_ = h.Cleanup()
+	}
+}
