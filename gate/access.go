@@ -48,7 +48,7 @@ type requestPage struct {
 // notices are the lines a page shows after a form (?notice=…).
 var notices = map[string]string{
 	"requested":       "Your request was sent. You will have access once it is approved.",
-	"auto_approved":   "Your request was approved at once by policy.",
+	"auto_approved":   "Your request was approved at once.",
 	"approved":        "Approved. The access is active now.",
 	"rejected":        "Rejected.",
 	"ended":           "That access has ended.",
@@ -57,6 +57,9 @@ var notices = map[string]string{
 
 // denyWithOffer is a deny whose decision offers a grant: a page with the
 // request form, or JSON with what a client needs to post it.
+// The page says in plain words what the user can do (the policy's own
+// reason, in words for its authors, is in the audit line); msg is said
+// only when the form cannot be made.
 func (g *Gate) denyWithOffer(req *Request, out Outcome, s *authn.Session, msg string, offer *policies.GrantOffer) Outcome {
 	o := grantOffer{App: g.cfg.App, Iss: g.cfg.Issuer, Sub: s.Subject, Resource: offer.Resource, Max: int64(offer.MaxDuration / time.Second),
 		Return: authn.SafeReturnPath(req.HTTP.URL.RequestURI()), Expires: req.Start.Add(offerTTL).Unix()}
@@ -65,9 +68,10 @@ func (g *Gate) denyWithOffer(req *Request, out Outcome, s *authn.Session, msg st
 	if err != nil {
 		return out.refuse(Deny, http.StatusForbidden, ResultDeny, ReasonPolicyDeny, a)
 	}
+	a.Message = "You need temporary access to " + offer.Resource + ". Ask for it here."
 	out = out.refuse(Deny, http.StatusForbidden, ResultDeny, ReasonPolicyDeny, a)
 	csrf := g.csrf.Token(s.ID)
-	a.Page, a.User = "request", displayUser(s)
+	a.Page = "request"
 	a.Data = requestPage{CSRF: csrf, Offer: sealed, Resource: offer.Resource, MaxDuration: humanDuration(offer.MaxDuration),
 		Durations: durationChoices(offer.MaxDuration)}
 	a.JSON = struct {
@@ -88,14 +92,16 @@ func (g *Gate) requestAccess(req *Request, out Outcome) Outcome {
 		return out
 	}
 	sess := in.Session
+	back := "" // the page the form was for, once the offer is open
 	fail := func(status int, reason Reason, msg string) Outcome {
-		return out.refuse(Deny, status, ResultDeny, reason, &Answer{Error: "bad_request", Title: "Request not sent", Message: msg})
+		return out.refuse(Deny, status, ResultDeny, reason, &Answer{Error: "bad_request", Title: "Request not sent", Message: msg, Return: back})
 	}
 	var o grantOffer
 	if err := g.offers.Open(offerName, r.PostForm.Get("offer"), &o); err != nil ||
 		o.App != g.cfg.App || o.Iss != g.cfg.Issuer || o.Sub != sess.Subject {
 		return fail(http.StatusForbidden, ReasonOfferInvalid, "This request form was not offered to you. Open the page you need again.")
 	}
+	back = authn.SafeReturnPath(o.Return)
 	if now.Unix() >= o.Expires {
 		return fail(http.StatusForbidden, ReasonOfferExpired, "This request form has expired. Open the page you need again.")
 	}
@@ -245,8 +251,9 @@ func (g *Gate) access(req *Request, out Outcome) Outcome {
 		page.Requests = append(page.Requests, viewRequest(reqs[i]))
 	}
 	out.Kind, out.Status, out.Reason = Page, http.StatusOK, ReasonMyAccess
-	out.Answer = &Answer{Title: "My access", Page: "access", User: displayUser(sess), Notice: notices[r.URL.Query().Get("notice")],
+	out.Answer = &Answer{Title: "My access", Page: "access", Notice: notices[r.URL.Query().Get("notice")],
 		Data: page, JSON: map[string]any{"grants": gs, "requests": reqs, "csrf": page.CSRF}}
+	out.identify(out.Answer)
 	return out
 }
 
@@ -275,7 +282,8 @@ func (g *Gate) endGrant(ctx context.Context, req *Request, out Outcome, sess *au
 		out.Events = append(out.Events, g.grantEvent(EventGrantRevoked, &out, &rg, "ended by the user"))
 		return out.redirect(Redirect, http.StatusSeeOther, PathAccess+"?notice=ended")
 	}
-	return out.refuse(BadRequest, http.StatusNotFound, ResultDeny, ReasonNotYourGrant, &Answer{Error: "not_found", Message: "You hold no such access."})
+	return out.refuse(BadRequest, http.StatusNotFound, ResultDeny, ReasonNotYourGrant, &Answer{Error: "not_found",
+		Message: "You do not have that access any more: it may have ended already."})
 }
 
 func viewRequest(q grants.Request) requestView {

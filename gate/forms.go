@@ -31,7 +31,7 @@ func (g *Gate) pageSession(req *Request, out *Outcome, path string) (signedIn, b
 			Message: "Sign in to use this page.", LoginURL: PathLogin + "?rd=" + url.QueryEscape(path)})
 		return in, false
 	}
-	out.Audit.setUser(in.Session)
+	out.signedInAs(in.Session)
 	return in, true
 }
 
