@@ -39,10 +39,16 @@ type grantOffer struct {
 	Expires  int64  `json:"e"`
 }
 
-// requestPage is the deny page's request form.
-type requestPage struct {
-	CSRF, Offer, Resource, MaxDuration string
-	Durations                          []durationChoice
+// The pages' own data (Answer.Data), which page templates read as
+// .Extra: part of the documented template contract (docs/pages.md).
+
+// RequestForm is the deny page's request form (the "request" page).
+type RequestForm struct {
+	CSRF        string           // the form's csrf field
+	Offer       string           // the sealed offer, the form's offer field
+	Resource    string           // what access is offered to
+	MaxDuration string           // the longest duration offered, for people ("4 hours")
+	Durations   []DurationChoice // the duration menu, up to MaxDuration
 }
 
 // notices are the lines a page shows after a form (?notice=…).
@@ -72,7 +78,7 @@ func (g *Gate) denyWithOffer(req *Request, out Outcome, s *authn.Session, msg st
 	out = out.refuse(Deny, http.StatusForbidden, ResultDeny, ReasonPolicyDeny, a)
 	csrf := g.csrf.Token(s.ID)
 	a.Page = "request"
-	a.Data = requestPage{CSRF: csrf, Offer: sealed, Resource: offer.Resource, MaxDuration: humanDuration(offer.MaxDuration),
+	a.Data = RequestForm{CSRF: csrf, Offer: sealed, Resource: offer.Resource, MaxDuration: humanDuration(offer.MaxDuration),
 		Durations: durationChoices(offer.MaxDuration)}
 	a.JSON = struct {
 		*Answer
@@ -200,19 +206,37 @@ func (g *Gate) requestEvent(msg string, out *Outcome, ar *grants.Request, why st
 	return e
 }
 
-type grantView struct {
-	ID, Resource, Left, Until, ApprovedBy string
+// GrantView is one active grant on "my access".
+type GrantView struct {
+	ID         string // the form's grant field, to end it
+	Resource   string
+	Left       string // time left, for people ("2 hours 5 minutes")
+	Until      string // when it ends, UTC ("2026-01-31 17:00 UTC")
+	ApprovedBy string
 }
 
-type requestView struct {
-	ID, Resource, Duration, Cap, Status, DecidedBy, DecisionReason, Who, Reason, Asked string
+// RequestView is one access request: the user's own on "my access",
+// someone else's on the approvals page.
+type RequestView struct {
+	ID             string // the form's request field, to decide it
+	Resource       string
+	Duration       string // asked for, for people
+	Cap            string // the longest the offer allowed, for people
+	Status         string // pending, approved, rejected, auto-approved
+	DecidedBy      string
+	DecisionReason string // the approver's note
+	Who            string // the requester: "Name <email>", else their subject
+	Reason         string // why they asked
+	Asked          string // when, UTC
 }
 
-// accessPage is "my access" and the approvals page.
-type accessPage struct {
-	CSRF     string
-	Grants   []grantView
-	Requests []requestView
+// AccessPage is the data of "my access" (Grants and the user's
+// Requests) and of the approvals page (the Requests this user may
+// decide).
+type AccessPage struct {
+	CSRF     string // the forms' csrf field
+	Grants   []GrantView
+	Requests []RequestView
 }
 
 // access is "my access": the user's active grants with the time left,
@@ -241,9 +265,9 @@ func (g *Gate) access(req *Request, out Outcome) Outcome {
 	if err != nil {
 		return g.storeDown(out, err)
 	}
-	page := accessPage{CSRF: g.csrf.Token(sess.ID)}
+	page := AccessPage{CSRF: g.csrf.Token(sess.ID)}
 	for _, gr := range gs {
-		page.Grants = append(page.Grants, grantView{ID: gr.ID, Resource: gr.Resource, ApprovedBy: gr.ApprovedBy,
+		page.Grants = append(page.Grants, GrantView{ID: gr.ID, Resource: gr.Resource, ApprovedBy: gr.ApprovedBy,
 			Left:  humanDuration(time.Unix(gr.ExpiresAt, 0).Sub(now)),
 			Until: time.Unix(gr.ExpiresAt, 0).UTC().Format("2006-01-02 15:04 MST")})
 	}
@@ -286,7 +310,7 @@ func (g *Gate) endGrant(ctx context.Context, req *Request, out Outcome, sess *au
 		Message: "You do not have that access any more: it may have ended already."})
 }
 
-func viewRequest(q grants.Request) requestView {
+func viewRequest(q grants.Request) RequestView {
 	who := q.Name
 	if q.Email != "" {
 		who = strings.TrimSpace(who + " <" + q.Email + ">")
@@ -294,7 +318,7 @@ func viewRequest(q grants.Request) requestView {
 	if who == "" {
 		who = q.User.Sub
 	}
-	return requestView{ID: q.ID, Resource: q.Resource, Reason: q.Reason, Who: who, Status: strings.ReplaceAll(string(q.Status), "_", "-"),
+	return RequestView{ID: q.ID, Resource: q.Resource, Reason: q.Reason, Who: who, Status: strings.ReplaceAll(string(q.Status), "_", "-"),
 		Duration: humanDuration(time.Duration(q.Duration) * time.Second), Cap: humanDuration(time.Duration(q.MaxDuration) * time.Second),
 		DecidedBy: q.DecidedBy, DecisionReason: q.DecisionReason, Asked: time.Unix(q.CreatedAt, 0).UTC().Format("2006-01-02 15:04 MST")}
 }

@@ -51,7 +51,7 @@ func (g *Gate) approvals(req *Request, out Outcome) Outcome {
 	if err != nil {
 		return g.storeDown(out, err)
 	}
-	page := accessPage{CSRF: g.csrf.Token(sess.ID)}
+	page := AccessPage{CSRF: g.csrf.Token(sess.ID)}
 	var mine []grants.Request
 	for _, q := range pending {
 		ap, err := g.approval(req, &out, in, q)

@@ -60,6 +60,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    redact_query        <names...>         # repeatable
 //	    strip_headers       <names...>         # repeatable; X-Acme-* for a prefix
 //	    keep_headers        <names...>         # repeatable
+//	    pages_dir           <dir>
+//	    support_contact     <text>             # quoted: "IT helpdesk, ext. 4040"
 //	    step_up <paths...> {                   # repeatable
 //	        acr <value...>; amr <value...>; max_age <duration>; provider <name>
 //	    }
@@ -106,6 +108,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		"redact_query": {list: &h.RedactQuery}, "strip_headers": {list: &h.StripHeaders, check: gate.CheckHeaderPattern},
 		"keep_headers": {list: &h.KeepHeaders, check: gate.CheckHeaderPattern}, "upgrade_origins": {list: &h.UpgradeOrigins, check: checkUpgradeOrigin},
 		"public": {list: &h.Public, paths: true}, "idle_ignore": {list: &h.IdleIgnore, paths: true},
+		"pages_dir": {one: &h.PagesDir}, "support_contact": {one: &h.SupportContact, check: checkSupportContact},
 	}
 	durations := map[string]*caddy.Duration{"idle_timeout": &h.IdleTimeout, "session_lifetime": &h.SessionLifetime,
 		"policy_timeout": &h.PolicyTimeout, "grants_timeout": &h.GrantsTimeout}

@@ -3,6 +3,8 @@ package module
 import (
 	"fmt"
 	"net/http"
+	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -120,7 +122,7 @@ var (
 func (h *Handler) resolvePlaceholders() {
 	repl := caddy.NewReplacer()
 	resolve := func(s *string) { *s = repl.ReplaceKnown(*s, "") }
-	for _, s := range []*string{&h.Issuer, &h.ClientID, &h.ClientSecret, &h.ExternalURL, &h.CookieDomain, &h.Grants, &h.Policy} {
+	for _, s := range []*string{&h.Issuer, &h.ClientID, &h.ClientSecret, &h.ExternalURL, &h.CookieDomain, &h.Grants, &h.Policy, &h.PagesDir, &h.SupportContact} {
 		resolve(s)
 	}
 	h.Issuer = strings.TrimSpace(h.Issuer)
@@ -286,6 +288,25 @@ func firstNonEmpty(a, b string) string {
 		return a
 	}
 	return b
+}
+
+// formOrigins are the IdPs' origins, where the pages' forms may be
+// redirected (the CSP's form-action).
+func (h *Handler) formOrigins() []string {
+	issuers := []string{h.Issuer}
+	for _, p := range h.Providers {
+		if p != nil {
+			issuers = append(issuers, p.Issuer)
+		}
+	}
+	var out []string
+	for _, iss := range issuers {
+		if u, err := url.Parse(iss); err == nil && u.Host != "" && !slices.Contains(out, u.Scheme+"://"+u.Host) {
+			out = append(out, u.Scheme+"://"+u.Host)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // requirement is the rule's requirement, without its paths.
