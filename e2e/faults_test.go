@@ -295,7 +295,7 @@ func TestFaults(t *testing.T) {
 		res.check(t, "IdP down, existing sessions")
 		// The login in progress and new logins get a clear 502 page.
 		p := pending.navigate(cb)
-		if p.StatusCode != http.StatusBadGateway || !strings.Contains(p.Body, "identity provider cannot be reached") {
+		if p.StatusCode != http.StatusBadGateway || !strings.Contains(p.Body, "sign-in service cannot be reached") {
 			t.Errorf("the callback with the IdP down: %d\n%s", p.StatusCode, p.Body)
 		}
 		start := time.Now()

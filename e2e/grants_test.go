@@ -250,7 +250,7 @@ func startGrants(t *testing.T) *grantsEnv {
 	e.bob = newBrowser(t, e.ghA, e.ghB)
 	p := e.bob.login(e.nodeA+"/work/1", "bob")
 	mustStatus(t, p, http.StatusForbidden)
-	if !strings.Contains(p.Body, "projects-app needs a temporary grant") || !strings.Contains(p.Body, `action="/.gatehouse/request"`) {
+	if !strings.Contains(p.Body, "You need temporary access to projects-app") || !strings.Contains(p.Body, `action="/.gatehouse/request"`) {
 		t.Fatalf("no request form on the deny page:\n%s", p.Body)
 	}
 	e.offer = form(p)

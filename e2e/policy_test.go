@@ -100,8 +100,8 @@ func TestPolicy(t *testing.T) {
 
 	pb := bob.login(base+"/reports/1", "bob")
 	mustStatus(t, pb, http.StatusForbidden)
-	if !strings.Contains(pb.Body, "e2e-app needs a temporary grant") {
-		t.Errorf("bob's deny page does not give the policy's reason:\n%s", pb.Body)
+	if !strings.Contains(pb.Body, "You need temporary access to e2e-app. Ask for it here.") {
+		t.Errorf("bob's deny page does not say, in plain words, what he can do:\n%s", pb.Body)
 	}
 	var first string
 	if l := gh.waitAudit(t, func(l map[string]any) bool { return l["user"] == "bob" && l["result"] == "deny" }); l != nil {

@@ -238,7 +238,7 @@ func sessionAllowLists(t *testing.T, env *rulesEnv) {
 		if p.StatusCode != want {
 			t.Errorf("%s: status %d, want %d", user, p.StatusCode, want)
 		}
-		if want == 403 && !strings.Contains(p.Body, "not in a group") {
+		if want == 403 && !strings.Contains(p.Body, "not in a team or email domain") {
 			t.Errorf("%s: the deny page does not say why:\n%s", user, p.Body)
 		}
 	}

@@ -237,7 +237,7 @@ func TestStepUp(t *testing.T) {
 			t.Fatal("the weak IdP asked for a code")
 		}
 		p = b.submitLogin(p, "alice")
-		if p.StatusCode != http.StatusForbidden || !strings.Contains(p.Body, "weaker sign-in") {
+		if p.StatusCode != http.StatusForbidden || !strings.Contains(p.Body, "not strong enough") {
 			t.Fatalf("weak acr: %d\n%s\n%s", p.StatusCode, fmtHops(b.hops), p.Body)
 		}
 		if n := len(b.hops); n > 4 {
@@ -286,7 +286,7 @@ func TestStepUp(t *testing.T) {
 		mustStatus(t, b.login(site+"/", "alice"), http.StatusOK)
 		p := b.navigate(site + "/payouts/2026")
 		p = b.submitLogin(p, "mallory")
-		if p.StatusCode != http.StatusForbidden || !strings.Contains(p.Body, "belongs to someone else") {
+		if p.StatusCode != http.StatusForbidden || !strings.Contains(p.Body, "done by someone else") {
 			t.Fatalf("link mismatch: %d\n%s", p.StatusCode, p.Body)
 		}
 		if p := b.fetch(http.MethodGet, site+"/payouts/2026"); p.StatusCode != http.StatusUnauthorized {

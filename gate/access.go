@@ -39,16 +39,22 @@ type grantOffer struct {
 	Expires  int64  `json:"e"`
 }
 
-// requestPage is the deny page's request form.
-type requestPage struct {
-	CSRF, Offer, Resource, MaxDuration string
-	Durations                          []durationChoice
+// The pages' own data (Answer.Data), which page templates read as
+// .Extra: part of the documented template contract (docs/pages.md).
+
+// RequestForm is the deny page's request form (the "request" page).
+type RequestForm struct {
+	CSRF        string           // the form's csrf field
+	Offer       string           // the sealed offer, the form's offer field
+	Resource    string           // what access is offered to
+	MaxDuration string           // the longest duration offered, for people ("4 hours")
+	Durations   []DurationChoice // the duration menu, up to MaxDuration
 }
 
 // notices are the lines a page shows after a form (?notice=…).
 var notices = map[string]string{
 	"requested":       "Your request was sent. You will have access once it is approved.",
-	"auto_approved":   "Your request was approved at once by policy.",
+	"auto_approved":   "Your request was approved at once.",
 	"approved":        "Approved. The access is active now.",
 	"rejected":        "Rejected.",
 	"ended":           "That access has ended.",
@@ -57,6 +63,9 @@ var notices = map[string]string{
 
 // denyWithOffer is a deny whose decision offers a grant: a page with the
 // request form, or JSON with what a client needs to post it.
+// The page says in plain words what the user can do (the policy's own
+// reason, in words for its authors, is in the audit line); msg is said
+// only when the form cannot be made.
 func (g *Gate) denyWithOffer(req *Request, out Outcome, s *authn.Session, msg string, offer *policies.GrantOffer) Outcome {
 	o := grantOffer{App: g.cfg.App, Iss: g.cfg.Issuer, Sub: s.Subject, Resource: offer.Resource, Max: int64(offer.MaxDuration / time.Second),
 		Return: authn.SafeReturnPath(req.HTTP.URL.RequestURI()), Expires: req.Start.Add(offerTTL).Unix()}
@@ -65,10 +74,11 @@ func (g *Gate) denyWithOffer(req *Request, out Outcome, s *authn.Session, msg st
 	if err != nil {
 		return out.refuse(Deny, http.StatusForbidden, ResultDeny, ReasonPolicyDeny, a)
 	}
+	a.Message = "You need temporary access to " + offer.Resource + ". Ask for it here."
 	out = out.refuse(Deny, http.StatusForbidden, ResultDeny, ReasonPolicyDeny, a)
 	csrf := g.csrf.Token(s.ID)
-	a.Page, a.User = "request", displayUser(s)
-	a.Data = requestPage{CSRF: csrf, Offer: sealed, Resource: offer.Resource, MaxDuration: humanDuration(offer.MaxDuration),
+	a.Page = "request"
+	a.Data = RequestForm{CSRF: csrf, Offer: sealed, Resource: offer.Resource, MaxDuration: humanDuration(offer.MaxDuration),
 		Durations: durationChoices(offer.MaxDuration)}
 	a.JSON = struct {
 		*Answer
@@ -88,14 +98,16 @@ func (g *Gate) requestAccess(req *Request, out Outcome) Outcome {
 		return out
 	}
 	sess := in.Session
+	back := "" // the page the form was for, once the offer is open
 	fail := func(status int, reason Reason, msg string) Outcome {
-		return out.refuse(Deny, status, ResultDeny, reason, &Answer{Error: "bad_request", Title: "Request not sent", Message: msg})
+		return out.refuse(Deny, status, ResultDeny, reason, &Answer{Error: "bad_request", Title: "Request not sent", Message: msg, Return: back})
 	}
 	var o grantOffer
 	if err := g.offers.Open(offerName, r.PostForm.Get("offer"), &o); err != nil ||
 		o.App != g.cfg.App || o.Iss != g.cfg.Issuer || o.Sub != sess.Subject {
 		return fail(http.StatusForbidden, ReasonOfferInvalid, "This request form was not offered to you. Open the page you need again.")
 	}
+	back = authn.SafeReturnPath(o.Return)
 	if now.Unix() >= o.Expires {
 		return fail(http.StatusForbidden, ReasonOfferExpired, "This request form has expired. Open the page you need again.")
 	}
@@ -194,19 +206,37 @@ func (g *Gate) requestEvent(msg string, out *Outcome, ar *grants.Request, why st
 	return e
 }
 
-type grantView struct {
-	ID, Resource, Left, Until, ApprovedBy string
+// GrantView is one active grant on "my access".
+type GrantView struct {
+	ID         string // the form's grant field, to end it
+	Resource   string
+	Left       string // time left, for people ("2 hours 5 minutes")
+	Until      string // when it ends, UTC ("2026-01-31 17:00 UTC")
+	ApprovedBy string
 }
 
-type requestView struct {
-	ID, Resource, Duration, Cap, Status, DecidedBy, DecisionReason, Who, Reason, Asked string
+// RequestView is one access request: the user's own on "my access",
+// someone else's on the approvals page.
+type RequestView struct {
+	ID             string // the form's request field, to decide it
+	Resource       string
+	Duration       string // asked for, for people
+	Cap            string // the longest the offer allowed, for people
+	Status         string // pending, approved, rejected, auto-approved
+	DecidedBy      string
+	DecisionReason string // the approver's note
+	Who            string // the requester: "Name <email>", else their subject
+	Reason         string // why they asked
+	Asked          string // when, UTC
 }
 
-// accessPage is "my access" and the approvals page.
-type accessPage struct {
-	CSRF     string
-	Grants   []grantView
-	Requests []requestView
+// AccessPage is the data of "my access" (Grants and the user's
+// Requests) and of the approvals page (the Requests this user may
+// decide).
+type AccessPage struct {
+	CSRF     string // the forms' csrf field
+	Grants   []GrantView
+	Requests []RequestView
 }
 
 // access is "my access": the user's active grants with the time left,
@@ -235,9 +265,9 @@ func (g *Gate) access(req *Request, out Outcome) Outcome {
 	if err != nil {
 		return g.storeDown(out, err)
 	}
-	page := accessPage{CSRF: g.csrf.Token(sess.ID)}
+	page := AccessPage{CSRF: g.csrf.Token(sess.ID)}
 	for _, gr := range gs {
-		page.Grants = append(page.Grants, grantView{ID: gr.ID, Resource: gr.Resource, ApprovedBy: gr.ApprovedBy,
+		page.Grants = append(page.Grants, GrantView{ID: gr.ID, Resource: gr.Resource, ApprovedBy: gr.ApprovedBy,
 			Left:  humanDuration(time.Unix(gr.ExpiresAt, 0).Sub(now)),
 			Until: time.Unix(gr.ExpiresAt, 0).UTC().Format("2006-01-02 15:04 MST")})
 	}
@@ -245,8 +275,9 @@ func (g *Gate) access(req *Request, out Outcome) Outcome {
 		page.Requests = append(page.Requests, viewRequest(reqs[i]))
 	}
 	out.Kind, out.Status, out.Reason = Page, http.StatusOK, ReasonMyAccess
-	out.Answer = &Answer{Title: "My access", Page: "access", User: displayUser(sess), Notice: notices[r.URL.Query().Get("notice")],
+	out.Answer = &Answer{Title: "My access", Page: "access", Notice: notices[r.URL.Query().Get("notice")],
 		Data: page, JSON: map[string]any{"grants": gs, "requests": reqs, "csrf": page.CSRF}}
+	out.identify(out.Answer)
 	return out
 }
 
@@ -275,10 +306,11 @@ func (g *Gate) endGrant(ctx context.Context, req *Request, out Outcome, sess *au
 		out.Events = append(out.Events, g.grantEvent(EventGrantRevoked, &out, &rg, "ended by the user"))
 		return out.redirect(Redirect, http.StatusSeeOther, PathAccess+"?notice=ended")
 	}
-	return out.refuse(BadRequest, http.StatusNotFound, ResultDeny, ReasonNotYourGrant, &Answer{Error: "not_found", Message: "You hold no such access."})
+	return out.refuse(BadRequest, http.StatusNotFound, ResultDeny, ReasonNotYourGrant, &Answer{Error: "not_found",
+		Message: "You do not have that access any more: it may have ended already."})
 }
 
-func viewRequest(q grants.Request) requestView {
+func viewRequest(q grants.Request) RequestView {
 	who := q.Name
 	if q.Email != "" {
 		who = strings.TrimSpace(who + " <" + q.Email + ">")
@@ -286,7 +318,7 @@ func viewRequest(q grants.Request) requestView {
 	if who == "" {
 		who = q.User.Sub
 	}
-	return requestView{ID: q.ID, Resource: q.Resource, Reason: q.Reason, Who: who, Status: strings.ReplaceAll(string(q.Status), "_", "-"),
+	return RequestView{ID: q.ID, Resource: q.Resource, Reason: q.Reason, Who: who, Status: strings.ReplaceAll(string(q.Status), "_", "-"),
 		Duration: humanDuration(time.Duration(q.Duration) * time.Second), Cap: humanDuration(time.Duration(q.MaxDuration) * time.Second),
 		DecidedBy: q.DecidedBy, DecisionReason: q.DecisionReason, Asked: time.Unix(q.CreatedAt, 0).UTC().Format("2006-01-02 15:04 MST")}
 }

@@ -34,8 +34,9 @@ func (g *Gate) approvals(req *Request, out Outcome) Outcome {
 	}
 	if g.cfg.Policy == nil {
 		out.Kind, out.Status, out.Reason = Page, http.StatusOK, ReasonNoPolicy
-		out.Answer = &Answer{Title: "Approvals", User: displayUser(sess),
-			Message: "No approval policy is configured, so nobody approves requests here."}
+		out.Answer = &Answer{Title: "Approvals",
+			Message: "Nobody approves requests here: this application has no approval rules."}
+		out.identify(out.Answer)
 		return out
 	}
 	ctx, cancel, store := g.pageStore(req)
@@ -50,7 +51,7 @@ func (g *Gate) approvals(req *Request, out Outcome) Outcome {
 	if err != nil {
 		return g.storeDown(out, err)
 	}
-	page := accessPage{CSRF: g.csrf.Token(sess.ID)}
+	page := AccessPage{CSRF: g.csrf.Token(sess.ID)}
 	var mine []grants.Request
 	for _, q := range pending {
 		ap, err := g.approval(req, &out, in, q)
@@ -64,8 +65,9 @@ func (g *Gate) approvals(req *Request, out Outcome) Outcome {
 		}
 	}
 	out.Kind, out.Status, out.Reason = Page, http.StatusOK, ReasonApprovals
-	out.Answer = &Answer{Title: "Approvals", Page: "approvals", User: displayUser(sess), Notice: notices[r.URL.Query().Get("notice")],
+	out.Answer = &Answer{Title: "Approvals", Page: "approvals", Notice: notices[r.URL.Query().Get("notice")],
 		Data: page, JSON: map[string]any{"requests": mine, "csrf": page.CSRF}}
+	out.identify(out.Answer)
 	return out
 }
 
@@ -92,7 +94,7 @@ func (g *Gate) decideRequest(ctx context.Context, req *Request, out Outcome, in 
 		}
 		out.Events = append(out.Events, g.requestEvent(EventApprovalRefused, &out, &q, string(why)))
 		return out.refuse(Deny, http.StatusForbidden, ResultDeny, why, &Answer{Error: "forbidden",
-			Title: "Not allowed", Message: "The access policy does not let you decide this request (nobody may approve their own)."})
+			Title: "Not allowed", Message: "You cannot decide this request. Nobody may approve their own requests."})
 	}
 	dr, grant, err := store.Decide(ctx, q.ID, grants.Decision{Approve: action == "approve", By: displayUser(sess),
 		Reason: CleanText(r.PostForm.Get("note"), 200), MaxDuration: ap.MaxDuration, Now: req.Start})

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -76,18 +75,18 @@ func (g *Gate) callback(req *Request, out Outcome) Outcome {
 		}
 	}
 	if iss, ok := q["iss"]; ok && (len(iss) != 1 || iss[0] != wantIss) {
-		return loginFailed(out, http.StatusBadRequest, ReasonIssuerMismatch, "This sign-in answer came from another identity provider.")
+		return loginFailed(out, http.StatusBadRequest, ReasonIssuerMismatch, "This sign-in came back from another sign-in service than the one asked. Please start again.")
 	}
 	if e := q.Get("error"); e != "" {
 		code := ReasonIdPError
 		if idpErrorRE.MatchString(e) {
 			code = Reason("idp_" + e)
 		}
-		return loginFailed(out, http.StatusUnauthorized, code, "The identity provider did not sign you in ("+strings.TrimPrefix(string(code), "idp_")+").")
+		return loginFailed(out, http.StatusUnauthorized, code, "The sign-in service did not sign you in. Please try again.")
 	}
 	code := q.Get("code")
 	if code == "" || len(code) > 2048 {
-		return loginFailed(out, http.StatusBadRequest, ReasonCodeMissing, "The identity provider returned no authorization code.")
+		return loginFailed(out, http.StatusBadRequest, ReasonCodeMissing, "The sign-in service sent back an incomplete answer. Please try again.")
 	}
 	if st.StepUp != nil {
 		return g.finishStepUp(req, out, code, st)
@@ -98,7 +97,7 @@ func (g *Gate) callback(req *Request, out Outcome) Outcome {
 		var le *authn.LoginError
 		if errors.As(err, &le) {
 			g.tokenRefused(&out, g.cfg.Issuer, le)
-			return loginFailed(out, http.StatusUnauthorized, Reason(le.Reason), le.Msg)
+			return loginFailed(out, http.StatusUnauthorized, Reason(le.Reason), loginWords(le))
 		}
 		return g.idpDown(out, err)
 	}
@@ -108,7 +107,7 @@ func (g *Gate) callback(req *Request, out Outcome) Outcome {
 	if err != nil {
 		g.log.Error("session does not fit in a cookie", zap.String("user", id.Subject), zap.Int("groups", len(id.Groups)), zap.Error(err))
 		return loginFailed(out, http.StatusInternalServerError, ReasonSessionTooLarge,
-			"Your account carries too much data for a session cookie (for example, very many groups). Please contact your administrator.")
+			"Your account has too much information to fit in this site's sign-in cookie (for example, very many groups). Please contact your helpdesk with the reference below.")
 	}
 	out.Cookies = append(out.Cookies, c)
 	if c, err := g.cookies.idTokenCookie(id.RawIDToken); err == nil {
@@ -141,6 +140,25 @@ func loginFailed(out Outcome, status int, reason Reason, msg string) Outcome {
 		Title: "Sign-in failed", Message: msg, ActionURL: "/", ActionText: "Try again"})
 }
 
+// loginWords are what a refused sign-in answer tells the user: what they
+// can do about it. The authn reason (in the answer's reason and the audit
+// line) says what exactly was wrong, for whoever investigates.
+func loginWords(le *authn.LoginError) string {
+	switch le.Reason {
+	case "state_expired":
+		return "The sign-in took too long. Please try again."
+	case "not_reauthenticated", "stale_auth_time":
+		return "The sign-in service did not ask you to sign in again, as this page needs. Please try again; if it happens again, contact your helpdesk with the reference below."
+	case "auth_time_too_old":
+		return "The sign-in service used an earlier sign-in instead of a recent one. Please try again."
+	case "weaker_acr", "missing_amr":
+		return "The sign-in was not strong enough for this page (for example, no one-time code was asked for). Please try again; if it happens again, contact your helpdesk with the reference below."
+	case "code_rejected":
+		return "The sign-in service did not accept this sign-in. Please try again."
+	}
+	return "The answer from the sign-in service could not be checked, so you are not signed in. Please try again; if it happens again, contact your helpdesk with the reference below."
+}
+
 // noReferrer keeps a callback's code and state out of the Referer of the
 // page the browser goes to next, and out of caches.
 func noReferrer(out Outcome) Outcome {
@@ -163,13 +181,13 @@ func (g *Gate) finishStepUp(req *Request, out Outcome, code string, st *authn.Lo
 	}
 	in := g.signedIn(req)
 	if !in.live() || in.Session.ID != su.Session {
-		return refused(http.StatusUnauthorized, ReasonSessionChanged, "Your session ended or changed during the stronger sign-in. Please sign in and try again.")
+		return refused(http.StatusUnauthorized, ReasonSessionChanged, "You were signed out, or signed in as someone else, during the extra check. Please sign in and try again.")
 	}
 	sess := in.Session
-	out.Audit.setUser(sess)
+	out.signedInAs(sess)
 	rp, ok := g.relyingParty(su.Provider)
 	if !ok {
-		return loginFailed(out, http.StatusInternalServerError, ReasonProviderUnknown, "This sign-in provider is no longer configured.")
+		return loginFailed(out, http.StatusInternalServerError, ReasonProviderUnknown, "This sign-in service is no longer set up here. Please start again.")
 	}
 	id, err := rp.Finish(r.Context(), code, st)
 	if id != nil {
@@ -179,12 +197,12 @@ func (g *Gate) finishStepUp(req *Request, out Outcome, code string, st *authn.Lo
 		var le *authn.LoginError
 		if errors.As(err, &le) {
 			g.tokenRefused(&out, rp.Discovery.Issuer(), le)
-			return refused(http.StatusForbidden, Reason(le.Reason), le.Msg)
+			return refused(http.StatusForbidden, Reason(le.Reason), loginWords(le))
 		}
 		return g.idpDown(out, err)
 	}
 	if su.Provider == "" && id.Subject != sess.Subject {
-		return refused(http.StatusForbidden, ReasonIdentityMismatch, "You signed in as someone else. A stronger sign-in must be done by the same person.")
+		return refused(http.StatusForbidden, ReasonIdentityMismatch, "You signed in as someone else. The extra check must be done by the person already signed in.")
 	}
 	if su.Provider != "" {
 		if why := g.link(su.Provider, id, sess); why != "" {
@@ -196,7 +214,7 @@ func (g *Gate) finishStepUp(req *Request, out Outcome, code string, st *authn.Lo
 		if !errors.As(err, &le) {
 			return out.fail(err)
 		}
-		return refused(http.StatusForbidden, Reason(le.Reason), le.Msg)
+		return refused(http.StatusForbidden, Reason(le.Reason), loginWords(le))
 	}
 	g.cfg.IdP.Used.Mark(st.State, time.Unix(st.Started, 0), now)
 	if su.Provider == "" {
@@ -221,7 +239,7 @@ func (g *Gate) finishStepUp(req *Request, out Outcome, code string, st *authn.Lo
 	sess.LastSeen = now.Unix()
 	c, err := g.cookies.sessionCookie(sess, now)
 	if err != nil {
-		return loginFailed(out, http.StatusInternalServerError, ReasonSessionTooLarge, "The verified facts do not fit in your session. Please contact your administrator.")
+		return loginFailed(out, http.StatusInternalServerError, ReasonSessionTooLarge, "The checked details do not fit in this site's sign-in cookie. Please contact your helpdesk with the reference below.")
 	}
 	out.Cookies = append(out.Cookies, c)
 	out.Result, out.Reason = ResultStepUpOK, ReasonNone

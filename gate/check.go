@@ -40,11 +40,12 @@ func (g *Gate) check(req *Request, out Outcome) Outcome {
 	switch in.Reason {
 	case authn.ReasonUnverified:
 		return out.refuse(Unavailable, http.StatusServiceUnavailable, ResultDeny, ReasonRevocationsDown, &Answer{Error: "unavailable",
-			Title: "Temporarily unavailable", Message: "This gateway is starting and cannot check sessions yet. Please try again in a minute."})
+			Title: "Temporarily unavailable", Message: "This service is starting up and cannot check sign-ins yet. Please try again in a minute."})
 	case authn.ReasonRevoked:
 		out.Audit.setUser(nil)
 		return g.requireLogin(req, out, authn.ReasonRevoked)
 	}
+	out.viewer = sess // live: its pages show who is signed in
 	out.Audit.Grants = grantResources(in.Grants.Grants)
 
 	// Cross-site WebSocket hijacking: a page of another origin that opens
@@ -55,7 +56,7 @@ func (g *Gate) check(req *Request, out Outcome) Outcome {
 	}
 	if !g.entitled(sess) {
 		return out.refuse(Deny, http.StatusForbidden, ResultDeny, ReasonNotAllowed, &Answer{Error: "forbidden",
-			Message: "Your account is not in a group or email domain allowed to use this application."})
+			Title: "Access denied", Message: "Your account is not in a team or email domain that may use this application."})
 	}
 
 	// 6. Policy.
@@ -74,7 +75,7 @@ func (g *Gate) check(req *Request, out Outcome) Outcome {
 		if err != nil {
 			g.log.Error("conflicting step-up requirements", zap.String("decision_id", out.Audit.ID()), zap.Error(err))
 			return out.refuse(Deny, http.StatusForbidden, ResultDeny, ReasonStepUpConflict, &Answer{Error: "forbidden", Title: "Access denied",
-				Message: "This page asks for sign-in requirements that no sign-in can meet together. Please contact your administrator with the reference below."})
+				Message: "This page is set up in a way that no sign-in can satisfy. Please contact your helpdesk with the reference below."})
 		}
 		if need, why := authn.FirstUnmet(reqs, sess, now); why != "" {
 			return g.requireStepUp(req, out, sess, need, why, r.URL.RequestURI())

@@ -505,9 +505,11 @@ func TestPolicyDecisions(t *testing.T) {
 		msg    string
 	}{
 		{"/", Deny, http.StatusForbidden, ResultDeny, ReasonPolicyDeny, "nobody else"},
-		{"/undeclared", Deny, http.StatusForbidden, ResultDeny, ReasonPolicyError, "could not decide"},
-		{"/stepup", StepUp, http.StatusUnauthorized, ResultStepUpRequired, ReasonStepUpACR, "needs a stronger or more recent sign-in: acr urn:mfa, within 5m0s"},
-		{"/grant", Deny, http.StatusForbidden, ResultDeny, ReasonPolicyDeny, "ask for it"},
+		{"/undeclared", Deny, http.StatusForbidden, ResultDeny, ReasonPolicyError, "could not be checked just now"},
+		{"/stepup", StepUp, http.StatusUnauthorized, ResultStepUpRequired, ReasonStepUpACR, "sign in again with a stronger method"},
+		// The policy's reason is for its authors (in the audit line);
+		// the user reads what they can do.
+		{"/grant", Deny, http.StatusForbidden, ResultDeny, ReasonPolicyDeny, "You need temporary access to db. Ask for it here."},
 	} {
 		out := tg.handle(request(http.MethodGet, c.path, false, staff))
 		want(t, c.path, out, c.kind, c.status, c.result, c.reason)

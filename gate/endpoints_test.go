@@ -390,7 +390,7 @@ func TestJustInTimeAccess(t *testing.T) {
 		Created: tg.clock.now().Unix() - 60, LastSeen: tg.clock.now().Unix()}
 	cc := tg.cookie(t, carol)
 	page = tg.handle(request(http.MethodGet, "/.gatehouse/approvals", false, cc))
-	if len(page.Answer.Data.(accessPage).Requests) != 1 {
+	if len(page.Answer.Data.(AccessPage).Requests) != 1 {
 		t.Fatalf("carol's approvals page: %+v", page.Answer.Data)
 	}
 	decide.Set("csrf", tg.csrf.Token(carol.ID))
@@ -409,7 +409,7 @@ func TestJustInTimeAccess(t *testing.T) {
 	}
 	page = tg.handle(request(http.MethodGet, "/.gatehouse/access", false, ac))
 	want(t, "my access", page, Page, http.StatusOK, ResultInternal, ReasonMyAccess)
-	if ap := page.Answer.Data.(accessPage); len(ap.Grants) != 1 || ap.Grants[0].Left != "30 minutes" {
+	if ap := page.Answer.Data.(AccessPage); len(ap.Grants) != 1 || ap.Grants[0].Left != "30 minutes" {
 		t.Errorf("my access %+v", ap)
 	}
 	// Ending someone else's grant, or one that does not exist, is refused.

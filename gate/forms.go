@@ -31,7 +31,7 @@ func (g *Gate) pageSession(req *Request, out *Outcome, path string) (signedIn, b
 			Message: "Sign in to use this page.", LoginURL: PathLogin + "?rd=" + url.QueryEscape(path)})
 		return in, false
 	}
-	out.Audit.setUser(in.Session)
+	out.signedInAs(in.Session)
 	return in, true
 }
 
@@ -91,18 +91,21 @@ func CleanText(s string, max int) string {
 	return s
 }
 
-// durationChoice is one entry of the request form's duration menu.
-type durationChoice struct{ Value, Label string }
+// DurationChoice is one entry of the request form's duration menu.
+type DurationChoice struct {
+	Value string // the form's duration field ("1h0m0s")
+	Label string // for people ("1 hour")
+}
 
 // durationChoices offers common durations up to the cap, and the cap.
-func durationChoices(max time.Duration) []durationChoice {
-	var out []durationChoice
+func durationChoices(max time.Duration) []DurationChoice {
+	var out []DurationChoice
 	for _, d := range []time.Duration{15 * time.Minute, 30 * time.Minute, time.Hour, 2 * time.Hour, 4 * time.Hour, 8 * time.Hour, 24 * time.Hour} {
 		if d < max {
-			out = append(out, durationChoice{d.String(), humanDuration(d)})
+			out = append(out, DurationChoice{d.String(), humanDuration(d)})
 		}
 	}
-	return append(out, durationChoice{max.String(), humanDuration(max)})
+	return append(out, DurationChoice{max.String(), humanDuration(max)})
 }
 
 // humanDuration writes a duration for people: "1 hour", "2 hours 30

@@ -355,7 +355,7 @@ func (g *Gate) begin(req *Request) (Outcome, bool) {
 	if err != nil {
 		out.Audit.Path = truncate(req.HTTP.URL.EscapedPath(), 256)
 		return out.refuse(BadRequest, http.StatusBadRequest, ResultDeny, ReasonAmbiguousPath, &Answer{Error: "bad_request",
-			Message: "This address contains characters Gatehouse does not accept in a path (such as ';', '\\' or an encoded '/')."}), false
+			Message: "This address contains characters this site does not accept (such as ';', '\\' or an encoded '/')."}), false
 	}
 	req.path, out.Audit.Path = canon, canon
 	return out, true
@@ -395,12 +395,7 @@ func (o Outcome) refuse(k Kind, status int, result Result, reason Reason, a *Ans
 		a.Reason = string(reason)
 	}
 	a.Reference = o.Audit.ID()
-	if a.User == "" {
-		a.User = o.Audit.Email
-		if a.User == "" {
-			a.User = o.Audit.User
-		}
-	}
+	o.identify(a)
 	o.Answer = a
 	return o
 }

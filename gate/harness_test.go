@@ -44,6 +44,9 @@ type testIdP struct {
 	*httptest.Server
 	mu     sync.Mutex
 	tokens map[string]map[string]any // code → ID token claims
+	// noEndSession leaves end_session_endpoint out of the discovery
+	// document (set it before the gate's first use of the IdP).
+	noEndSession bool
 }
 
 func newTestIdP(t *testing.T) *testIdP {
@@ -53,11 +56,15 @@ func newTestIdP(t *testing.T) *testIdP {
 	p.Server = httptest.NewServer(mux)
 	t.Cleanup(p.Close)
 	mux.HandleFunc("/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
-		_ = json.NewEncoder(w).Encode(map[string]any{
+		doc := map[string]any{
 			"issuer": p.URL, "authorization_endpoint": p.URL + "/auth", "token_endpoint": p.URL + "/token",
 			"jwks_uri": p.URL + "/jwks", "end_session_endpoint": p.URL + "/logout",
 			"id_token_signing_alg_values_supported": []string{"RS256"},
-		})
+		}
+		if p.noEndSession {
+			delete(doc, "end_session_endpoint")
+		}
+		_ = json.NewEncoder(w).Encode(doc)
 	})
 	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &testKey().PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})

@@ -22,7 +22,7 @@ func (g *Gate) requireLogin(req *Request, out Outcome, reason authn.Reason) Outc
 		// again. Say what happened, never redirect (no loop).
 		return out.refuse(Login, http.StatusUnauthorized, ResultUnauthenticated, Reason(reason), &Answer{Error: "unauthenticated",
 			Title: "Sign-in cookie sent twice",
-			Message: "Your browser sent this site's sign-in cookie twice, so Gatehouse cannot tell which one is yours. " +
+			Message: "Your browser sent this site's sign-in cookie twice, so this site cannot tell which one is yours. " +
 				"Another site under the same domain may have set one. Clear this site's cookies, then sign in again."})
 	}
 	if !authn.IsNavigation(r) {
@@ -42,7 +42,7 @@ func (g *Gate) login(req *Request, out Outcome) Outcome {
 	rd := authn.SafeReturnPath(req.HTTP.URL.Query().Get("rd"))
 	in := g.signedIn(req)
 	if in.live() {
-		out.Audit.setUser(in.Session)
+		out.signedInAs(in.Session)
 		out.Reason = ReasonAlreadySignedIn
 		return out.redirect(Redirect, http.StatusFound, rd)
 	}
@@ -50,7 +50,8 @@ func (g *Gate) login(req *Request, out Outcome) Outcome {
 	return g.beginLogin(req, out, rd, in.Reason.ForcesReauthentication())
 }
 
-// beginLogin sends the browser to the IdP with a fresh sign-in state.
+// beginLogin sends the browser to the IdP with a fresh sign-in state,
+// asking at once for the step-up that returnTo is known to need.
 func (g *Gate) beginLogin(req *Request, out Outcome, returnTo string, forceLogin bool) Outcome {
 	origin, ok := g.origin(req)
 	if !ok {
@@ -60,7 +61,16 @@ func (g *Gate) beginLogin(req *Request, out Outcome, returnTo string, forceLogin
 		// Sign in on the configured origin, where the callback will land.
 		return out.redirect(Login, http.StatusFound, origin+authn.SafeReturnPath(returnTo))
 	}
-	return g.sendToIdP(req, out, g.rp, origin, returnTo, authn.AuthOptions{ForceLogin: forceLogin, MaxAge: g.cfg.Lifetimes.Lifetime}, nil)
+	opt := authn.AuthOptions{ForceLogin: forceLogin, MaxAge: g.cfg.Lifetimes.Lifetime}
+	if need, ok := g.upFront(req, returnTo); ok {
+		// Asked as a step-up would ask it: a fresh sign-in that proves
+		// an accepted acr. Whether it did is checked by the page itself.
+		opt.ForceLogin, opt.ACRValues = true, need.ACR
+		if need.MaxAge > 0 && need.MaxAge < opt.MaxAge {
+			opt.MaxAge = need.MaxAge
+		}
+	}
+	return g.sendToIdP(req, out, g.rp, origin, returnTo, opt, nil)
 }
 
 // sendToIdP starts a sign-in at rp (the primary IdP, or a step-up's
@@ -93,7 +103,7 @@ func (g *Gate) sendToIdP(req *Request, out Outcome, rp *authn.RelyingParty, orig
 
 func httpsRequired(out Outcome) Outcome {
 	return out.refuse(BadRequest, http.StatusBadRequest, ResultReject, ReasonHTTPSRequired, &Answer{Error: "bad_request",
-		Message: "This application must be reached over HTTPS."})
+		Message: "Open this application with an address that starts with https://."})
 }
 
 // idpDown answers when the IdP cannot be reached (502); any other error
@@ -106,7 +116,7 @@ func (g *Gate) idpDown(out Outcome, err error) Outcome {
 	g.log.Error("identity provider unavailable", zap.String("issuer", g.cfg.Issuer), zap.Error(err))
 	return out.refuse(Unavailable, http.StatusBadGateway, ResultError, ReasonIdPUnavailable, &Answer{Error: "idp_unavailable",
 		Title:   "Sign-in is unavailable",
-		Message: "The identity provider cannot be reached right now. Please try again in a minute."})
+		Message: "The sign-in service cannot be reached right now. Please try again in a minute."})
 }
 
 // origin is where this site lives for the browser: external_url, or the

@@ -205,6 +205,11 @@ type Outcome struct {
 	Quiet bool
 	// Err is the unexpected failure of a Failure.
 	Err error
+
+	// viewer is who the answer's page shows as signed in: set with
+	// signedInAs for a live session only (never on the signed-out page,
+	// nor for a revoked session).
+	viewer *authn.Session
 }
 
 // HeaderValue is one header for the upstream request: its name in
@@ -215,25 +220,38 @@ type HeaderValue struct {
 	Values []string
 }
 
-// Answer is one of Gatehouse's own answers. Page names the page template
-// ("" is the plain message page); JSON, when set, is what API clients get
-// instead of the Answer itself.
+// Answer is one of Gatehouse's own answers: a page for browsers, JSON
+// for anything else. Page names the page template ("" is the plain
+// message page); JSON, when set, is what API clients get instead of the
+// Answer itself. The fields a page template reads are a documented
+// contract (docs/pages.md): rename none of them.
 type Answer struct {
 	Error    string `json:"error"`            // class: unauthenticated, forbidden, bad_request…
 	Reason   string `json:"reason,omitempty"` // stable reason code
-	Message  string `json:"message"`          // for people; never internals
+	Message  string `json:"message"`          // for people, in plain words; never internals
 	Note     string `json:"note,omitempty"`   // a second line for people
 	LoginURL string `json:"login_url,omitempty"`
 	// StepUpURL starts the step-up a 401 asks for; Requirement names it.
 	StepUpURL   string           `json:"step_up_url,omitempty"`
 	Requirement *RequirementJSON `json:"requirement,omitempty"`
 	Reference   string           `json:"decision_id,omitempty"`
-	Title       string           `json:"-"`
-	ActionURL   string           `json:"-"`
-	ActionText  string           `json:"-"`
+	// Support is whom to ask for help (support_contact), on error
+	// answers; the server fills it in.
+	Support    string `json:"support,omitempty"`
+	Title      string `json:"-"`
+	ActionURL  string `json:"-"`
+	ActionText string `json:"-"`
 
-	Page   string `json:"-"`
-	User   string `json:"-"` // who is signed in, for the page's header
+	Page string `json:"-"`
+	// SignedIn says someone is signed in: the page shows the sign-out
+	// button and "My access". User is how they are named: their name,
+	// else their verified email, never their subject; "" when the
+	// session has neither.
+	SignedIn bool   `json:"-"`
+	User     string `json:"-"`
+	// Return is the same-origin path the page's "Back to <app>" link
+	// goes to; "" means "/".
+	Return string `json:"-"`
 	Notice string `json:"-"` // a line above the page's content
 	Data   any    `json:"-"` // the page's own data
 	JSON   any    `json:"-"`
@@ -278,6 +296,31 @@ func (a *Audit) ID() string {
 		a.id = hex.EncodeToString(b[:])
 	}
 	return a.id
+}
+
+// signedInAs records who the request is from, in the audit line and on
+// the answer's page: s must be a live session.
+func (o *Outcome) signedInAs(s *authn.Session) {
+	o.Audit.setUser(s)
+	o.viewer = s
+}
+
+// identify shows on a who is signed in, if anyone.
+func (o *Outcome) identify(a *Answer) {
+	if o.viewer == nil || a.SignedIn {
+		return
+	}
+	a.SignedIn, a.User = true, displayName(o.viewer)
+}
+
+// displayName is how a page names a signed-in user: their name, else
+// their verified email, else "" (a subject is an identifier, often a
+// UUID, and never shown).
+func displayName(s *authn.Session) string {
+	if n := CleanText(s.Name, 100); n != "" {
+		return n
+	}
+	return s.Email
 }
 
 // setUser records who the request is from.

@@ -85,7 +85,7 @@ func (g *Gate) applyDecision(req *Request, out Outcome, s *authn.Session, dec po
 	if err != nil {
 		g.log.Error("policy error: denied", zap.String("decision_id", out.Audit.ID()), zap.String("revision", out.Audit.Revision), zap.Error(err))
 		return out.refuse(Deny, http.StatusForbidden, ResultDeny, ReasonPolicyError, &Answer{Error: "forbidden", Title: "Access denied",
-			Message: "The access policy could not decide on this request, so access is denied. Please contact your administrator with the reference below."}), false
+			Message: "Your access to this page could not be checked just now, so it is blocked. Please try again; if it keeps happening, contact your helpdesk with the reference below."}), false
 	}
 	if dec.Allow {
 		return out, true
@@ -93,7 +93,7 @@ func (g *Gate) applyDecision(req *Request, out Outcome, s *authn.Session, dec po
 	out.Audit.PolicyReason = dec.Reason
 	msg := dec.Reason
 	if msg == "" {
-		msg = "The access policy does not allow this request."
+		msg = "You do not have access to this page."
 	}
 	offer := dec.RequestGrant
 	if offer == nil {
@@ -103,7 +103,7 @@ func (g *Gate) applyDecision(req *Request, out Outcome, s *authn.Session, dec po
 	if grantsErr {
 		// JIT access cannot be checked or requested: say so, not "forbidden".
 		return out.refuse(Unavailable, http.StatusServiceUnavailable, ResultDeny, ReasonGrantsDown, &Answer{Error: "grants_unavailable",
-			Title: "Temporarily unavailable", Message: "Access to " + offer.Resource + " depends on temporary grants, which cannot be checked right now. Please try again in a minute."}), false
+			Title: "Temporarily unavailable", Message: "Temporary access to " + offer.Resource + " cannot be checked right now. Please try again in a minute."}), false
 	}
 	return g.denyWithOffer(req, out, s, msg, offer), false
 }

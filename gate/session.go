@@ -270,6 +270,9 @@ func (g *Gate) signedIn(req *Request) signedIn {
 	return out
 }
 
+// displayUser names a user in the store's records (who approved a
+// request, who ended a grant): their email, else their subject. Pages
+// name people with displayName.
 func displayUser(s *authn.Session) string {
 	if s.Email != "" {
 		return s.Email

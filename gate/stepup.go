@@ -21,7 +21,7 @@ func (g *Gate) requireStepUp(req *Request, out Outcome, s *authn.Session, need a
 	if !authn.IsNavigation(req.HTTP) {
 		start := PathStepUp + "?rd=" + url.QueryEscape(authn.SafeReturnPath(returnTo))
 		a := &Answer{Error: "step_up_required", Reason: why,
-			Title: "Stronger sign-in needed", Message: "This page needs a stronger or more recent sign-in: " + need.String() + ".",
+			Title: "Please confirm it is you", Message: stepUpWords(need),
 			StepUpURL: start, ActionURL: start, ActionText: "Sign in again",
 			Requirement: &RequirementJSON{Provider: need.Provider, ACR: need.ACR, AMR: need.AMR}}
 		if need.MaxAge > 0 {
@@ -65,21 +65,11 @@ func (g *Gate) stepUp(req *Request, out Outcome) Outcome {
 		return g.beginLogin(req, out, rd, in.Reason.ForcesReauthentication())
 	}
 	sess := in.Session
-	out.Audit.setUser(sess)
-	u, err := url.Parse(rd)
-	if err != nil {
+	out.signedInAs(sess)
+	treq, ok := targetRequest(req, rd)
+	if !ok {
 		return out.redirect(Redirect, http.StatusFound, "/")
 	}
-	canon, err := authn.CanonicalPath(u.EscapedPath())
-	if err != nil {
-		return out.redirect(Redirect, http.StatusFound, "/")
-	}
-	// The page the step-up is for, as Check would see it.
-	target := r.Clone(r.Context())
-	target.Method = http.MethodGet
-	target.URL = u
-	target.RequestURI = rd
-	treq := &Request{HTTP: target, Target: rd, ClientIP: req.ClientIP, TrustedProxy: req.TrustedProxy, Start: req.Start, path: canon}
 	var dec policies.Decision
 	if g.cfg.Policy != nil {
 		// A decision the policy cannot make asks for no step-up here:
@@ -100,6 +90,51 @@ func (g *Gate) stepUp(req *Request, out Outcome) Outcome {
 	return out.redirect(Redirect, http.StatusFound, rd)
 }
 
+// targetRequest is a navigation to rd (a same-origin path) as Check
+// would see it: the page a step-up or a sign-in is for.
+func targetRequest(req *Request, rd string) (*Request, bool) {
+	u, err := url.Parse(rd)
+	if err != nil {
+		return nil, false
+	}
+	canon, err := authn.CanonicalPath(u.EscapedPath())
+	if err != nil {
+		return nil, false
+	}
+	r := req.HTTP
+	target := r.Clone(r.Context())
+	target.Method = http.MethodGet
+	target.URL = u
+	target.RequestURI = rd
+	return &Request{HTTP: target, Target: rd, ClientIP: req.ClientIP, TrustedProxy: req.TrustedProxy, Start: req.Start, path: canon}, true
+}
+
+// upFront is what the first sign-in for returnTo can ask of the primary
+// IdP at once, so that the user signs in once rather than twice (a
+// sign-in, then a step-up): the requirement of the step_up rules that
+// match its path, and of the approvals page. A policy's obligation is
+// known only once the policy has run, after the sign-in, and a step-out
+// to a second provider is a sign-in of its own: neither is asked here.
+func (g *Gate) upFront(req *Request, returnTo string) (authn.Requirement, bool) {
+	if len(g.cfg.StepUp) == 0 && g.cfg.ApprovalStepUp == nil {
+		return authn.Requirement{}, false
+	}
+	treq, ok := targetRequest(req, authn.SafeReturnPath(returnTo))
+	if !ok {
+		return authn.Requirement{}, false
+	}
+	reqs, err := g.requirementsFor(treq, policies.Decision{})
+	if err != nil {
+		return authn.Requirement{}, false // the page itself will say so
+	}
+	for _, need := range reqs {
+		if need.Provider == "" {
+			return need, true
+		}
+	}
+	return authn.Requirement{}, false
+}
+
 // requirementsFor lists, combined, what a request needs: the step_up
 // rules matching its path, the decision's obligation, and on the
 // approvals page its own requirement (so that the step-up endpoint,
@@ -110,6 +145,20 @@ func (g *Gate) requirementsFor(req *Request, dec policies.Decision) ([]authn.Req
 		extra = append(extra, *g.cfg.ApprovalStepUp)
 	}
 	return g.cfg.StepUp.For(req.forMatch(), extra...)
+}
+
+// stepUpWords says in plain words what a step-up asks of the user (the
+// requirement itself is in the answer's JSON).
+func stepUpWords(need authn.Requirement) string {
+	switch {
+	case need.Provider != "":
+		return "This page needs you to confirm who you are with " + need.Provider + "."
+	case len(need.ACR) > 0 || len(need.AMR) > 0:
+		return "This page needs you to sign in again with a stronger method, such as a one-time code."
+	case need.MaxAge > 0:
+		return "This page needs you to have signed in within the last " + humanDuration(need.MaxAge) + ". Please sign in again."
+	}
+	return "This page needs you to sign in again."
 }
 
 // relyingParty returns the primary IdP's relying party, or a second
@@ -136,12 +185,12 @@ func (g *Gate) link(provider string, id *authn.Identity, s *authn.Session) strin
 		theirs, ours = id.Extra[p.LinkClaim], g.claimValue(s, p.LinkClaim)
 	}
 	if theirs == "" || ours == "" {
-		return fmt.Sprintf("The verification cannot be linked to your account: %s is missing (verified values only).", p.LinkClaim)
+		return fmt.Sprintf("This check cannot be matched to your account: one of the two has no verified %s.", p.LinkClaim)
 	}
 	if p.LinkClaim == "email" && strings.EqualFold(theirs, ours) || theirs == ours {
 		return ""
 	}
-	return fmt.Sprintf("The verification belongs to someone else: its %s does not match your account's.", p.LinkClaim)
+	return fmt.Sprintf("This check was done by someone else: its %s is not your account's.", p.LinkClaim)
 }
 
 // stepUpEvent is a step-up event line (besides the request's decision

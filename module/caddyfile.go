@@ -78,6 +78,8 @@ func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 //	    redact_query        <names...>         # repeatable
 //	    strip_headers       <names...>         # repeatable; X-Acme-* for a prefix
 //	    keep_headers        <names...>         # repeatable
+//	    pages_dir           <dir>
+//	    support_contact     <text>             # quoted: "IT helpdesk, ext. 4040"
 //	    step_up <paths...> {                   # repeatable
 //	        acr <value...>; amr <value...>; max_age <duration>; provider <name>
 //	    }
@@ -124,6 +126,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		"redact_query": {list: &h.RedactQuery}, "strip_headers": {list: &h.StripHeaders, check: gate.CheckHeaderPattern},
 		"keep_headers": {list: &h.KeepHeaders, check: gate.CheckHeaderPattern}, "upgrade_origins": {list: &h.UpgradeOrigins, check: checkUpgradeOrigin},
 		"public": {list: &h.Public, paths: true}, "idle_ignore": {list: &h.IdleIgnore, paths: true},
+		"pages_dir": {one: &h.PagesDir}, "support_contact": {one: &h.SupportContact, check: checkSupportContact},
 	}
 	durations := map[string]*caddy.Duration{"idle_timeout": &h.IdleTimeout, "session_lifetime": &h.SessionLifetime,
 		"policy_timeout": &h.PolicyTimeout, "grants_timeout": &h.GrantsTimeout}
@@ -170,7 +173,7 @@ var subdirectives = []string{
 	"cookie_domain", "idle_timeout", "idle_activity", "idle_ignore", "session_lifetime", "identity_header", "public",
 	"allow_groups", "allow_email_domains", "external_url", "upgrade_origins", "trust_unverified_email", "policy",
 	"policy_query", "policy_headers", "policy_timeout", "policy_cache", "decision_log", "input_headers", "redact_query",
-	"strip_headers", "keep_headers", "step_up", "assertion_header", "grants", "grants_timeout", "approval_step_up", "provider",
+	"strip_headers", "keep_headers", "pages_dir", "support_contact", "step_up", "assertion_header", "grants", "grants_timeout", "approval_step_up", "provider",
 }
 
 // nearest is the known name nearest to a misspelt one: at most two edits

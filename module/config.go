@@ -3,6 +3,8 @@ package module
 import (
 	"fmt"
 	"net/http"
+	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -136,7 +138,8 @@ func (h *Handler) resolvePlaceholders() error {
 		}
 	}
 	for setting, s := range map[string]*string{"issuer": &h.Issuer, "client_id": &h.ClientID, "client_secret": &h.ClientSecret,
-		"external_url": &h.ExternalURL, "cookie_domain": &h.CookieDomain, "grants": &h.Grants, "policy": &h.Policy} {
+		"external_url": &h.ExternalURL, "cookie_domain": &h.CookieDomain, "grants": &h.Grants, "policy": &h.Policy,
+		"pages_dir": &h.PagesDir, "support_contact": &h.SupportContact} {
 		resolve(setting, s)
 	}
 	h.Issuer = strings.TrimSpace(h.Issuer)
@@ -307,6 +310,25 @@ func firstNonEmpty(a, b string) string {
 		return a
 	}
 	return b
+}
+
+// formOrigins are the IdPs' origins, where the pages' forms may be
+// redirected (the CSP's form-action).
+func (h *Handler) formOrigins() []string {
+	issuers := []string{h.Issuer}
+	for _, p := range h.Providers {
+		if p != nil {
+			issuers = append(issuers, p.Issuer)
+		}
+	}
+	var out []string
+	for _, iss := range issuers {
+		if u, err := url.Parse(iss); err == nil && u.Host != "" && !slices.Contains(out, u.Scheme+"://"+u.Host) {
+			out = append(out, u.Scheme+"://"+u.Host)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // requirement is the rule's requirement, without its paths.

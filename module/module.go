@@ -205,6 +205,17 @@ type Handler struct {
 	// signature.
 	RedactQuery []string `json:"redact_query,omitempty"`
 
+	// PagesDir is a directory whose layout.html, request.html,
+	// access.html, approvals.html and style.css, where present, replace
+	// Gatehouse's own page templates (docs/pages.md). They are read and
+	// checked at start; placeholders are resolved.
+	PagesDir string `json:"pages_dir,omitempty"`
+
+	// SupportContact says whom to ask for help ("IT helpdesk, ext. 4040,
+	// help@corp.example"): shown on every error page, and in JSON error
+	// answers as support.
+	SupportContact string `json:"support_contact,omitempty"`
+
 	logger   *zap.Logger
 	auditLog *zap.Logger
 	now      func() time.Time
@@ -245,7 +256,7 @@ func (h *Handler) provision(ctx caddy.Context, logger *zap.Logger) error {
 	if h.gate, err = gate.New(cfg); err != nil {
 		return fmt.Errorf("gatehouse: %w", err)
 	}
-	if h.pages, err = newPages(); err != nil {
+	if h.pages, err = newPages(pageOptions{Dir: h.PagesDir, App: h.App, Support: h.SupportContact, FormOrigins: h.formOrigins()}); err != nil {
 		return err
 	}
 	h.metrics = &appMetrics{app: h.App}

@@ -32,7 +32,7 @@ func (h *Handler) respond(w http.ResponseWriter, r *http.Request, out *gate.Outc
 	case out.Location != "":
 		http.Redirect(w, r, out.Location, out.Status)
 	case out.Answer != nil:
-		h.pages.render(w, authn.WantsHTML(r), out.Status, h.App, out.Answer)
+		h.pages.render(w, authn.WantsHTML(r), out.Status, out.Answer)
 	default:
 		w.WriteHeader(out.Status)
 		_, _ = w.Write(out.Body) // the client may have gone: nothing to do

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -96,6 +97,7 @@ func (h *Handler) Validate() error {
 	if t := time.Duration(h.GrantsTimeout); t < time.Millisecond || t > 10*time.Second {
 		bad("grants_timeout", "must be between 1ms and 10s, got %s", t)
 	}
+	h.validatePages(bad, check)
 	if _, err := grants.ParseURL(h.Grants); err != nil {
 		bad("grants", "%q: want file:///path, redis://…, rediss://…, redis+cluster://… or memory: (%v)", redactURL(h.Grants), err)
 	}
@@ -254,6 +256,30 @@ func (h *Handler) validateAssertion(bad func(string, string, ...any), check func
 
 // The rules for single values, shared by Validate and the Caddyfile
 // parser.
+
+// validatePages checks pages_dir (a directory: its files are read by
+// Provision) and support_contact.
+func (h *Handler) validatePages(bad func(string, string, ...any), check func(string, error)) {
+	if h.PagesDir != "" {
+		if fi, err := os.Stat(h.PagesDir); err != nil {
+			bad("pages_dir", "%v", err)
+		} else if !fi.IsDir() {
+			bad("pages_dir", "%s is not a directory", h.PagesDir)
+		}
+	}
+	if h.SupportContact != "" {
+		check("support_contact", checkSupportContact(h.SupportContact))
+	}
+}
+
+// checkSupportContact: one line of printable text, short enough for a
+// page's footer.
+func checkSupportContact(v string) error {
+	if gate.CleanText(v, 200) != v {
+		return fmt.Errorf("%q must be one line of printable text, at most 200 bytes", v)
+	}
+	return nil
+}
 
 func checkApp(v string) error {
 	if !appNameRE.MatchString(v) {
