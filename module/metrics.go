@@ -89,6 +89,17 @@ func registerMetrics(reg *prometheus.Registry) error {
 type appMetrics struct {
 	app    string
 	series sync.Map // decisionKey → *decisionSeries
+	// The app's series every request may move.
+	evalHit, evalMiss, policyErrors, loginsStarted, loginsOK, logouts prometheus.Counter
+}
+
+func newAppMetrics(app string) *appMetrics {
+	return &appMetrics{app: app,
+		evalHit: metrics.policyEvals.WithLabelValues(app, "hit"), evalMiss: metrics.policyEvals.WithLabelValues(app, "miss"),
+		policyErrors:  metrics.policyErrors.WithLabelValues(app),
+		loginsStarted: metrics.logins.WithLabelValues(app, "started", ""), loginsOK: metrics.logins.WithLabelValues(app, "ok", ""),
+		logouts: metrics.sessionsRevoked.WithLabelValues(app, "logout"),
+	}
 }
 
 type decisionKey struct {
@@ -115,29 +126,30 @@ func (m *appMetrics) observe(out *gate.Outcome, took time.Duration) {
 	ds.count.Inc()
 	ds.latency.Observe(took.Seconds())
 	a := &out.Audit
-	if a.Revision != "" {
-		cache := "miss"
-		if a.Cached {
-			cache = "hit"
-		}
-		metrics.policyEvals.WithLabelValues(m.app, cache).Inc()
+	switch {
+	case a.Revision == "":
+	case a.Cached:
+		m.evalHit.Inc()
+	default:
+		m.evalMiss.Inc()
 	}
 	switch out.Result {
+	case gate.ResultAllow:
 	case gate.ResultLogin:
-		metrics.logins.WithLabelValues(m.app, "started", "").Inc()
+		m.loginsStarted.Inc()
 	case gate.ResultLoginOK:
-		metrics.logins.WithLabelValues(m.app, "ok", "").Inc()
+		m.loginsOK.Inc()
 	case gate.ResultLoginFailed:
 		if !hasEvent(out, gate.EventStepUpRefused) {
 			metrics.logins.WithLabelValues(m.app, "failed", string(k.reason)).Inc()
 		}
 	case gate.ResultLogout:
 		if out.Reason != gate.ReasonLogoutNotRecorded {
-			metrics.sessionsRevoked.WithLabelValues(m.app, "logout").Inc()
+			m.logouts.Inc()
 		}
 	}
 	if out.Reason == gate.ReasonPolicyError {
-		metrics.policyErrors.WithLabelValues(m.app).Inc()
+		m.policyErrors.Inc()
 	}
 }
 

@@ -259,7 +259,7 @@ func (h *Handler) provision(ctx caddy.Context, logger *zap.Logger) error {
 	if h.pages, err = newPages(pageOptions{Dir: h.PagesDir, App: h.App, Support: h.SupportContact, FormOrigins: h.formOrigins()}); err != nil {
 		return err
 	}
-	h.metrics = &appMetrics{app: h.App}
+	h.metrics = newAppMetrics(h.App)
 	if h.gate.Everyone() {
 		h.logger.Warn("EVERY AUTHENTICATED USER IS ALLOWED: no policy, allow_groups or allow_email_domains is configured",
 			zap.String("app", h.App), zap.String("issuer", h.Issuer))
