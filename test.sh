@@ -32,6 +32,8 @@ go tool staticcheck ./...
 # embedded engine, from go.mod's tool line).
 go tool opa check --strict --schema docs/input.schema.json policies/
 go tool opa test policies/
+# The same library as the running Gatehouse loads it (what users run in CI).
+go run ./cmd/gatehouse gatehouse policy check policies/
 # Browser tests save screenshots and HTML of failures under .test-output/.
 mkdir -p .test-output
 # A generous timeout: on a busy machine the e2e package can take several
