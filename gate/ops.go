@@ -43,6 +43,10 @@ type StoreOpResult struct {
 	Events   []Event          `json:"-"`
 }
 
+// ErrUnknownEmail: no user the store knows has the email an operation
+// names.
+var ErrUnknownEmail = errors.New("unknown email")
+
 // resolveUser finds the one user an operation names: by iss and sub, or
 // by an email the store has seen.
 func (o *StoreOp) resolveUser(ctx context.Context, s grants.Store) (grants.User, error) {
@@ -67,7 +71,7 @@ func (o *StoreOp) resolveUser(ctx context.Context, s grants.Store) (grants.User,
 	}
 	switch len(us) {
 	case 0:
-		return grants.User{}, fmt.Errorf("the store has never seen %s: give --sub and --iss", o.Email)
+		return grants.User{}, fmt.Errorf("%w: no user with the email %s is known to the store (a user is known by email once they have signed in, asked for access or been granted it): name the user with --iss and --sub", ErrUnknownEmail, o.Email)
 	case 1:
 		return us[0], nil
 	}

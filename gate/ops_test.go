@@ -3,6 +3,8 @@ package gate
 import (
 	"context"
 	"errors"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,5 +118,35 @@ func TestStoreOpAuditTellsTheTruth(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestUsersByEmail: a user who signed in (with a verified email) can be
+// named by that email at once, in any case, without a grant or a request;
+// an email never seen, or seen unverified, is refused saying to give
+// --iss and --sub, which always work.
+func TestUsersByEmail(t *testing.T) {
+	tg := newTestGate(t, nil)
+	out, _ := tg.signIn(t, "/", map[string]any{"sub": "bob", "email": "Bob@Example.com"})
+	want(t, "bob's sign-in", out, Redirect, http.StatusFound, ResultLoginOK, ReasonNone)
+	out, _ = tg.signIn(t, "/", map[string]any{"sub": "eve", "email": "eve@example.com", "email_verified": false})
+	want(t, "eve's sign-in", out, Redirect, http.StatusFound, ResultLoginOK, ReasonNone)
+	ctx, now := context.Background(), tg.clock.now()
+
+	res, err := (&StoreOp{Op: "deprovision", Email: "bob@EXAMPLE.com"}).Run(ctx, tg.store, now)
+	if err != nil || len(res.Users) != 1 || res.Users[0] != (grants.User{Iss: tg.idp.URL, Sub: "bob"}) {
+		t.Fatalf("deprovision by the email bob signed in with: %+v %v", res, err)
+	}
+	for _, email := range []string{"eve@example.com", "nobody@example.com"} {
+		_, err := (&StoreOp{Op: "logout-user", Email: email}).Run(ctx, tg.store, now)
+		if !errors.Is(err, ErrUnknownEmail) || !strings.Contains(err.Error(), "name the user with --iss and --sub") {
+			t.Errorf("%s: %v", email, err)
+		}
+	}
+	if _, err := (&StoreOp{Op: "logout-user", Sub: "eve", Iss: tg.idp.URL}).Run(ctx, tg.store, now); err != nil {
+		t.Errorf("by --iss and --sub: %v", err)
+	}
+	if _, err := (&StoreOp{Op: "logout-user", Sub: "eve"}).Run(ctx, tg.store, now); err == nil || !strings.Contains(err.Error(), "give both --sub and --iss") {
+		t.Errorf("--sub alone: %v", err)
 	}
 }
