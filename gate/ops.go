@@ -193,11 +193,12 @@ func (o *StoreOp) apply(ctx context.Context, s grants.Store, now time.Time, res 
 	return fmt.Errorf("unknown operation %q", o.Op)
 }
 
-// Print writes the result as a table for people.
+// Print writes the result as a table for people. A user is their
+// subject and issuer (the identity), with the email they were seen with.
 func (res *StoreOpResult) Print(w io.Writer, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
 	if len(res.Grants) > 0 {
-		fmt.Fprintln(tw, "ID\tUSER\tRESOURCE\tSTATE\tEXPIRES\tAPPROVED BY\tREASON")
+		fmt.Fprintln(tw, "ID\tSUB\tISSUER\tEMAIL\tRESOURCE\tSTATE\tEXPIRES\tAPPROVED BY\tREASON")
 		for _, g := range res.Grants {
 			state := "active"
 			switch {
@@ -206,22 +207,14 @@ func (res *StoreOpResult) Print(w io.Writer, now time.Time) error {
 			case !g.Active(now):
 				state = "expired"
 			}
-			who := g.Email
-			if who == "" {
-				who = g.User.Sub
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.ID, who, g.Resource, state,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.ID, g.User.Sub, g.User.Iss, orDash(g.Email), g.Resource, state,
 				time.Unix(g.ExpiresAt, 0).UTC().Format(time.RFC3339), g.ApprovedBy, g.Reason)
 		}
 	}
 	if len(res.Requests) > 0 {
-		fmt.Fprintln(tw, "ID\tAPP\tUSER\tRESOURCE\tDURATION\tSTATUS\tDECIDED BY\tREASON")
+		fmt.Fprintln(tw, "ID\tAPP\tSUB\tISSUER\tEMAIL\tRESOURCE\tDURATION\tSTATUS\tDECIDED BY\tREASON")
 		for _, r := range res.Requests {
-			who := r.Email
-			if who == "" {
-				who = r.User.Sub
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.App, who, r.Resource,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.App, r.User.Sub, r.User.Iss, orDash(r.Email), r.Resource,
 				time.Duration(r.Duration)*time.Second, r.Status, r.DecidedBy, r.Reason)
 		}
 	}
@@ -232,4 +225,11 @@ func (res *StoreOpResult) Print(w io.Writer, now time.Time) error {
 		fmt.Fprintln(tw, "(none)")
 	}
 	return tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

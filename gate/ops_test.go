@@ -150,3 +150,34 @@ func TestUsersByEmail(t *testing.T) {
 		t.Errorf("--sub alone: %v", err)
 	}
 }
+
+// TestPrintNamesTheIssuer: a user is iss + sub, so the table shows both
+// (two IdPs may have the same subject), with the email where known.
+func TestPrintNamesTheIssuer(t *testing.T) {
+	now := time.Unix(1795597200, 0)
+	res := &StoreOpResult{
+		Grants: []grants.Grant{
+			{ID: "g1", User: grants.User{Iss: "https://idp-a.example", Sub: "bob"}, Email: "bob@example.com", Resource: "db", ExpiresAt: now.Unix() + 60},
+			{ID: "g2", User: grants.User{Iss: "https://idp-b.example", Sub: "bob"}, Resource: "db", ExpiresAt: now.Unix() - 60},
+		},
+		Requests: []grants.Request{{ID: "r1", App: "a", User: grants.User{Iss: "https://idp-b.example", Sub: "bob"}, Resource: "db", Duration: 3600, Status: grants.Pending}},
+	}
+	var b strings.Builder
+	if err := res.Print(&b, now); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(b.String(), "\n")
+	for i, want := range map[int][]string{
+		0: {"SUB", "ISSUER", "EMAIL"},
+		1: {"g1", "bob", "https://idp-a.example", "bob@example.com", "active"},
+		2: {"g2", "bob", "https://idp-b.example", " - ", "expired"},
+		3: {"ISSUER"},
+		4: {"r1", "https://idp-b.example", "1h0m0s", "pending"},
+	} {
+		for _, w := range want {
+			if !strings.Contains(lines[i], w) {
+				t.Errorf("line %d lacks %q:\n%s", i, w, b.String())
+			}
+		}
+	}
+}

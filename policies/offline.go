@@ -122,6 +122,46 @@ func Check(ctx context.Context, w io.Writer, dir string, opts Options) error {
 	return err
 }
 
+// GrantableQuery names the resources that can be granted just in time
+// (a set or an array of strings, reading no input). It is optional: the
+// ops CLI checks the resource of a grant it adds against it.
+const GrantableQuery = "data.gatehouse.grantable"
+
+// ErrNoGrantable: the policy does not say which resources can be
+// granted.
+var ErrNoGrantable = errors.New("policies: the policy names no grantable resources")
+
+// Grantable returns the resources the policy says can be granted just in
+// time (GrantableQuery), sorted.
+func (r *Revision) Grantable(ctx context.Context) ([]string, error) {
+	ref := ast.MustParseRef(GrantableQuery)
+	if len(r.compiler.GetRules(ref)) == 0 {
+		return nil, fmt.Errorf("%w: no rule defines %s", ErrNoGrantable, GrantableQuery)
+	}
+	pq, err := r.prepare(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	v, err := r.eval(ctx, &pq, ast.NewObject(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", GrantableQuery, err)
+	}
+	list, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("%s is %T, want a set of strings", GrantableQuery, v)
+	}
+	names := make([]string, 0, len(list))
+	for _, x := range list {
+		s, ok := x.(string)
+		if !ok {
+			return nil, fmt.Errorf("%s holds %v, want strings", GrantableQuery, x)
+		}
+		names = append(names, s)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
 // Report writes an explanation: for people (format "text": the revision,
 // its warnings, the value, the result, the rules that decided and the
 // raw trace if asked for) or as JSON.

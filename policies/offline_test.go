@@ -170,3 +170,23 @@ func TestOPACheckWithSchema(t *testing.T) {
 		t.Errorf("opa check --schema refused the library: %v\n%s", err, out)
 	}
 }
+
+// TestGrantable: the library names every app's resources; a policy
+// without the rule says so.
+func TestGrantable(t *testing.T) {
+	rev, err := Load(context.Background(), ".", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := rev.Grantable(context.Background())
+	if err != nil || !slices.Equal(got, []string{"legacy-app", "payroll-admin", "payroll-reports", "projects-admin", "projects-app"}) {
+		t.Errorf("library: %v %v", got, err)
+	}
+	bare, err := Load(context.Background(), writePolicy(t, map[string]string{"p.rego": "package gatehouse\n\ndecision := true\n"}), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bare.Grantable(context.Background()); !errors.Is(err, ErrNoGrantable) {
+		t.Errorf("a policy without grantable: %v", err)
+	}
+}
