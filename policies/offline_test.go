@@ -190,3 +190,24 @@ func TestGrantable(t *testing.T) {
 		t.Errorf("a policy without grantable: %v", err)
 	}
 }
+
+// FuzzReadInput: whatever the file holds, reading it never panics, and
+// what it accepts is an object with no missing field unless partial.
+func FuzzReadInput(f *testing.F) {
+	f.Add([]byte(`{"app":"x","user":{"groups":["a"]},"request":{"headers":{"user-agent":"x"}}}`), true)
+	f.Add([]byte(`{"msg":"decision","decision_id":"d","input":{"now":1,"grants":null}}`), false)
+	f.Add([]byte(`{"version":1.0e0,"now":-1,"user":{"verifications":{"eid":{"acr":1}}}}`), true)
+	f.Add([]byte(`[1,2]`), false)
+	f.Fuzz(func(t *testing.T, b []byte, partial bool) {
+		rp, err := ReadInput(bytes.NewReader(b), partial)
+		if err != nil {
+			return
+		}
+		if _, ok := rp.Input.(ast.Object); !ok {
+			t.Fatalf("accepted %q as %T", b, rp.Input)
+		}
+		if !partial && len(rp.Missing) > 0 {
+			t.Fatalf("accepted %q missing %v", b, rp.Missing)
+		}
+	})
+}
