@@ -32,6 +32,8 @@ go tool staticcheck ./...
 # embedded engine, from go.mod's tool line).
 go tool opa check --strict --schema docs/input.schema.json policies/
 go tool opa test policies/
+# The same library as the running Gatehouse loads it (what users run in CI).
+go run ./cmd/gatehouse gatehouse policy check policies/
 # Browser tests save screenshots and HTML of failures under .test-output/.
 mkdir -p .test-output
 # A generous timeout: on a busy machine the e2e package can take several
@@ -47,7 +49,7 @@ go test -count=1 -timeout 30m -race ./authn/ ./gate/ ./module/ ./policies/ ./gra
 for spec in authn:FuzzCanonicalPath:150000 authn:FuzzSafeReturnPath:120000 authn:FuzzOpenSession:100000 authn:FuzzParseEmail:100000 \
 	authn:FuzzNormalizeOrigin:60000 authn:FuzzFindLogin:60000 gate:FuzzDuplicateCookies:20000 \
 	module:FuzzUnmarshalCaddyfile:20000 gate:FuzzStripManagedHeaders:20000 module:FuzzStepUpPath:30000 gate:FuzzStripOwnCookies:20000 \
-	policies:FuzzParseDecision:40000 policies:FuzzProjectionKey:40000 grants:FuzzGrantMemo:30000; do
+	policies:FuzzParseDecision:40000 policies:FuzzProjectionKey:40000 policies:FuzzReadInput:40000 grants:FuzzGrantMemo:30000; do
 	IFS=: read -r pkg target count <<<"$spec"
 	go test -run='^$' -fuzz="^${target}\$" -fuzztime="${FUZZTIME:-${count}x}" -fuzzminimizetime=2000x "./${pkg}/"
 done

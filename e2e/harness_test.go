@@ -280,15 +280,21 @@ func (g *gatehouse) reload(t testing.TB) {
 // returns once every URL in waitFor answers its health check over HTTPS.
 func startGatehouse(t testing.TB, caddyfile string, env []string, waitFor ...string) *gatehouse {
 	t.Helper()
+	return startGatehouseAdmin(t, fmt.Sprintf("127.0.0.1:%d", freePort(t)), caddyfile, env, waitFor...)
+}
+
+// startGatehouseAdmin is startGatehouse with the admin API at admin: an
+// address, unix//path for a socket, or off.
+func startGatehouseAdmin(t testing.TB, admin, caddyfile string, env []string, waitFor ...string) *gatehouse {
+	t.Helper()
 	dir := t.TempDir()
-	admin := freePort(t)
-	global := fmt.Sprintf("{\n\tadmin 127.0.0.1:%d\n\tlocal_certs\n\tskip_install_trust\n\tstorage file_system %s\n\tlog {\n\t\tformat json\n\t\tlevel INFO\n\t}\n}\n\n",
+	global := fmt.Sprintf("{\n\tadmin %s\n\tlocal_certs\n\tskip_install_trust\n\tstorage file_system %s\n\tlog {\n\t\tformat json\n\t\tlevel INFO\n\t}\n}\n\n",
 		admin, filepath.Join(dir, "storage"))
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(global+caddyfile), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g := &gatehouse{dir: dir, log: &logBuffer{}, config: path, admin: fmt.Sprintf("127.0.0.1:%d", admin)}
+	g := &gatehouse{dir: dir, log: &logBuffer{}, config: path, admin: admin}
 	g.env = append(os.Environ(), append([]string{"HOME=" + dir, "XDG_DATA_HOME=" + dir, "XDG_CONFIG_HOME=" + dir}, env...)...)
 	cmd := exec.Command(gatehouseBin, "run", "--config", path, "--adapter", "caddyfile")
 	cmd.Env = g.env

@@ -65,4 +65,14 @@ func TestXcaddyBuild(t *testing.T) {
 	if !strings.HasPrefix(string(ver), caddyVersion[1]) {
 		t.Errorf("built Caddy %s, want %s", ver, caddyVersion[1])
 	}
+	// Gatehouse is a dependency here, so Caddy shows its version (the
+	// Dockerfile's @v0.0.0), and its command is `caddy gatehouse`.
+	list, _ = exec.Command(out, "list-modules", "--versions", "--skip-standard").Output()
+	if !regexp.MustCompile(`(?m)^http\.handlers\.gatehouse v0\.0\.0$`).Match(list) {
+		t.Errorf("list-modules --versions of the xcaddy build:\n%s", list)
+	}
+	help, _ := exec.Command(out, "gatehouse", "--help").Output()
+	if !strings.Contains(string(help), filepath.Base(out)+" gatehouse policy check DIR") {
+		t.Errorf("the xcaddy build's gatehouse --help:\n%s", help)
+	}
 }

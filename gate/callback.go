@@ -115,6 +115,7 @@ func (g *Gate) callback(req *Request, out Outcome) Outcome {
 	} else {
 		g.log.Warn("ID token too large to keep for logout; logout will not send id_token_hint", zap.String("user", id.Subject))
 	}
+	g.noteEmail(r.Context(), id)
 	out.Result, out.Reason = ResultLoginOK, ReasonNone
 	return noReferrer(out.redirect(Redirect, http.StatusFound, authn.SafeReturnPath(st.Return)))
 }

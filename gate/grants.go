@@ -39,6 +39,21 @@ func (g *Gate) lookupGrants(ctx context.Context, s *authn.Session, now time.Time
 	return st, false
 }
 
+// noteEmail records the verified email of a sign-in in the grant store,
+// so that operators can name the user by it (`users deprovision --user
+// EMAIL`). A store that cannot take it now does not stop the sign-in.
+func (g *Gate) noteEmail(ctx context.Context, id *authn.Identity) {
+	if id.Email == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	defer cancel()
+	if err := g.cfg.Grants.Store().NoteEmail(ctx, grants.User{Iss: g.cfg.Issuer, Sub: id.Subject}, id.Email); err != nil {
+		g.log.Warn("grant store: the email of this sign-in is not recorded; the ops CLI cannot name the user by email until a later sign-in records it",
+			zap.String("user", id.Subject), zap.Error(err))
+	}
+}
+
 // revokeSession records the logout of a session in the store, so a copy
 // of its cookie is dead on every node. It is in this node's mirror at
 // once, which writes it back to the store if recording it fails now.

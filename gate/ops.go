@@ -43,6 +43,10 @@ type StoreOpResult struct {
 	Events   []Event          `json:"-"`
 }
 
+// ErrUnknownEmail: no user the store knows has the email an operation
+// names.
+var ErrUnknownEmail = errors.New("unknown email")
+
 // resolveUser finds the one user an operation names: by iss and sub, or
 // by an email the store has seen.
 func (o *StoreOp) resolveUser(ctx context.Context, s grants.Store) (grants.User, error) {
@@ -67,7 +71,7 @@ func (o *StoreOp) resolveUser(ctx context.Context, s grants.Store) (grants.User,
 	}
 	switch len(us) {
 	case 0:
-		return grants.User{}, fmt.Errorf("the store has never seen %s: give --sub and --iss", o.Email)
+		return grants.User{}, fmt.Errorf("%w: no user with the email %s is known to the store (a user is known by email once they have signed in, asked for access or been granted it): name the user with --iss and --sub", ErrUnknownEmail, o.Email)
 	case 1:
 		return us[0], nil
 	}
@@ -189,11 +193,12 @@ func (o *StoreOp) apply(ctx context.Context, s grants.Store, now time.Time, res 
 	return fmt.Errorf("unknown operation %q", o.Op)
 }
 
-// Print writes the result as a table for people.
+// Print writes the result as a table for people. A user is their
+// subject and issuer (the identity), with the email they were seen with.
 func (res *StoreOpResult) Print(w io.Writer, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 2, 2, ' ', 0)
 	if len(res.Grants) > 0 {
-		fmt.Fprintln(tw, "ID\tUSER\tRESOURCE\tSTATE\tEXPIRES\tAPPROVED BY\tREASON")
+		fmt.Fprintln(tw, "ID\tSUB\tISSUER\tEMAIL\tRESOURCE\tSTATE\tEXPIRES\tAPPROVED BY\tREASON")
 		for _, g := range res.Grants {
 			state := "active"
 			switch {
@@ -202,22 +207,14 @@ func (res *StoreOpResult) Print(w io.Writer, now time.Time) error {
 			case !g.Active(now):
 				state = "expired"
 			}
-			who := g.Email
-			if who == "" {
-				who = g.User.Sub
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.ID, who, g.Resource, state,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", g.ID, g.User.Sub, g.User.Iss, orDash(g.Email), g.Resource, state,
 				time.Unix(g.ExpiresAt, 0).UTC().Format(time.RFC3339), g.ApprovedBy, g.Reason)
 		}
 	}
 	if len(res.Requests) > 0 {
-		fmt.Fprintln(tw, "ID\tAPP\tUSER\tRESOURCE\tDURATION\tSTATUS\tDECIDED BY\tREASON")
+		fmt.Fprintln(tw, "ID\tAPP\tSUB\tISSUER\tEMAIL\tRESOURCE\tDURATION\tSTATUS\tDECIDED BY\tREASON")
 		for _, r := range res.Requests {
-			who := r.Email
-			if who == "" {
-				who = r.User.Sub
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.App, who, r.Resource,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.App, r.User.Sub, r.User.Iss, orDash(r.Email), r.Resource,
 				time.Duration(r.Duration)*time.Second, r.Status, r.DecidedBy, r.Reason)
 		}
 	}
@@ -228,4 +225,11 @@ func (res *StoreOpResult) Print(w io.Writer, now time.Time) error {
 		fmt.Fprintln(tw, "(none)")
 	}
 	return tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

@@ -3,6 +3,8 @@ package gate
 import (
 	"context"
 	"errors"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,5 +118,66 @@ func TestStoreOpAuditTellsTheTruth(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestUsersByEmail: a user who signed in (with a verified email) can be
+// named by that email at once, in any case, without a grant or a request;
+// an email never seen, or seen unverified, is refused saying to give
+// --iss and --sub, which always work.
+func TestUsersByEmail(t *testing.T) {
+	tg := newTestGate(t, nil)
+	out, _ := tg.signIn(t, "/", map[string]any{"sub": "bob", "email": "Bob@Example.com"})
+	want(t, "bob's sign-in", out, Redirect, http.StatusFound, ResultLoginOK, ReasonNone)
+	out, _ = tg.signIn(t, "/", map[string]any{"sub": "eve", "email": "eve@example.com", "email_verified": false})
+	want(t, "eve's sign-in", out, Redirect, http.StatusFound, ResultLoginOK, ReasonNone)
+	ctx, now := context.Background(), tg.clock.now()
+
+	res, err := (&StoreOp{Op: "deprovision", Email: "bob@EXAMPLE.com"}).Run(ctx, tg.store, now)
+	if err != nil || len(res.Users) != 1 || res.Users[0] != (grants.User{Iss: tg.idp.URL, Sub: "bob"}) {
+		t.Fatalf("deprovision by the email bob signed in with: %+v %v", res, err)
+	}
+	for _, email := range []string{"eve@example.com", "nobody@example.com"} {
+		_, err := (&StoreOp{Op: "logout-user", Email: email}).Run(ctx, tg.store, now)
+		if !errors.Is(err, ErrUnknownEmail) || !strings.Contains(err.Error(), "name the user with --iss and --sub") {
+			t.Errorf("%s: %v", email, err)
+		}
+	}
+	if _, err := (&StoreOp{Op: "logout-user", Sub: "eve", Iss: tg.idp.URL}).Run(ctx, tg.store, now); err != nil {
+		t.Errorf("by --iss and --sub: %v", err)
+	}
+	if _, err := (&StoreOp{Op: "logout-user", Sub: "eve"}).Run(ctx, tg.store, now); err == nil || !strings.Contains(err.Error(), "give both --sub and --iss") {
+		t.Errorf("--sub alone: %v", err)
+	}
+}
+
+// TestPrintNamesTheIssuer: a user is iss + sub, so the table shows both
+// (two IdPs may have the same subject), with the email where known.
+func TestPrintNamesTheIssuer(t *testing.T) {
+	now := time.Unix(1795597200, 0)
+	res := &StoreOpResult{
+		Grants: []grants.Grant{
+			{ID: "g1", User: grants.User{Iss: "https://idp-a.example", Sub: "bob"}, Email: "bob@example.com", Resource: "db", ExpiresAt: now.Unix() + 60},
+			{ID: "g2", User: grants.User{Iss: "https://idp-b.example", Sub: "bob"}, Resource: "db", ExpiresAt: now.Unix() - 60},
+		},
+		Requests: []grants.Request{{ID: "r1", App: "a", User: grants.User{Iss: "https://idp-b.example", Sub: "bob"}, Resource: "db", Duration: 3600, Status: grants.Pending}},
+	}
+	var b strings.Builder
+	if err := res.Print(&b, now); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(b.String(), "\n")
+	for i, want := range map[int][]string{
+		0: {"SUB", "ISSUER", "EMAIL"},
+		1: {"g1", "bob", "https://idp-a.example", "bob@example.com", "active"},
+		2: {"g2", "bob", "https://idp-b.example", " - ", "expired"},
+		3: {"ISSUER"},
+		4: {"r1", "https://idp-b.example", "1h0m0s", "pending"},
+	} {
+		for _, w := range want {
+			if !strings.Contains(lines[i], w) {
+				t.Errorf("line %d lacks %q:\n%s", i, w, b.String())
+			}
+		}
 	}
 }

@@ -83,6 +83,38 @@ func conformance(t *testing.T, open func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("emails seen at sign-in", func(t *testing.T) {
+		s := open(t)
+		carol := User{Iss: "https://idp.example.com", Sub: "carol"}
+		if us, err := s.Users(ctx, "carol@example.com"); err != nil || len(us) != 0 {
+			t.Fatalf("Users before any sign-in: %v, %v", us, err)
+		}
+		// Signing in twice records carol once; the lookup ignores case.
+		for range 2 {
+			if err := s.NoteEmail(ctx, carol, "Carol@Example.com"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if us, err := s.Users(ctx, "carol@example.COM"); err != nil || len(us) != 1 || us[0] != carol {
+			t.Errorf("Users after sign-in: %v, %v", us, err)
+		}
+		// Another user with the address (reassigned, or another IdP):
+		// both are named, so the CLI can refuse to guess.
+		other := User{Iss: "https://other.example", Sub: "c2"}
+		if err := s.NoteEmail(ctx, other, "carol@example.com"); err != nil {
+			t.Fatal(err)
+		}
+		if us, err := s.Users(ctx, "carol@example.com"); err != nil || len(us) != 2 {
+			t.Errorf("Users of a shared address: %v, %v", us, err)
+		}
+		if err := s.NoteEmail(ctx, User{Sub: "x"}, "x@example.com"); !errors.Is(err, ErrInvalid) {
+			t.Errorf("NoteEmail without an issuer: %v", err)
+		}
+		if err := s.NoteEmail(ctx, carol, ""); !errors.Is(err, ErrInvalid) {
+			t.Errorf("NoteEmail without an email: %v", err)
+		}
+	})
+
 	t.Run("requests and decisions", func(t *testing.T) {
 		s := open(t)
 		base := Request{App: "payroll", Resource: "payroll-admin", Reason: "close", User: bob, Email: "bob@example.com",

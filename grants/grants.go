@@ -219,8 +219,12 @@ type Store interface {
 	RevokeSession(ctx context.Context, u User, sessionID string, until time.Time) error
 	// RevokeUser revokes every session of u created up to at.
 	RevokeUser(ctx context.Context, u User, at time.Time) error
-	// Users resolves an email to the users the store has seen with it.
+	// Users resolves an email to the users the store has seen with it:
+	// at sign-in (NoteEmail), on a grant or an access request.
 	Users(ctx context.Context, email string) ([]User, error)
+	// NoteEmail records that u signed in with email (verified), so that
+	// operators can name u by email (Users).
+	NoteEmail(ctx context.Context, u User, email string) error
 	// Revocations lists revocations in force at now.
 	Revocations(ctx context.Context, now time.Time) (Revocations, error)
 	// Restore writes back revocations a node's mirror holds and the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sort"
 	"strconv"
 	"strings"
@@ -303,6 +304,13 @@ func (s *kvStore) RevokeUser(_ context.Context, u User, at time.Time) error {
 		s.events.send(Event{Kind: "user_revoked", UserKey: u.Key(), At: at.Unix()})
 	}
 	return err
+}
+
+func (s *kvStore) NoteEmail(_ context.Context, u User, email string) error {
+	if email == "" || !u.valid() {
+		return fmt.Errorf("%w: NoteEmail needs an email and a user", ErrInvalid)
+	}
+	return s.db.update(func(tx kvTx) error { return indexEmail(tx, email, u) })
 }
 
 func (s *kvStore) Users(_ context.Context, email string) ([]User, error) {

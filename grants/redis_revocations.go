@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -60,6 +61,20 @@ func (s *RedisStore) revokeUser(ctx context.Context, uk string, at int64) error 
 		return unavailable(err)
 	}
 	return durable
+}
+
+func (s *RedisStore) NoteEmail(ctx context.Context, u User, email string) error {
+	if email == "" || !u.valid() {
+		return fmt.Errorf("%w: NoteEmail needs an email and a user", ErrInvalid)
+	}
+	ub, _ := json.Marshal(u)
+	p := s.client.Pipeline()
+	p.SAdd(ctx, kEmail(email), ub)
+	p.Expire(ctx, kEmail(email), 10*keep)
+	if _, err := p.Exec(ctx); err != nil {
+		return unavailable(err)
+	}
+	return nil
 }
 
 func (s *RedisStore) Users(ctx context.Context, email string) ([]User, error) {

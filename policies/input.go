@@ -105,6 +105,9 @@ type Requester struct {
 
 // SetGrants sets Grants and GrantResources.
 func (in *Input) SetGrants(gs []Grant) {
+	if gs == nil {
+		gs = []Grant{} // the log shows [], as the policy sees it, not null
+	}
 	in.Grants = gs
 	in.GrantResources = make([]string, 0, len(gs))
 	for _, g := range gs {

@@ -74,6 +74,7 @@ type Revision struct {
 	Warnings []string
 
 	opts    Options
+	dir     string         // as given to Load: file names are relative to it
 	reads   *projection    // what the decision can read of the input; nil: all of it
 	noCache string         // why decisions are not cached
 	cache   *decisionCache // nil: off
@@ -118,6 +119,18 @@ func Load(ctx context.Context, dir string, opts Options) (*Revision, error) {
 		WithProcessAnnotation(true).
 		Filtered([]string{dir}, skipFile)
 	if err != nil {
+		var errs loader.Errors
+		if errors.As(err, &errs) {
+			var asts ast.Errors
+			for _, e := range errs {
+				if ae, ok := e.(*ast.Error); ok {
+					asts = append(asts, ae)
+				}
+			}
+			if len(asts) == len(errs) {
+				return nil, fmt.Errorf("%w: %w", ErrLoad, formatErrors(asts, dir))
+			}
+		}
 		// Name files relative to the policy directory, as compile errors do.
 		msg := strings.ReplaceAll(err.Error(), filepath.Clean(dir)+string(filepath.Separator), "")
 		return nil, fmt.Errorf("%w: %s", ErrLoad, msg)
@@ -156,13 +169,14 @@ func Load(ctx context.Context, dir string, opts Options) (*Revision, error) {
 		WithEnablePrintStatements(false).
 		WithUseTypeCheckAnnotations(true)
 	if compiler.Compile(modules); compiler.Failed() {
-		return nil, fmt.Errorf("%w: %s", ErrLoad, formatErrors(compiler.Errors, dir))
+		return nil, fmt.Errorf("%w: %w", ErrLoad, formatErrors(compiler.Errors, dir))
 	}
 	rev := &Revision{
 		ID:       hex.EncodeToString(digest.Sum(nil))[:12],
 		Loaded:   time.Now(),
 		Files:    files,
 		opts:     opts,
+		dir:      dir,
 		compiler: compiler,
 		store:    inmem.NewFromObjectWithOpts(res.Documents, inmem.OptReturnASTValuesOnRead(true)),
 	}
@@ -211,10 +225,17 @@ func (r *Revision) prepare(ctx context.Context, ref ast.Ref) (rego.PreparedEvalQ
 	return pq, nil
 }
 
+// LoadErrors are what the parser, the compiler or the type checker
+// refused, one "file:line: code: message" each, with files relative to
+// the policy directory.
+type LoadErrors []string
+
+func (e LoadErrors) Error() string { return strings.Join(e, "; ") }
+
 // formatErrors lists compiler errors as "file:line: message", with paths
 // relative to the policy directory.
-func formatErrors(errs ast.Errors, dir string) string {
-	var lines []string
+func formatErrors(errs ast.Errors, dir string) LoadErrors {
+	var lines LoadErrors
 	for _, e := range errs {
 		loc := "?"
 		if e.Location != nil {
@@ -226,7 +247,7 @@ func formatErrors(errs ast.Errors, dir string) string {
 		}
 		lines = append(lines, fmt.Sprintf("%s: %s: %s", loc, e.Code, e.Message))
 	}
-	return strings.Join(lines, "; ")
+	return lines
 }
 
 // checkDecisionType refuses a decision query that the type checker proves

@@ -8,20 +8,43 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/tester"
 )
 
-// The offline tools for people who write and review policies: replay a
-// logged decision and see why it came out as it did, and run a policy
-// directory's tests (`caddy gatehouse policy eval|test`).
+// The offline tools for people who write and review policies: check a
+// policy directory as the running engine would load it, replay a logged
+// decision and see why it came out as it did, and run a policy
+// directory's tests (`gatehouse policy check|eval|test`).
+
+// ErrNoInput marks an audit line that holds no input to replay: it was
+// written with decision_log minimal.
+var ErrNoInput = errors.New("policies: no input to replay")
+
+// ErrIncomplete marks an input that lacks fields the input always has,
+// read without partial.
+var ErrIncomplete = errors.New("policies: incomplete input")
+
+// Replay is an input document read for offline evaluation.
+type Replay struct {
+	Input ast.Value
+	// DecisionID is the decision's id when the input came from an audit
+	// line.
+	DecisionID string
+	// Missing lists the fields a partial input lacks (see ValidateInput).
+	Missing []string
+}
 
 // ReadInput reads an input document, or the input of an audit line
-// written with decision_log full (a JSON object with decision_id and
-// input).
-func ReadInput(r io.Reader) (ast.Value, error) {
+// written with decision_log full, and checks it against the input schema:
+// an unknown field or a value of the wrong type is refused, and so is a
+// missing field unless partial is set (then Missing lists them). An audit
+// line without an input (decision_log minimal) is refused with
+// ErrNoInput: evaluating the line itself would explain nothing.
+func ReadInput(r io.Reader, partial bool) (*Replay, error) {
 	b, err := io.ReadAll(r)
 	if err != nil {
 		return nil, err
@@ -32,17 +55,128 @@ func ReadInput(r io.Reader) (ast.Value, error) {
 	if err := dec.Decode(&doc); err != nil {
 		return nil, fmt.Errorf("not a JSON object: %v", err)
 	}
-	if in, ok := doc["input"].(map[string]any); ok && doc["decision_id"] != nil {
+	rp := &Replay{}
+	if isAuditLine(doc) {
+		rp.DecisionID, _ = doc["decision_id"].(string)
+		in, ok := doc["input"].(map[string]any)
+		if !ok {
+			what := "this audit line"
+			if rp.DecisionID != "" {
+				what = "the audit line of decision " + rp.DecisionID
+			}
+			return nil, fmt.Errorf("%w: %s was written with decision_log minimal, which logs no input; set decision_log full in the gatehouse block to log the whole input and replay the decisions written after that", ErrNoInput, what)
+		}
+		// Lines written before grants were always logged as a list
+		// show a user without grants as null; the policy saw [].
+		if g, present := in["grants"]; present && g == nil {
+			in["grants"] = []any{}
+		}
 		doc = in
 	}
-	return ast.InterfaceToValue(doc)
+	if v, ok := doc["version"].(json.Number); ok && v.String() != strconv.Itoa(InputVersion) {
+		return nil, fmt.Errorf("%w: input version %s; this Gatehouse reads version %d", ErrInput, v, InputVersion)
+	}
+	if rp.Missing, err = ValidateInput(doc); err != nil {
+		return nil, err
+	}
+	if len(rp.Missing) > 0 && !partial {
+		return nil, fmt.Errorf("%w: it lacks fields every input has: %s", ErrIncomplete, strings.Join(rp.Missing, ", "))
+	}
+	rp.Input, err = ast.InterfaceToValue(doc)
+	return rp, err
+}
+
+// isAuditLine tells an audit line from an input document: inputs have
+// none of the log's own fields.
+func isAuditLine(doc map[string]any) bool {
+	for _, k := range []string{"decision_id", "logger", "msg", "ts", "level"} {
+		if _, ok := doc[k]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// Check loads dir exactly as the running engine does (the compiler, the
+// type checker with the input schema, the decision's shape) and writes OK
+// with the revision, its files and warnings, or every error with its file
+// and line.
+func Check(ctx context.Context, w io.Writer, dir string, opts Options) error {
+	rev, err := Load(ctx, dir, opts)
+	if err != nil {
+		var errs LoadErrors
+		if errors.As(err, &errs) {
+			for _, e := range errs {
+				fmt.Fprintln(w, e)
+			}
+			return fmt.Errorf("%s: %d errors", dir, len(errs))
+		}
+		return err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "OK %s: revision %s, %d files, query %s\n", dir, rev.ID, len(rev.Files), rev.opts.Query)
+	for _, warning := range rev.Warnings {
+		fmt.Fprintf(&b, "warning %s\n", warning)
+	}
+	_, err = io.WriteString(w, b.String())
+	return err
+}
+
+// GrantableQuery names the resources that can be granted just in time
+// (a set or an array of strings, reading no input). It is optional: the
+// ops CLI checks the resource of a grant it adds against it.
+const GrantableQuery = "data.gatehouse.grantable"
+
+// ErrNoGrantable: the policy does not say which resources can be
+// granted.
+var ErrNoGrantable = errors.New("policies: the policy names no grantable resources")
+
+// Grantable returns the resources the policy says can be granted just in
+// time (GrantableQuery), sorted.
+func (r *Revision) Grantable(ctx context.Context) ([]string, error) {
+	ref := ast.MustParseRef(GrantableQuery)
+	if len(r.compiler.GetRules(ref)) == 0 {
+		return nil, fmt.Errorf("%w: no rule defines %s", ErrNoGrantable, GrantableQuery)
+	}
+	pq, err := r.prepare(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	v, err := r.eval(ctx, &pq, ast.NewObject(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", GrantableQuery, err)
+	}
+	list, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("%s is %T, want a set of strings", GrantableQuery, v)
+	}
+	names := make([]string, 0, len(list))
+	for _, x := range list {
+		s, ok := x.(string)
+		if !ok {
+			return nil, fmt.Errorf("%s holds %v, want strings", GrantableQuery, x)
+		}
+		names = append(names, s)
+	}
+	sort.Strings(names)
+	return names, nil
 }
 
 // Report writes an explanation: for people (format "text": the revision,
-// its warnings, the value, the result and the trace) or as JSON.
-func (r *Revision) Report(w io.Writer, dir string, ex *Explanation, mode, format string) error {
+// its warnings, the value, the result, the rules that decided and the
+// raw trace if asked for) or as JSON.
+func (r *Revision) Report(w io.Writer, rp *Replay, ex *Explanation, format string) error {
 	if format == "json" {
-		out := map[string]any{"query": ex.Query, "revision": ex.Revision, "value": ex.Value, "trace": ex.Trace}
+		out := map[string]any{"query": ex.Query, "revision": ex.Revision, "value": ex.Value, "rules": ex.Rules}
+		if ex.Trace != "" {
+			out["trace"] = ex.Trace
+		}
+		if rp.DecisionID != "" {
+			out["decision_id"] = rp.DecisionID
+		}
+		if len(rp.Missing) > 0 {
+			out["missing"] = rp.Missing
+		}
 		if ex.Err != nil {
 			out["error"] = ex.Err.Error()
 		}
@@ -51,9 +185,15 @@ func (r *Revision) Report(w io.Writer, dir string, ex *Explanation, mode, format
 		return enc.Encode(out)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "policy   %s (revision %s, %d files)\nquery    %s\n", dir, r.ID, len(r.Files), ex.Query)
+	fmt.Fprintf(&b, "policy   %s (revision %s, %d files)\nquery    %s\n", r.dir, r.ID, len(r.Files), ex.Query)
+	if rp.DecisionID != "" {
+		fmt.Fprintf(&b, "input    of decision %s (audit line)\n", rp.DecisionID)
+	}
 	for _, warning := range r.Warnings {
 		fmt.Fprintf(&b, "warning  %s\n", warning)
+	}
+	if len(rp.Missing) > 0 {
+		fmt.Fprintf(&b, "warning  partial input: rules that read %s see undefined\n", strings.Join(rp.Missing, ", "))
 	}
 	if ex.Value != nil {
 		v, err := json.Marshal(ex.Value)
@@ -70,8 +210,17 @@ func (r *Revision) Report(w io.Writer, dir string, ex *Explanation, mode, format
 	case ex.Approval != nil:
 		fmt.Fprintf(&b, "result   may_approve=%v auto_approve=%v max_duration=%s\n", ex.Approval.MayApprove, ex.Approval.AutoApprove, ex.Approval.MaxDuration)
 	}
+	for _, t := range ex.Rules {
+		if t.Held {
+			fmt.Fprintf(&b, "decided  by %s at %s\n", t.Rule, t.Location)
+		}
+	}
+	if len(ex.Rules) > 0 {
+		b.WriteString("\nwhy (each rule the query consulted, with the rules it consulted):\n")
+		writeRules(&b, ex.Rules, 0)
+	}
 	if ex.Trace != "" {
-		fmt.Fprintf(&b, "\ntrace (%s):\n%s", mode, ex.Trace)
+		fmt.Fprintf(&b, "\nOPA trace:\n%s", ex.Trace)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -10,6 +10,7 @@ import (
 const inputSchemaJSON = `{
   "type": "object",
   "additionalProperties": false,
+  "required": ["version", "app", "user", "session", "request", "grants", "grant_resources", "grants_error", "now", "now_minute"],
   "properties": {
     "app": {"type": "string"},
     "version": {"type": "integer"},
@@ -19,6 +20,7 @@ const inputSchemaJSON = `{
     "user": {
       "type": "object",
       "additionalProperties": false,
+      "required": ["sub", "iss", "email", "name", "groups", "acr", "amr", "auth_time", "verifications"],
       "properties": {
         "sub": {"type": "string"},
         "iss": {"type": "string"},
@@ -34,6 +36,7 @@ const inputSchemaJSON = `{
     "session": {
       "type": "object",
       "additionalProperties": false,
+      "required": ["age_s", "idle_s"],
       "properties": {
         "age_s": {"type": "integer"},
         "idle_s": {"type": "integer"}
@@ -42,6 +45,7 @@ const inputSchemaJSON = `{
     "request": {
       "type": "object",
       "additionalProperties": false,
+      "required": ["method", "host", "path", "path_lower", "raw_path", "query", "remote_ip", "headers"],
       "properties": {
         "method": {"type": "string"},
         "host": {"type": "string"},
@@ -58,6 +62,7 @@ const inputSchemaJSON = `{
       "items": {
         "type": "object",
         "additionalProperties": false,
+        "required": ["resource", "expires_at", "approved_by"],
         "properties": {
           "resource": {"type": "string"},
           "expires_at": {"type": "integer"},
@@ -69,10 +74,12 @@ const inputSchemaJSON = `{
     "access_request": {
       "type": "object",
       "additionalProperties": false,
+      "required": ["requester", "resource", "reason", "duration"],
       "properties": {
         "requester": {
           "type": "object",
           "additionalProperties": false,
+          "required": ["sub", "iss", "email"],
           "properties": {
             "sub": {"type": "string"},
             "iss": {"type": "string"},

@@ -159,3 +159,10 @@ default decision := {"allow": false, "reason": "no rule grants access"}
 decision := object.union({"allow": true, "headers": headers}, step_up_part) if allow
 
 decision := object.union({"allow": false, "reason": deny_reason}, offer_part) if not allow
+
+# Every resource of every app that can be granted just in time. The ops
+# CLI checks `grants add --resource` against it; it reads no input.
+grantable contains name if {
+	some a in data.entitlements.apps
+	some name, _ in a.resources
+}

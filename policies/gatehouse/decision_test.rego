@@ -180,3 +180,15 @@ test_shipped_data_admin_offer if {
 	got := gatehouse.decision with input as req(["staff"], "GET", "/admin", [], wednesday_10)
 	got.request_grant == admin_offer
 }
+
+# grantable names every app's resources, and nothing else.
+test_grantable if {
+	got := gatehouse.grantable with data.entitlements as fixture
+	got == {"payroll-admin", "payroll-reports"}
+}
+
+test_grantable_shipped if {
+	"projects-app" in gatehouse.grantable
+	"legacy-app" in gatehouse.grantable
+	not "nonexistent" in gatehouse.grantable
+}
