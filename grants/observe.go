@@ -124,6 +124,13 @@ func (w *observed) RevokeUser(ctx context.Context, u User, at time.Time) error {
 	return err
 }
 
+func (w *observed) NoteEmail(ctx context.Context, u User, email string) error {
+	start := time.Now()
+	err := w.s.NoteEmail(ctx, u, email)
+	w.observe("note_email", start, err)
+	return err
+}
+
 func (w *observed) Restore(ctx context.Context, rv Revocations) error {
 	start := time.Now()
 	err := w.s.Restore(ctx, rv)
