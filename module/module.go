@@ -229,8 +229,13 @@ type Handler struct {
 // Provision resolves placeholders, sets defaults, validates, and builds
 // the gate with the shared parts it needs. It never touches the network:
 // IdPs are discovered on first use.
+// A failure names the app (the site's gatehouse block) and the directive.
 func (h *Handler) Provision(ctx caddy.Context) error {
-	return h.provision(ctx, ctx.Logger())
+	err := h.provision(ctx, ctx.Logger())
+	if err != nil && h.App != "" {
+		return fmt.Errorf("app %s: %w", h.App, err)
+	}
+	return err
 }
 
 func (h *Handler) provision(ctx caddy.Context, logger *zap.Logger) error {
