@@ -58,6 +58,9 @@ func startJITWithStore(t *testing.T, r *redistest.Server, store, extra, grantsUR
 	}
 	config := string(example)
 	if extra != "" {
+		if strings.Contains(extra, "grants_timeout") {
+			config = strings.Replace(config, "\t\tgrants_timeout 50ms\n", "", 1)
+		}
 		config = strings.Replace(config, "\t\tapp projects\n", "\t\tapp projects\n\t\t"+extra+"\n", 1)
 	}
 	policy, _ := filepath.Abs("../policies")

@@ -178,7 +178,9 @@ func sessionFor(t *testing.T, gh []*gatehouse, site, user string) string {
 // logged-in traffic, expired sessions, denied paths and grant checks,
 // every response checked against what it should be.
 func TestLoadTwoNodes(t *testing.T) {
-	e := startJITWith(t, "idle_timeout 6s", "", "")
+	// A store answer slower than the example's 50 ms (a starved CPU, not
+	// Redis) would be a 503; this test is about the mix, not the bound.
+	e := startJITWith(t, "idle_timeout 6s\n\t\tgrants_timeout 2s", "", "")
 	nodes := []*gatehouse{e.ghA, e.ghB}
 	e.cli(t, "grants", "add", "--sub", "dave", "--iss", e.idp.Issuer, "--resource", "projects-app", "--duration", "1h", "--reason", "load")
 	expired := sessionFor(t, nodes, e.nodeA, "erin")
