@@ -124,6 +124,7 @@ type idpClient struct {
 	ClientSecret           string   `json:"client_secret,omitempty"`
 	RedirectURIs           []string `json:"redirect_uris"`
 	PostLogoutRedirectURIs []string `json:"post_logout_redirect_uris,omitempty"`
+	GrantTypes             []string `json:"grant_types,omitempty"`
 }
 
 type idp struct {

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/gatehouse-proxy/gatehouse/authn"
 )
 
 // TestAuditLogIsDocumented keeps docs/audit-log.md complete: every
@@ -44,6 +46,9 @@ func TestAuditLogIsDocumented(t *testing.T) {
 		t.Fatalf("only %d reasons found in authn: is the parser still finding them?", len(reasons))
 	}
 	for _, r := range reasons {
+		listed("reason", r)
+	}
+	for _, r := range authn.BearerReasons {
 		listed("reason", r)
 	}
 

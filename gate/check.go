@@ -29,6 +29,12 @@ func (g *Gate) Check(req *Request) Outcome {
 
 func (g *Gate) check(req *Request, out Outcome) Outcome {
 	r, now := req.HTTP, req.Start
+	// A machine client's bearer token, where the site accepts them.
+	if len(g.cfg.Bearer) > 0 {
+		if token, ok, bad := bearerToken(r); ok || bad {
+			return g.checkBearer(req, out, token, bad)
+		}
+	}
 	// 3. Session, and 5. the revocation state of the session and user.
 	in := g.signedIn(req)
 	if in.Session == nil {

@@ -76,6 +76,14 @@ type Config struct {
 	ExternalURL    string
 	UpgradeOrigins []string
 
+	// Bearer are the issuers whose access tokens (RFC 9068) machine
+	// clients may present instead of a session; none: a bearer token is
+	// not Gatehouse's and passes as before.
+	Bearer []*authn.BearerIssuer
+	// PassAuthorization keeps a verified bearer token's Authorization
+	// header for the upstream; by default it is removed.
+	PassAuthorization bool
+
 	StepUp         authn.StepUpRules
 	ApprovalStepUp *authn.Requirement // for the approvals page
 

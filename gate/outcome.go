@@ -165,7 +165,8 @@ var Reasons = []Reason{ReasonAmbiguousPath, ReasonNotFound, ReasonMethodNotAllow
 	ReasonSessionChanged, ReasonProviderUnknown, ReasonIdentityMismatch, ReasonLinkMismatch, ReasonLoggedOut,
 	ReasonIdPLogout, ReasonLogoutNotRecorded, ReasonCrossSiteForm, ReasonBadForm, ReasonCSRF,
 	ReasonOfferInvalid, ReasonOfferExpired, ReasonReasonMissing, ReasonDurationInvalid, ReasonAlreadyPending,
-	ReasonNotYourGrant, ReasonMyAccess, ReasonApprovals, ReasonNoPolicy, ReasonRequestUnknown, ReasonNotAnApprover}
+	ReasonNotYourGrant, ReasonMyAccess, ReasonApprovals, ReasonNoPolicy, ReasonRequestUnknown, ReasonNotAnApprover,
+	ReasonBearerRequest, ReasonBearerRevoked, ReasonStepUpNotPossible, ReasonBearerStepUp}
 
 // stepUpReason is the reason for an unmet requirement (Requirement.Unmet).
 func stepUpReason(why string) Reason { return Reason("step_up_" + why) }
@@ -214,7 +215,8 @@ type Outcome struct {
 
 // HeaderValue is one header for the upstream request: its name in
 // canonical form and its value, as http.Header holds them (the values of
-// one Outcome share one array: set them, do not append to them).
+// one Outcome share one array: set them, do not append to them). Nil
+// Values remove the header.
 type HeaderValue struct {
 	Name   string
 	Values []string
@@ -282,6 +284,7 @@ type Audit struct {
 	Offer        string            // resource the deny offered a grant for
 	Refused      []string          // claims left out at sign-in, and why (never their values)
 	IdP          *authn.TokenError // the IdP's refusal at its token endpoint
+	Token        *TokenAudit       // a bearer token's principal
 	Input        *policies.Input   // with decision_log full
 }
 
@@ -330,6 +333,23 @@ func (a *Audit) setUser(s *authn.Session) {
 		return
 	}
 	a.User, a.Email = s.Subject, s.Email
+}
+
+// TokenAudit is what the audit line says of a bearer token.
+type TokenAudit struct {
+	Principal string // "service" or "user"
+	ClientID  string
+	Issuer    string
+	ID        string // jti
+}
+
+// setToken records who a verified token is for.
+func (a *Audit) setToken(t *authn.AccessToken) {
+	if t == nil {
+		return
+	}
+	a.User, a.Email = t.Subject, t.Email
+	a.Token = &TokenAudit{Principal: t.Kind(), ClientID: t.ClientID, Issuer: t.Issuer, ID: t.ID}
 }
 
 // Event is an audit line besides the decision line: something the

@@ -59,6 +59,12 @@ func (h *Handler) audit(out *gate.Outcome) {
 	if len(a.Refused) > 0 {
 		fields = append(fields, zap.Strings("claims_refused", a.Refused))
 	}
+	if t := a.Token; t != nil {
+		fields = append(fields, zap.String("principal", t.Principal), zap.String("client_id", t.ClientID), zap.String("iss", t.Issuer))
+		if t.ID != "" {
+			fields = append(fields, zap.String("token_id", t.ID))
+		}
+	}
 	if a.IdP != nil {
 		fields = append(fields, zap.Int("idp_status", a.IdP.Status), zap.String("idp_error", a.IdP.Code),
 			zap.String("idp_error_description", a.IdP.Description))

@@ -95,6 +95,11 @@ func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 //	        issuer <url>; client_id <id>; client_secret <secret>; scopes <scope...>
 //	        link_claim <claim>; claims <claim...>; trust_unverified_email
 //	    }
+//	    bearer {                               # repeatable, one per issuer
+//	        issuer <url>; audience <aud...>; algorithms <alg...>; scopes_claim <claim>
+//	        require_scopes <scope...>; groups_claim <claim>; plain_jwt
+//	    }
+//	    pass_authorization
 //	}
 //
 // Secrets take placeholders ({env.X}, {file./path}), resolved at start.
@@ -173,7 +178,7 @@ var subdirectives = []string{
 	"cookie_domain", "idle_timeout", "idle_activity", "idle_ignore", "session_lifetime", "identity_header", "public",
 	"allow_groups", "allow_email_domains", "external_url", "upgrade_origins", "trust_unverified_email", "policy",
 	"policy_query", "policy_headers", "policy_timeout", "policy_cache", "decision_log", "input_headers", "redact_query",
-	"strip_headers", "keep_headers", "pages_dir", "support_contact", "step_up", "assertion_header", "grants", "grants_timeout", "approval_step_up", "provider",
+	"strip_headers", "keep_headers", "pages_dir", "support_contact", "bearer", "pass_authorization", "step_up", "assertion_header", "grants", "grants_timeout", "approval_step_up", "provider",
 }
 
 // nearest is the known name nearest to a misspelt one: at most two edits
@@ -216,7 +221,7 @@ func editDistance(a, b string) int {
 var repeatable = map[string]bool{
 	"cookie_secret": true, "idle_ignore": true, "identity_header": true, "public": true, "allow_groups": true,
 	"allow_email_domains": true, "policy_headers": true, "input_headers": true, "redact_query": true, "step_up": true,
-	"provider": true, "strip_headers": true, "keep_headers": true, "upgrade_origins": true,
+	"provider": true, "bearer": true, "strip_headers": true, "keep_headers": true, "upgrade_origins": true,
 }
 
 // checkValues applies a setting's rule to the values just read, so that
@@ -312,6 +317,13 @@ func (h *Handler) unmarshalSpecial(d *caddyfile.Dispenser, sub string) error {
 		h.ApprovalStepUp = &r
 	case "provider":
 		return h.unmarshalProvider(d)
+	case "bearer":
+		return h.unmarshalBearer(d)
+	case "pass_authorization":
+		if d.NextArg() {
+			return d.Errf("pass_authorization takes no value (it is on when present), got %q", d.Val())
+		}
+		h.PassAuthorization = true
 	default:
 		if near := nearest(sub, subdirectives); near != "" {
 			return d.Errf("unknown gatehouse subdirective %q (did you mean %q?)", sub, near)
@@ -463,6 +475,47 @@ func (h *Handler) unmarshalProvider(d *caddyfile.Dispenser) error {
 		h.Providers = map[string]*Provider{}
 	}
 	h.Providers[name] = p
+	return nil
+}
+
+// unmarshalBearer parses
+//
+//	bearer {
+//	    issuer <url>; audience <aud...>; algorithms <alg...>; scopes_claim <claim>
+//	    require_scopes <scope...>; groups_claim <claim>; plain_jwt
+//	}
+func (h *Handler) unmarshalBearer(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.Errf("bearer takes no arguments, only a block; got %q", d.Val())
+	}
+	b := &Bearer{}
+	single := map[string]*string{"issuer": &b.Issuer, "scopes_claim": &b.ScopesClaim, "groups_claim": &b.GroupsClaim}
+	err := eachSetting(d, "bearer", "issuer, audience, algorithms, scopes_claim, require_scopes, groups_claim, plain_jwt", func(sub string) error {
+		switch {
+		case single[sub] != nil:
+			return oneArg(d, single[sub])
+		case sub == "audience":
+			return someArgs(d, &b.Audiences)
+		case sub == "algorithms":
+			return someArgs(d, &b.Algorithms)
+		case sub == "require_scopes":
+			return someArgs(d, &b.RequireScopes)
+		case sub == "plain_jwt":
+			if d.NextArg() {
+				return d.Errf("plain_jwt takes no value (it is on when present), got %q", d.Val())
+			}
+			b.PlainJWT = true
+			return nil
+		}
+		return errUnknownSetting
+	})
+	if err != nil {
+		return err
+	}
+	if err := b.check(); err != nil {
+		return d.Errf("bearer: %v", err)
+	}
+	h.Bearer = append(h.Bearer, b)
 	return nil
 }
 

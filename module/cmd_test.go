@@ -39,7 +39,8 @@ func wholeInput(groups []string, path string) policies.Input {
 	in := policies.Input{Version: policies.InputVersion, App: "x", Now: 1795597230, NowMinute: 1795597200,
 		User: policies.User{Sub: "a", Iss: "https://idp", Groups: groups, AMR: []string{}, Verifications: map[string]map[string]any{}},
 		Request: policies.Request{Method: "GET", Host: "x", Path: path, PathLower: path, RawPath: path,
-			Query: map[string][]string{}, Headers: map[string]string{}}}
+			Query: map[string][]string{}, Headers: map[string]string{}},
+		Principal: policies.Principal{Kind: "user", Via: "session"}, Token: policies.Token{Scopes: []string{}}}
 	in.SetGrants(nil)
 	return in
 }

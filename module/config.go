@@ -1,6 +1,7 @@
 package module
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -38,6 +39,51 @@ type StepUpRule struct {
 	// out to; empty is the primary IdP.
 	Provider string `json:"provider,omitempty"`
 }
+
+// Bearer accepts one issuer's access tokens.
+type Bearer struct {
+	// Issuer is the token issuer's URL, discovered like the IdP's;
+	// default: the primary IdP (issuer).
+	Issuer string `json:"issuer,omitempty"`
+	// Audiences are the aud values meant for this site; required.
+	Audiences []string `json:"audiences"`
+	// Algorithms accepted (RS256, ES256, …); default: what the issuer
+	// announces. HS* and none are never accepted.
+	Algorithms []string `json:"algorithms,omitempty"`
+	// ScopesClaim holds the scopes: a space-separated string or a list;
+	// default scope.
+	ScopesClaim string `json:"scopes_claim,omitempty"`
+	// RequireScopes must all be granted to the token, else 403
+	// insufficient_scope.
+	RequireScopes []string `json:"require_scopes,omitempty"`
+	// GroupsClaim is a user token's groups claim; default: the primary
+	// IdP's groups_claim for its tokens, else groups.
+	GroupsClaim string `json:"groups_claim,omitempty"`
+	// PlainJWT also accepts tokens typed JWT (or untyped), from issuers
+	// that do not follow RFC 9068; ID tokens are still refused.
+	PlainJWT bool `json:"plain_jwt,omitempty"`
+}
+
+// check applies the rules a bearer block's own values must follow.
+func (b *Bearer) check() error {
+	if len(b.Audiences) == 0 {
+		return errors.New("audience is required: the aud value(s) tokens for this site carry")
+	}
+	for _, a := range b.Algorithms {
+		if !slices.Contains(bearerAlgorithms, a) {
+			return fmt.Errorf("algorithm %q is not accepted (one of %s; never none or HS*)", a, strings.Join(bearerAlgorithms, ", "))
+		}
+	}
+	if b.Issuer != "" && !strings.Contains(b.Issuer, "{") {
+		if err := checkOriginURL(b.Issuer, true); err != nil {
+			return fmt.Errorf("issuer: %v", err)
+		}
+	}
+	return nil
+}
+
+// bearerAlgorithms are the signing algorithms a bearer block may list.
+var bearerAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 
 // Provider is a second identity provider for step-outs.
 type Provider struct {
@@ -151,6 +197,12 @@ func (h *Handler) resolvePlaceholders() error {
 		resolve("assertion_header issuer", &a.Issuer)
 		for i := range a.Keys {
 			resolve("assertion_header key", &a.Keys[i])
+		}
+	}
+	for _, b := range h.Bearer {
+		if b != nil {
+			resolve("bearer issuer", &b.Issuer)
+			b.Issuer = strings.TrimSpace(b.Issuer)
 		}
 	}
 	for name, p := range h.Providers {
@@ -267,6 +319,26 @@ func (h *Handler) gateConfig(ctx caddy.Context) (gate.Config, error) {
 		cfg.Providers[name] = &gate.Provider{Issuer: p.Issuer, ClientID: p.ClientID, ClientSecret: p.ClientSecret, Scopes: p.Scopes,
 			LinkClaim: p.LinkClaim, Claims: p.Claims, TrustUnverifiedEmail: p.TrustUnverifiedEmail, IdP: idp}
 	}
+	seen := map[string]bool{}
+	for _, b := range h.Bearer {
+		iss := firstNonEmpty(b.Issuer, h.Issuer)
+		if seen[iss] {
+			return cfg, fmt.Errorf("gatehouse: bearer: two blocks for the issuer %s", iss)
+		}
+		seen[iss] = true
+		idp, err := h.idp(iss)
+		if err != nil {
+			return cfg, err
+		}
+		groups := b.GroupsClaim
+		if groups == "" && iss == h.Issuer {
+			groups = h.GroupsClaim
+		}
+		cfg.Bearer = append(cfg.Bearer, &authn.BearerIssuer{Discovery: idp.Discovery, Audiences: b.Audiences, Algorithms: b.Algorithms,
+			ScopesClaim: b.ScopesClaim, RequireScopes: b.RequireScopes, PlainJWT: b.PlainJWT, GroupsClaim: firstNonEmpty(groups, "groups"),
+			Now: h.now})
+	}
+	cfg.PassAuthorization = h.PassAuthorization
 	if cfg.Grants, err = h.grantCache(); err != nil {
 		return cfg, err
 	}

@@ -146,6 +146,15 @@ type Handler struct {
 	// users to (a national eID, a qualification attester), by name.
 	Providers map[string]*Provider `json:"providers,omitempty"`
 
+	// Bearer accepts access tokens (RFC 9068 JWTs) from machine clients
+	// and apps calling on a person's behalf, one entry per issuer: a
+	// request with Authorization: Bearer is checked with its token instead
+	// of a session, and never redirected.
+	Bearer []*Bearer `json:"bearer,omitempty"`
+	// PassAuthorization keeps a verified token's Authorization header for
+	// the upstream; by default it is removed.
+	PassAuthorization bool `json:"pass_authorization,omitempty"`
+
 	// AssertionHeader adds a signed identity assertion (an ES256 JWT) to
 	// upstream requests, besides the plain identity headers.
 	AssertionHeader *Assertion `json:"assertion_header,omitempty"`

@@ -28,6 +28,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.respond(w, r, &out)
 	}
 	for _, hv := range out.Upstream {
+		if hv.Values == nil {
+			delete(r.Header, hv.Name) // removed for the upstream (a bearer token)
+			continue
+		}
 		r.Header[hv.Name] = hv.Values
 	}
 	for _, c := range out.Cookies {

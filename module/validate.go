@@ -167,8 +167,22 @@ func (h *Handler) validatePolicy(bad func(string, string, ...any), check func(st
 	check("policy_cache", checkPolicyCache(h.PolicyCache))
 }
 
-// validateStepUp checks step_up rules, approval_step_up and providers.
+// validateStepUp checks step_up rules, approval_step_up, providers and
+// bearer blocks.
 func (h *Handler) validateStepUp(bad func(string, string, ...any), check func(string, error)) {
+	issuers := map[string]bool{}
+	for _, b := range h.Bearer {
+		if b == nil {
+			bad("bearer", "no configuration")
+			continue
+		}
+		check("bearer", b.check())
+		if iss := firstNonEmpty(b.Issuer, h.Issuer); issuers[iss] {
+			bad("bearer", "two blocks for the issuer %s: give one its audiences and scopes", iss)
+		} else {
+			issuers[iss] = true
+		}
+	}
 	for name, p := range h.Providers {
 		if err := checkProviderName(name); err != nil {
 			bad("provider", "%v", err)

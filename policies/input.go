@@ -19,7 +19,12 @@ import (
 
 // InputVersion is the version of the input document described in the
 // README. It changes only when a field changes meaning or disappears.
-const InputVersion = 1
+//
+// Version 2 added principal (who or what is asking: a person's session, a
+// person's token, a service's token) and token (a bearer token's client
+// and scopes): with bearer tokens, user and session may describe a
+// service and a token's age.
+const InputVersion = 2
 
 // Input is the document every policy evaluates, documented in the README.
 // Value builds it as an OPA value directly (no JSON round trip: that is
@@ -43,6 +48,23 @@ type Input struct {
 	NowMinute int64          `json:"now_minute"`
 	Version   int            `json:"version"`
 	AccessReq *AccessRequest `json:"access_request,omitempty"`
+	Principal Principal      `json:"principal"`
+	Token     Token          `json:"token"`
+}
+
+// Principal is who or what made the request.
+type Principal struct {
+	// Kind is "user" (a person: a session, or a token on their behalf)
+	// or "service" (a client acting for itself).
+	Kind string `json:"kind"`
+	// Via is "session" (a browser's sign-in) or "token" (a bearer token).
+	Via string `json:"via"`
+}
+
+// Token is the request's bearer token: empty for a session.
+type Token struct {
+	ClientID string   `json:"client_id"`
+	Scopes   []string `json:"scopes"`
 }
 
 // User is who made the request, from the verified session.
@@ -146,6 +168,10 @@ type Source struct {
 	Grants                []Grant
 	GrantsError           bool
 	Now                   time.Time
+	// Principal defaults to a person's session; Token is a bearer
+	// token's, nil for a session.
+	Principal Principal
+	Token     *Token
 }
 
 // NewInput builds the documented input for one request. With rev, parts
@@ -170,6 +196,17 @@ func NewInput(src *Source, rev *Revision, whole bool) *Input {
 		Version:     InputVersion,
 	}
 	in.SetGrants(src.Grants)
+	in.Principal = src.Principal
+	if in.Principal.Kind == "" {
+		in.Principal = Principal{Kind: "user", Via: "session"}
+	}
+	in.Token = Token{Scopes: []string{}}
+	if src.Token != nil {
+		in.Token = *src.Token
+		if in.Token.Scopes == nil {
+			in.Token.Scopes = []string{}
+		}
+	}
 	if in.User.Groups == nil {
 		in.User.Groups = []string{}
 	}

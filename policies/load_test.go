@@ -208,6 +208,7 @@ func TestInputValueMatchesJSON(t *testing.T) {
 		Request: Request{Method: "GET", Host: "payroll.example.com", Path: "/Admin/x", PathLower: "/admin/x", RawPath: "/%41dmin/x",
 			Query: map[string][]string{"b": {"2"}, "a": {"1", "3"}}, RemoteIP: "203.0.113.9", Headers: map[string]string{"user-agent": "x"}},
 		AccessReq: &AccessRequest{Requester: Requester{Sub: "alice", Iss: "https://idp"}, Resource: "r", Reason: "why", Duration: "1h"},
+		Principal: Principal{Kind: "user", Via: "token"}, Token: Token{ClientID: "mobile", Scopes: []string{"payroll:read"}},
 	}
 	in.Version = InputVersion
 	in.SetGrants([]Grant{{Resource: "payroll-admin", ExpiresAt: 1764003600, ApprovedBy: "m@example.com"}, {Resource: "a", ExpiresAt: 1764003600}, {Resource: "a", ExpiresAt: 1764003700}})

@@ -49,6 +49,17 @@ func TestReadInput(t *testing.T) {
 	if rp, err := ReadInput(strings.NewReader(encode(full())), false); err != nil || len(rp.Missing) != 0 || rp.DecisionID != "" {
 		t.Fatalf("a whole input: %+v %v", rp, err)
 	}
+	// An input logged before version 2 (sessions only) replays as a
+	// person's session.
+	v1 := full()
+	v1["version"] = 1
+	delete(v1, "principal")
+	delete(v1, "token")
+	if rp, err := ReadInput(strings.NewReader(encode(v1)), false); err != nil {
+		t.Fatalf("a version 1 input: %v", err)
+	} else if k, _ := rp.Input.(ast.Object).Find(ast.Ref{ast.StringTerm("principal"), ast.StringTerm("via")}); k == nil || k.String() != `"session"` {
+		t.Errorf("a version 1 input reads principal.via %v", k)
+	}
 	line := map[string]any{"level": "info", "logger": "http.handlers.gatehouse.audit", "msg": "decision", "decision_id": "d1", "input": full()}
 	if rp, err := ReadInput(strings.NewReader(encode(line)), false); err != nil || rp.DecisionID != "d1" {
 		t.Fatalf("an audit line with its input: %+v %v", rp, err)
@@ -78,7 +89,7 @@ func TestReadInput(t *testing.T) {
 		{"null", `{"user":null}`, true, ErrInput, []string{"input.user: null"}},
 		{"wrong item", `{"user":{"groups":["a",3]}}`, true, ErrInput, []string{"input.user.groups[1]: want a string"}},
 		{"header names", `{"request":{"headers":{"user-agent":1}}}`, true, ErrInput, []string{`input.request.headers["user-agent"]: want a string`}},
-		{"other version", `{"version":2}`, true, ErrInput, []string{"input version 2"}},
+		{"other version", `{"version":3}`, true, ErrInput, []string{"input version 3"}},
 		{"partial without --partial", `{"app":"x","user":{"groups":["admins"]}}`, false, ErrIncomplete, []string{"input.user.iss", "input.now"}},
 		{"not JSON", `{"app":`, false, nil, []string{"not a JSON object"}},
 	}

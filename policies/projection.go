@@ -29,6 +29,8 @@ var fields = []field{
 	{"grants_error", "", func(in *Input) *ast.Term { return ast.BooleanTerm(in.GrantsError) }, func(b []byte, in *Input) []byte { return keyBool(b, in.GrantsError) }},
 	{"now", "", func(in *Input) *ast.Term { return ast.IntNumberTerm(int(in.Now)) }, func(b []byte, in *Input) []byte { return keyInt(b, in.Now) }},
 	{"now_minute", "", func(in *Input) *ast.Term { return ast.IntNumberTerm(int(in.NowMinute)) }, func(b []byte, in *Input) []byte { return keyInt(b, in.NowMinute) }},
+	{"principal", "kind", func(in *Input) *ast.Term { return ast.StringTerm(in.Principal.Kind) }, func(b []byte, in *Input) []byte { return keyString(b, in.Principal.Kind) }},
+	{"principal", "via", func(in *Input) *ast.Term { return ast.StringTerm(in.Principal.Via) }, func(b []byte, in *Input) []byte { return keyString(b, in.Principal.Via) }},
 	{"request", "headers", func(in *Input) *ast.Term { return stringMapTerm(in.Request.Headers) }, func(b []byte, in *Input) []byte { return keyStringMap(b, in.Request.Headers) }},
 	{"request", "host", func(in *Input) *ast.Term { return ast.StringTerm(in.Request.Host) }, func(b []byte, in *Input) []byte { return keyString(b, in.Request.Host) }},
 	{"request", "method", func(in *Input) *ast.Term { return ast.StringTerm(in.Request.Method) }, func(b []byte, in *Input) []byte { return keyString(b, in.Request.Method) }},
@@ -40,6 +42,8 @@ var fields = []field{
 	{"session", "", func(in *Input) *ast.Term {
 		return ast.ObjectTerm(ast.Item(ast.StringTerm("age_s"), ast.IntNumberTerm(int(in.Session.AgeS))), ast.Item(ast.StringTerm("idle_s"), ast.IntNumberTerm(int(in.Session.IdleS))))
 	}, func(b []byte, in *Input) []byte { return keyInt(keyInt(b, in.Session.AgeS), in.Session.IdleS) }},
+	{"token", "client_id", func(in *Input) *ast.Term { return ast.StringTerm(in.Token.ClientID) }, func(b []byte, in *Input) []byte { return keyString(b, in.Token.ClientID) }},
+	{"token", "scopes", func(in *Input) *ast.Term { return stringsTerm(in.Token.Scopes) }, func(b []byte, in *Input) []byte { return keyStrings(b, in.Token.Scopes) }},
 	{"user", "acr", func(in *Input) *ast.Term { return ast.StringTerm(in.User.ACR) }, func(b []byte, in *Input) []byte { return keyString(b, in.User.ACR) }},
 	{"user", "amr", func(in *Input) *ast.Term { return stringsTerm(in.User.AMR) }, func(b []byte, in *Input) []byte { return keyStrings(b, in.User.AMR) }},
 	{"user", "auth_time", func(in *Input) *ast.Term { return ast.IntNumberTerm(int(in.User.AuthTime)) }, func(b []byte, in *Input) []byte { return keyInt(b, in.User.AuthTime) }},

@@ -10,9 +10,27 @@ import (
 const inputSchemaJSON = `{
   "type": "object",
   "additionalProperties": false,
-  "required": ["version", "app", "user", "session", "request", "grants", "grant_resources", "grants_error", "now", "now_minute"],
+  "required": ["version", "app", "user", "session", "request", "grants", "grant_resources", "grants_error", "now", "now_minute", "principal", "token"],
   "properties": {
     "app": {"type": "string"},
+    "principal": {
+      "type": "object",
+      "additionalProperties": false,
+      "required": ["kind", "via"],
+      "properties": {
+        "kind": {"type": "string", "enum": ["user", "service"]},
+        "via": {"type": "string", "enum": ["session", "token"]}
+      }
+    },
+    "token": {
+      "type": "object",
+      "additionalProperties": false,
+      "required": ["client_id", "scopes"],
+      "properties": {
+        "client_id": {"type": "string"},
+        "scopes": {"type": "array", "items": {"type": "string"}}
+      }
+    },
     "version": {"type": "integer"},
     "now": {"type": "integer"},
     "now_minute": {"type": "integer"},

@@ -12,6 +12,11 @@
 //                  default: never ask for the second factor (for testing
 //                  relying parties against an IdP that ignores them)
 //   IDP_EXTRA_USERS JSON object of further users and their claims
+//   IDP_API_RESOURCES comma-separated resource indicators (RFC 8707) of
+//                  APIs: tokens asked for one of them (resource=…) are
+//                  RFC 9068 JWT access tokens with it as aud, scopes
+//                  orders:read orders:write; the client credentials grant
+//                  is enabled for clients that list it
 //
 // The corp login asks for the one-time code only when the authorization
 // request's acr_values asks for urn:gatehouse:loa:mfa: oidc-provider treats
@@ -50,6 +55,9 @@ const PROFILES = {
 export const USERS = { ...PROFILES[profile], ...JSON.parse(process.env.IDP_EXTRA_USERS || '{}') };
 const password = (login) => `${login}-pw`;
 
+const apiResources = (process.env.IDP_API_RESOURCES || '').split(',').filter(Boolean);
+const API_SCOPES = 'orders:read orders:write';
+
 const port = Number(process.env.IDP_PORT || 0);
 const clients = JSON.parse(process.env.IDP_CLIENTS || '[]').map((c) => ({
   grant_types: ['authorization_code'],
@@ -86,10 +94,31 @@ const provider = new Provider(issuer, {
   features: {
     devInteractions: { enabled: false },
     rpInitiatedLogout: { enabled: true, logoutSource, postLogoutSuccessSource },
+    ...(apiResources.length ? {
+      clientCredentials: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: () => undefined,
+        useGrantedResource: () => true,
+        getResourceServerInfo(ctx, resourceIndicator) {
+          if (!apiResources.includes(resourceIndicator)) throw new errors.InvalidTarget();
+          return { scope: API_SCOPES, audience: resourceIndicator, accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } };
+        },
+      },
+    } : {}),
+  },
+  // A person's access token carries who they are, as enterprise IdPs
+  // can be told to: email, email_verified, groups and the sign-in's acr.
+  async extraTokenClaims(ctx, token) {
+    if (!token.accountId || !USERS[token.accountId]) return undefined;
+    const { email, email_verified, groups } = USERS[token.accountId];
+    return { email, email_verified, groups, acr: token.acr };
   },
   pkce: { required: () => true },
   ttl: {
     AccessToken: 600, AuthorizationCode: 60, IdToken: 600, Interaction: 600,
+    // A client named short-lived gets tokens that expire at once.
+    ClientCredentials: (ctx, token, client) => (client.clientId === 'short-lived' ? 1 : 600),
     Session: 24 * 3600, Grant: 24 * 3600,
   },
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
@@ -114,6 +143,9 @@ const provider = new Provider(issuer, {
     }
     const grant = new ctx.oidc.provider.Grant({ clientId: ctx.oidc.client.clientId, accountId: ctx.oidc.session.accountId });
     grant.addOIDCScope([...ctx.oidc.requestParamScopes].join(' '));
+    for (const r of [].concat(ctx.oidc.params.resource || [])) {
+      if (apiResources.includes(r)) grant.addResourceScope(r, API_SCOPES);
+    }
     await grant.save();
     return grant;
   },

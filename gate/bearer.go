@@ -1,0 +1,248 @@
+package gate
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/gatehouse-proxy/gatehouse/authn"
+	"github.com/gatehouse-proxy/gatehouse/grants"
+	"github.com/gatehouse-proxy/gatehouse/policies"
+)
+
+// The answers to machine clients (RFC 6750, RFC 9470).
+const (
+	ReasonBearerRequest     Reason = "bearer_malformed"            // an Authorization header that is not one usable bearer token
+	ReasonBearerRevoked     Reason = "token_revoked"               // the token's user was de-provisioned or logged out everywhere after it was issued
+	ReasonStepUpNotPossible Reason = "step_up_not_possible"        // a service token on a path that needs a person's stronger sign-in
+	ReasonBearerStepUp      Reason = "insufficient_authentication" // a user token whose sign-in does not meet the path's step-up
+)
+
+// bearerToken reads the request's bearer token: ok when it has one; bad
+// when its Authorization header cannot be read (several of them, or a
+// Bearer scheme without one token68). Other schemes (Basic) are not
+// Gatehouse's and pass as before.
+func bearerToken(r *http.Request) (token string, ok, bad bool) {
+	vals := r.Header.Values("Authorization")
+	if len(vals) == 0 {
+		return "", false, false
+	}
+	scheme, rest, _ := strings.Cut(strings.TrimSpace(vals[0]), " ")
+	if !strings.EqualFold(scheme, "Bearer") {
+		if len(vals) > 1 {
+			for _, v := range vals[1:] {
+				if s, _, _ := strings.Cut(strings.TrimSpace(v), " "); strings.EqualFold(s, "Bearer") {
+					return "", false, true
+				}
+			}
+		}
+		return "", false, false
+	}
+	token = strings.TrimSpace(rest)
+	if len(vals) > 1 || token == "" || !isToken68(token) {
+		return "", false, true
+	}
+	return token, true, false
+}
+
+// isToken68 reports whether s is RFC 7235's token68.
+func isToken68(s string) bool {
+	end := len(s)
+	for end > 0 && s[end-1] == '=' {
+		end--
+	}
+	if end == 0 {
+		return false
+	}
+	for i := 0; i < end; i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-._~+/", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkBearer decides a request that carries a bearer token: the token
+// is verified, its user's revocations and grants are looked up, and the
+// allow rules, the policy and the step-up rules apply as to a session.
+// A client gets no cookie, no idle clock and never a redirect: failures
+// are 401 with WWW-Authenticate (or 403), in JSON.
+func (g *Gate) checkBearer(req *Request, out Outcome, raw string, bad bool) Outcome {
+	r, now := req.HTTP, req.Start
+	if bad {
+		return bearerRefused(out, http.StatusBadRequest, "invalid_request", ReasonBearerRequest,
+			"send one Authorization header: Bearer <token>")
+	}
+	tok, err := g.verifyBearer(req, raw)
+	var be *authn.BearerError
+	switch {
+	case errors.As(err, &be) && be.Code == "insufficient_scope":
+		out.Audit.setToken(tok)
+		return bearerRefused(out, http.StatusForbidden, be.Code, Reason(be.Reason), be.Description)
+	case errors.As(err, &be):
+		return bearerRefused(out, http.StatusUnauthorized, be.Code, Reason(be.Reason), be.Description)
+	case err != nil:
+		return g.idpDown(out, err)
+	}
+	out.Audit.setToken(tok)
+	sess := tokenSession(tok, now.Unix())
+	user := grants.User{Iss: tok.Issuer, Sub: tok.Subject}
+	st, err := g.cfg.Grants.Lookup(r.Context(), user, "", now)
+	grantsErr := err != nil
+	switch {
+	case grantsErr && !g.cfg.Grants.Ready():
+		return out.refuse(Unavailable, http.StatusServiceUnavailable, ResultDeny, ReasonRevocationsDown, &Answer{Error: "unavailable",
+			Message: "This service is starting up and cannot check tokens yet. Please try again in a minute."})
+	case st.Revoked(tok.IssuedAt.Unix()):
+		return bearerRefused(out, http.StatusUnauthorized, "invalid_token", ReasonBearerRevoked, "the token's user was signed out everywhere after it was issued")
+	}
+	out.Audit.Grants = grantResources(st.Grants)
+	if !g.entitled(sess) {
+		return out.refuse(Deny, http.StatusForbidden, ResultDeny, ReasonNotAllowed, &Answer{Error: "forbidden",
+			Message: "This token's user is not in a team or email domain that may use this service."})
+	}
+
+	var dec policies.Decision
+	if g.cfg.Policy != nil {
+		dec, err = g.decideToken(req, sess, tok, &out, st.Grants, grantsErr)
+		switch {
+		case err != nil:
+			g.log.Error("policy error: denied", zap.String("decision_id", out.Audit.ID()), zap.String("revision", out.Audit.Revision), zap.Error(err))
+			return out.refuse(Deny, http.StatusForbidden, ResultDeny, ReasonPolicyError, &Answer{Error: "forbidden",
+				Message: "Access could not be checked just now, so it is refused. Retry; if it keeps happening, quote the decision_id."})
+		case !dec.Allow:
+			out.Audit.PolicyReason = dec.Reason
+			if dec.RequestGrant != nil && grantsErr {
+				return out.refuse(Unavailable, http.StatusServiceUnavailable, ResultDeny, ReasonGrantsDown, &Answer{Error: "grants_unavailable",
+					Message: "Temporary access to " + dec.RequestGrant.Resource + " cannot be checked right now. Retry in a minute."})
+			}
+			msg := dec.Reason
+			if msg == "" {
+				msg = "This token does not give access to this resource."
+			}
+			return out.refuse(Deny, http.StatusForbidden, ResultDeny, ReasonPolicyDeny, &Answer{Error: "forbidden", Message: msg})
+		}
+	}
+
+	if len(g.cfg.StepUp) > 0 || dec.StepUp != nil {
+		reqs, err := g.cfg.StepUp.For(req.forMatch(), obligation(dec)...)
+		if err != nil {
+			return out.refuse(Deny, http.StatusForbidden, ResultDeny, ReasonStepUpConflict, &Answer{Error: "forbidden",
+				Message: "This resource is set up in a way that no sign-in can satisfy."})
+		}
+		if len(reqs) > 0 && tok.Service {
+			return out.refuse(Deny, http.StatusForbidden, ResultDeny, ReasonStepUpNotPossible, &Answer{Error: "forbidden",
+				Message: "This resource needs a person's recent, stronger sign-in; a service's token cannot give it."})
+		}
+		if need, why := authn.FirstUnmet(reqs, sess, now); why != "" {
+			// RFC 9470: the client must get a token from a stronger sign-in.
+			o := bearerRefused(out, http.StatusUnauthorized, "insufficient_user_authentication", ReasonBearerStepUp,
+				"this resource needs a stronger or more recent sign-in ("+why+")")
+			challenge := o.Header.Get("WWW-Authenticate")
+			if len(need.ACR) > 0 {
+				challenge += `, acr_values="` + strings.Join(need.ACR, " ") + `"`
+			}
+			if need.MaxAge > 0 {
+				challenge += ", max_age=" + strconv.Itoa(int(need.MaxAge.Seconds()))
+			}
+			o.Header.Set("WWW-Authenticate", challenge)
+			o.Answer.Requirement = &RequirementJSON{ACR: need.ACR, AMR: need.AMR}
+			return o
+		}
+	}
+
+	hvs := make([]HeaderValue, 0, len(g.identity)+len(dec.Headers)+2)
+	for _, ih := range g.identity {
+		v := g.claimValue(sess, ih.Claim)
+		if ih.Claim == "iss" {
+			v = tok.Issuer
+		}
+		if v != "" {
+			hvs = append(hvs, HeaderValue{ih.Header, []string{v}})
+		}
+	}
+	for name, v := range dec.Headers {
+		hvs = append(hvs, HeaderValue{g.policyHdrs[NormalizeHeaderName(name)], []string{headerValue(v)}})
+	}
+	if g.cfg.Asserter != nil {
+		assertion, err := g.cfg.Asserter.Token(sess, now)
+		if err != nil {
+			return out.fail(fmt.Errorf("signing the assertion: %w", err))
+		}
+		hvs = append(hvs, HeaderValue{g.assertion, []string{assertion}})
+	}
+	if !g.cfg.PassAuthorization {
+		hvs = append(hvs, HeaderValue{Name: "Authorization"}) // removed: the upstream never sees the token
+	}
+	out.Upstream = hvs
+	out.Kind, out.Result = Allow, ResultAllow
+	return out
+}
+
+// verifyBearer verifies raw with the configured issuer it names.
+func (g *Gate) verifyBearer(req *Request, raw string) (*authn.AccessToken, error) {
+	iss, err := authn.ParseBearer(raw)
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range g.cfg.Bearer {
+		if b.Discovery.Issuer() == iss {
+			return b.Verify(req.HTTP.Context(), raw)
+		}
+	}
+	return nil, &authn.BearerError{Code: "invalid_token", Reason: authn.BearerIssuerUnknown, Description: "tokens of this issuer are not accepted"}
+}
+
+// bearerRefused answers a client with RFC 6750's challenge.
+func bearerRefused(out Outcome, status int, code string, reason Reason, desc string) Outcome {
+	result := ResultUnauthenticated
+	if status == http.StatusForbidden {
+		result = ResultDeny
+	} else if status == http.StatusBadRequest {
+		result = ResultReject
+	}
+	o := out.refuse(Deny, status, result, reason, &Answer{Error: code, Message: desc})
+	o.setHeader("WWW-Authenticate", `Bearer error="`+code+`", error_description="`+strings.ReplaceAll(desc, `"`, "'")+`"`)
+	o.setHeader("Cache-Control", "no-store")
+	return o
+}
+
+// tokenSession is the token's principal as the pipeline reads a session: its
+// subject and person, created when the token was issued, never idle.
+func tokenSession(t *authn.AccessToken, now int64) *authn.Session {
+	return &authn.Session{Subject: t.Subject, Email: t.Email, Name: t.Name, Groups: t.Groups, ACR: t.ACR, AMR: t.AMR,
+		AuthTime: t.AuthTime, Created: t.IssuedAt.Unix(), LastSeen: now}
+}
+
+// decideToken evaluates the policy for a token's request.
+func (g *Gate) decideToken(req *Request, s *authn.Session, tok *authn.AccessToken, out *Outcome, gs []grants.Grant, grantsErr bool) (policies.Decision, error) {
+	rev := g.cfg.Policy.Current()
+	out.Audit.Revision = rev.ID
+	src := g.inputSource(req, s, gs, grantsErr)
+	src.User.Iss = tok.Issuer
+	src.Principal = policies.Principal{Kind: tok.Kind(), Via: "token"}
+	src.Token = &policies.Token{ClientID: tok.ClientID, Scopes: tok.Scopes}
+	input := policies.NewInput(&src, rev, g.cfg.DecisionLogFull)
+	if g.cfg.DecisionLogFull {
+		out.Audit.Input = input.Redacted(g.redact)
+	}
+	dec, cached, err := rev.DecideInput(req.HTTP.Context(), input)
+	out.Audit.Cached = cached
+	if out.Audit.Input == nil {
+		policies.Release(input)
+	}
+	if err != nil {
+		return dec, err
+	}
+	for name := range dec.Headers {
+		if _, ok := g.policyHdrs[NormalizeHeaderName(name)]; !ok {
+			return dec, fmt.Errorf("%w: the decision sets header %q, which policy_headers does not declare", policies.ErrPolicy, name)
+		}
+	}
+	return dec, nil
+}
