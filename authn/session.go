@@ -20,6 +20,10 @@ type Session struct {
 	Created  int64             `json:"c"`            // unix seconds
 	LastSeen int64             `json:"ls"`           // unix seconds of the last recorded activity
 	Extra    map[string]string `json:"x,omitempty"`  // further claims named by identity headers
+	// IdPSession is an opaque key of the IdP session the user signed in
+	// through (from the ID token's sid claim), which a back-channel
+	// logout ends; "" when the IdP names none.
+	IdPSession string `json:"is,omitempty"`
 	// Verifications are step-outs to second providers, by provider name.
 	Verifications map[string]Verification `json:"v,omitempty"`
 	// Ended marks a tombstone written at logout: it opens, but is no
