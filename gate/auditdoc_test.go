@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/gatehouse-proxy/gatehouse/authn"
 )
 
 // TestAuditLogIsDocumented keeps docs/audit-log.md complete: every
@@ -45,6 +47,9 @@ func TestAuditLogIsDocumented(t *testing.T) {
 	}
 	for _, r := range reasons {
 		listed("reason", r)
+	}
+	for _, r := range authn.LogoutReasons {
+		listed("reason", string(r))
 	}
 
 	// The results table lists nothing that does not exist.
