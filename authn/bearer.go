@@ -196,8 +196,8 @@ func (b *BearerIssuer) Verify(ctx context.Context, raw string) (*AccessToken, er
 		return nil, invalidToken(BearerAudience, "the token is not meant for this service (aud)")
 	}
 	now := b.now()
-	exp, okExp := unixClaim(c.Exp)
-	iat, okIat := unixClaim(c.Iat)
+	exp, okExp := numericDate(c.Exp)
+	iat, okIat := numericDate(c.Iat)
 	switch {
 	case !okExp:
 		return nil, invalidToken(BearerClaims, "the token has no expiry (exp)")
@@ -208,7 +208,7 @@ func (b *BearerIssuer) Verify(ctx context.Context, raw string) (*AccessToken, er
 	case iat.After(now.Add(reauthSkew)):
 		return nil, invalidToken(BearerIssuedAt, "the token was issued in the future")
 	}
-	if nbf, ok := unixClaim(c.Nbf); ok && nbf.After(now.Add(reauthSkew)) {
+	if nbf, ok := numericDate(c.Nbf); ok && nbf.After(now.Add(reauthSkew)) {
 		return nil, invalidToken(BearerNotYetValid, "the token is not valid yet (nbf)")
 	}
 	if len(c.Nonce) > 0 {
@@ -327,8 +327,8 @@ func headerAlg(raw string) string {
 	return h.Alg
 }
 
-// unixClaim reads a NumericDate.
-func unixClaim(n *json.Number) (time.Time, bool) {
+// numericDate reads a NumericDate.
+func numericDate(n *json.Number) (time.Time, bool) {
 	if n == nil {
 		return time.Time{}, false
 	}

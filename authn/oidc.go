@@ -105,6 +105,10 @@ type Identity struct {
 	AMR      []string
 	AuthTime int64
 	Extra    map[string]string
+	// SID is the IdP session the user signed in through (the sid
+	// claim), which a back-channel logout names; "" when the IdP sent
+	// none.
+	SID string
 	// RawIDToken is kept for logout (id_token_hint) only.
 	RawIDToken string
 	// Refused lists the claims left out because their values were not
@@ -348,6 +352,13 @@ func (rp *RelyingParty) readClaims(id *Identity, claims map[string]any) {
 			id.Email = email
 		} else {
 			id.Refused = append(id.Refused, "email: not a single plain address")
+		}
+	}
+	if v, ok := claims["sid"]; ok {
+		if sid, _ := v.(string); sid != "" && len(sid) <= 255 {
+			id.SID = sid
+		} else {
+			id.Refused = append(id.Refused, "sid: not a string of 1 to 255 bytes (back-channel logout can only name this session by its user)")
 		}
 	}
 	name, _ := claims["name"].(string)

@@ -216,6 +216,18 @@ func TestRelyingPartyFinish(t *testing.T) {
 				}
 			}},
 		{name: "prompt=login honoured", opt: AuthOptions{ForceLogin: true}},
+		{name: "the IdP session (sid)", change: func(_ *LoginState, c map[string]any) { c["sid"] = "idp-session-1" },
+			check: func(t *testing.T, id *Identity) {
+				if id.SID != "idp-session-1" || len(id.Refused) != 0 {
+					t.Errorf("sid %q (refused %q)", id.SID, id.Refused)
+				}
+			}},
+		{name: "a sid that is not a string", change: func(_ *LoginState, c map[string]any) { c["sid"] = 42 },
+			check: func(t *testing.T, id *Identity) {
+				if id.SID != "" || len(id.Refused) != 1 {
+					t.Errorf("sid %q (refused %q)", id.SID, id.Refused)
+				}
+			}},
 		{name: "auth_time older than max_age", opt: AuthOptions{MaxAge: time.Hour},
 			change: func(_ *LoginState, c map[string]any) { c["auth_time"] = time.Now().Add(-2 * time.Hour).Unix() }, reason: "auth_time_too_old"},
 	}

@@ -20,6 +20,10 @@ type Session struct {
 	Created  int64             `json:"c"`            // unix seconds
 	LastSeen int64             `json:"ls"`           // unix seconds of the last recorded activity
 	Extra    map[string]string `json:"x,omitempty"`  // further claims named by identity headers
+	// IdPSession is an opaque key of the IdP session the user signed in
+	// through (from the ID token's sid claim), which a back-channel
+	// logout ends; "" when the IdP names none.
+	IdPSession string `json:"is,omitempty"`
 	// Verifications are step-outs to second providers, by provider name.
 	Verifications map[string]Verification `json:"v,omitempty"`
 	// Ended marks a tombstone written at logout: it opens, but is no
@@ -57,7 +61,10 @@ const (
 	ReasonLoggedOut Reason = "logged_out"       // a logout tombstone
 	ReasonClock     Reason = "clock_skew"       // created or last seen in the future
 	ReasonRevoked   Reason = "revoked"          // logged out, logged out everywhere, or de-provisioned
-	ReasonDuplicate Reason = "duplicate_cookie" // a Gatehouse cookie name sent twice: one may shadow the other
+	// ReasonEndedAtIdP: the session at the IdP that the user signed
+	// in through has ended (a back-channel logout).
+	ReasonEndedAtIdP Reason = "ended_at_idp"
+	ReasonDuplicate  Reason = "duplicate_cookie" // a Gatehouse cookie name sent twice: one may shadow the other
 	// ReasonUnverified: the node could not check the session against the
 	// revocations in force (it has not loaded them yet).
 	ReasonUnverified Reason = "revocations_unavailable"
@@ -67,7 +74,7 @@ const (
 // must make the user type their password again (prompt=login), so that the
 // IdP's own single sign-on cannot silently undo a logout.
 func (r Reason) ForcesReauthentication() bool {
-	return r == ReasonIdle || r == ReasonLifetime || r == ReasonLoggedOut || r == ReasonRevoked
+	return r == ReasonIdle || r == ReasonLifetime || r == ReasonLoggedOut || r == ReasonRevoked || r == ReasonEndedAtIdP
 }
 
 // clockSkew is how far in the future a session's times may be before the

@@ -125,6 +125,9 @@ type idpClient struct {
 	RedirectURIs           []string `json:"redirect_uris"`
 	PostLogoutRedirectURIs []string `json:"post_logout_redirect_uris,omitempty"`
 	GrantTypes             []string `json:"grant_types,omitempty"`
+	// Back-channel logout (backchannel_test.go).
+	BackchannelLogoutURI             string `json:"backchannel_logout_uri,omitempty"`
+	BackchannelLogoutSessionRequired bool   `json:"backchannel_logout_session_required,omitempty"`
 }
 
 type idp struct {

@@ -51,6 +51,9 @@ func TestAuditLogIsDocumented(t *testing.T) {
 	for _, r := range authn.BearerReasons {
 		listed("reason", r)
 	}
+	for _, r := range authn.LogoutReasons {
+		listed("reason", string(r))
+	}
 
 	// The results table lists nothing that does not exist.
 	_, table, _ := strings.Cut(doc, "### Results")

@@ -103,7 +103,9 @@ func (g *Gate) callback(req *Request, out Outcome) Outcome {
 	}
 	g.cfg.IdP.Used.Mark(st.State, time.Unix(st.Started, 0), now)
 	out.Audit.User, out.Audit.Email, out.Audit.Refused = id.Subject, id.Email, id.Refused
-	c, err := g.cookies.sessionCookie(authn.NewSession(id, now), now)
+	sess := authn.NewSession(id, now)
+	sess.IdPSession = idpSession(id)
+	c, err := g.cookies.sessionCookie(sess, now)
 	if err != nil {
 		g.log.Error("session does not fit in a cookie", zap.String("user", id.Subject), zap.Int("groups", len(id.Groups)), zap.Error(err))
 		return loginFailed(out, http.StatusInternalServerError, ReasonSessionTooLarge,
@@ -220,6 +222,11 @@ func (g *Gate) finishStepUp(req *Request, out Outcome, code string, st *authn.Lo
 	g.cfg.IdP.Used.Mark(st.State, time.Unix(st.Started, 0), now)
 	if su.Provider == "" {
 		sess.ACR, sess.AMR, sess.AuthTime = id.ACR, id.AMR, id.AuthTime
+		if id.SID != "" {
+			// The IdP may have started a new session for the step-up:
+			// its back-channel logout names the new one.
+			sess.IdPSession = idpSession(id)
+		}
 		if c, err := g.cookies.idTokenCookie(id.RawIDToken); err == nil {
 			out.Cookies = append(out.Cookies, c)
 		}

@@ -44,12 +44,13 @@ func (g *Gate) check(req *Request, out Outcome) Outcome {
 	sess := in.Session
 	out.Audit.setUser(sess)
 	switch in.Reason {
+	case authn.ReasonNone:
 	case authn.ReasonUnverified:
 		return out.refuse(Unavailable, http.StatusServiceUnavailable, ResultDeny, ReasonRevocationsDown, &Answer{Error: "unavailable",
 			Title: "Temporarily unavailable", Message: "This service is starting up and cannot check sign-ins yet. Please try again in a minute."})
-	case authn.ReasonRevoked:
+	default: // revoked: a logout, logout everywhere, de-provisioning, or the IdP's back-channel logout
 		out.Audit.setUser(nil)
-		return g.requireLogin(req, out, authn.ReasonRevoked)
+		return g.requireLogin(req, out, in.Reason)
 	}
 	out.viewer = sess // live: its pages show who is signed in
 	out.Audit.Grants = grantResources(in.Grants.Grants)

@@ -20,13 +20,16 @@ const (
 	PathRequest   = "/.gatehouse/request"
 	PathAccess    = "/.gatehouse/access"
 	PathApprovals = "/.gatehouse/approvals"
+	// PathBackchannelLogout is the back-channel logout URI to register
+	// at the IdP (backchannel_logout_uri).
+	PathBackchannelLogout = "/.gatehouse/backchannel-logout"
 )
 
 // endpointMethods are the methods each endpoint takes, as the Allow
 // header lists them.
 var endpointMethods = map[string]string{
 	PathHealthz: "GET, HEAD", PathReadyz: "GET, HEAD", PathJWKS: "GET, HEAD", PathCallback: "GET", PathLogin: "GET", PathLogout: "GET, POST",
-	PathStepUp: "GET", PathRequest: "POST", PathAccess: "GET, POST", PathApprovals: "GET, POST",
+	PathStepUp: "GET", PathRequest: "POST", PathAccess: "GET, POST", PathApprovals: "GET, POST", PathBackchannelLogout: "POST",
 }
 
 // endpoint routes one of Gatehouse's own endpoints. They are never
@@ -64,6 +67,8 @@ func (g *Gate) endpoint(req *Request, out Outcome) Outcome {
 		return g.requestAccess(req, out)
 	case PathAccess:
 		return g.access(req, out)
+	case PathBackchannelLogout:
+		return g.backchannelLogout(req, out)
 	default:
 		return g.approvals(req, out)
 	}

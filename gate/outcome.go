@@ -67,7 +67,8 @@ const (
 	ResultError           Result = "error"            // a dependency failed (IdP, grant store)
 	ResultLoginOK         Result = "login_ok"         // a sign-in completed: a session was made
 	ResultLoginFailed     Result = "login_failed"     // a sign-in or step-up answer was refused
-	ResultLogout          Result = "logout"           // the session was ended
+	ResultLogout          Result = "logout"           // the session was ended (or, by back-channel logout, the IdP session's sessions)
+	ResultLogoutRefused   Result = "logout_refused"   // a back-channel logout request was refused
 	ResultStepUpOK        Result = "step_up_ok"       // a step-up completed: the session was upgraded
 	ResultGrantRequested  Result = "grant_requested"  // an access request was made
 	ResultGrantRevoked    Result = "grant_revoked"    // a user ended one of their grants
@@ -78,7 +79,7 @@ const (
 // Results lists every Result, for documentation and its test.
 var Results = []Result{ResultAllow, ResultPublic, ResultInternal, ResultLogin, ResultUnauthenticated, ResultStepUp,
 	ResultStepUpRequired, ResultDeny, ResultReject, ResultError, ResultLoginOK, ResultLoginFailed, ResultLogout,
-	ResultStepUpOK, ResultGrantRequested, ResultGrantRevoked, ResultGrantApproved, ResultGrantRejected}
+	ResultLogoutRefused, ResultStepUpOK, ResultGrantRequested, ResultGrantRevoked, ResultGrantApproved, ResultGrantRejected}
 
 // Reason is the audit line's reason, and (except for step-up answers,
 // whose JSON names only the unmet part) the reason of the answer. The
@@ -138,6 +139,14 @@ const (
 	ReasonIdPLogout         Reason = "idp_logout"          // signed out here, and sent to end the IdP session
 	ReasonLogoutNotRecorded Reason = "logout_not_recorded" // signed out on this node, not recorded in the store
 
+	// Back-channel logout (besides the authn.LogoutReasons of a refused
+	// logout token).
+	ReasonBackchannelLogout      Reason = "backchannel_logout"       // the IdP ended a session: its sessions here are revoked
+	ReasonBackchannelContentType Reason = "backchannel_content_type" // not application/x-www-form-urlencoded
+	ReasonBackchannelBody        Reason = "backchannel_body"         // a body over 32 KiB, or unreadable
+	ReasonLogoutTokenMissing     Reason = "logout_token_missing"     // no logout_token, or more than one
+	ReasonLogoutTokenReplayed    Reason = "logout_token_replayed"    // a logout token already used (on any node)
+
 	// Access requests and approvals.
 	ReasonCrossSiteForm   Reason = "cross_site_form"  // a form posted from another site
 	ReasonBadForm         Reason = "bad_form"         // an unreadable form
@@ -163,7 +172,8 @@ var Reasons = []Reason{ReasonAmbiguousPath, ReasonNotFound, ReasonMethodNotAllow
 	ReasonJWKS, ReasonStateMissing, ReasonStateUnknown, ReasonStateReplayed, ReasonStateSuperseded,
 	ReasonLoginSuperseded, ReasonIssuerMismatch, ReasonIdPError, ReasonCodeMissing, ReasonSessionTooLarge,
 	ReasonSessionChanged, ReasonProviderUnknown, ReasonIdentityMismatch, ReasonLinkMismatch, ReasonLoggedOut,
-	ReasonIdPLogout, ReasonLogoutNotRecorded, ReasonCrossSiteForm, ReasonBadForm, ReasonCSRF,
+	ReasonIdPLogout, ReasonLogoutNotRecorded, ReasonBackchannelLogout, ReasonBackchannelContentType,
+	ReasonBackchannelBody, ReasonLogoutTokenMissing, ReasonLogoutTokenReplayed, ReasonCrossSiteForm, ReasonBadForm, ReasonCSRF,
 	ReasonOfferInvalid, ReasonOfferExpired, ReasonReasonMissing, ReasonDurationInvalid, ReasonAlreadyPending,
 	ReasonNotYourGrant, ReasonMyAccess, ReasonApprovals, ReasonNoPolicy, ReasonRequestUnknown, ReasonNotAnApprover,
 	ReasonBearerRequest, ReasonBearerRevoked, ReasonStepUpNotPossible, ReasonBearerStepUp}
@@ -385,10 +395,15 @@ const (
 	EventUserDeprovisioned = "user de-provisioned"
 	EventRevocationsKept   = "revocations lost by the store written back from this node's mirror"
 	EventRevocationsLost   = "revocations lost by the store could not be written back"
+	// EventBackchannelLogout: the IdP ended a session (back-channel
+	// logout), and the sessions signed in through it are revoked.
+	EventBackchannelLogout       = "back-channel logout"
+	EventBackchannelLogoutFailed = "backchannel-logout failed"
 )
 
 // Events lists every event message; a failed store operation is
 // "<operation> failed".
 var Events = []string{EventStepUpStarted, EventStepUpRefused, EventStepUpSucceeded, EventGrantRequested,
 	EventGrantAutoApproved, EventGrantApproved, EventGrantRejected, EventGrantRevoked, EventGrantExpired,
-	EventApprovalRefused, EventUserLoggedOut, EventUserDeprovisioned, EventRevocationsKept, EventRevocationsLost}
+	EventApprovalRefused, EventUserLoggedOut, EventUserDeprovisioned, EventRevocationsKept, EventRevocationsLost,
+	EventBackchannelLogout, EventBackchannelLogoutFailed}

@@ -266,6 +266,8 @@ func (g *Gate) signedIn(req *Request) signedIn {
 		out.Reason = authn.ReasonUnverified
 	case st.Revoked(sess.Created):
 		out.Reason = authn.ReasonRevoked
+	case g.cfg.Grants.IdPSessionRevoked(sess.IdPSession):
+		out.Reason = authn.ReasonEndedAtIdP
 	}
 	return out
 }

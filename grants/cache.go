@@ -33,6 +33,7 @@ type Cache struct {
 	keys     map[User]string            // User.Key, memoised (a SHA-256 each)
 	users    map[string]int64           // user key → revoked at
 	revoked  map[string]GrantRevocation // revoked grants by id
+	idps     map[string]int64           // ended IdP sessions (IdPSession.Key) → until
 	expired  map[string]int64           // grant ids already reported → expiry
 	gen      uint64                     // bumped by every event and invalidation: a store read older than it is not cached
 	ready    bool                       // the mirror was loaded once: until then nothing is served
@@ -85,7 +86,7 @@ func NewCache(store Store, timeout time.Duration) *Cache {
 	c := &Cache{
 		store: store, ttl: CacheTTL, timeout: timeout, now: time.Now,
 		entries: map[string]*cacheEntry{}, sessions: map[sessionKey]int64{}, users: map[string]int64{}, expired: map[string]int64{},
-		keys: map[User]string{}, revoked: map[string]GrantRevocation{},
+		keys: map[User]string{}, revoked: map[string]GrantRevocation{}, idps: map[string]int64{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	c.refreshMirror()
@@ -148,6 +149,10 @@ func (c *Cache) apply(e Event) {
 		if e.At > c.users[e.UserKey] {
 			c.users[e.UserKey] = e.At
 		}
+	case "idp_session_revoked":
+		if e.At > c.idps[e.SessionID] {
+			c.idps[e.SessionID] = e.At
+		}
 	case "resync":
 		c.entries = map[string]*cacheEntry{}
 	}
@@ -189,6 +194,16 @@ func (c *Cache) refreshMirror() {
 	}
 	for id, g := range rv.Grants {
 		c.revoked[id] = g
+	}
+	for k, until := range rv.IdPSessions {
+		if until > c.idps[k] {
+			c.idps[k] = until
+		}
+	}
+	for k, until := range c.idps {
+		if until < now.Unix() {
+			delete(c.idps, k)
+		}
 	}
 	for k, until := range c.sessions {
 		if until < now.Unix() {
@@ -244,10 +259,17 @@ func (c *Cache) lost(rv Revocations, now time.Time) Revocations {
 			out.Grants[id] = g
 		}
 	}
+	for k, until := range c.idps {
+		if until > now.Unix() && rv.IdPSessions[k] == 0 {
+			out.IdPSessions[k] = until
+		}
+	}
 	return out
 }
 
-func (rv Revocations) empty() bool { return len(rv.Sessions)+len(rv.Users)+len(rv.Grants) == 0 }
+func (rv Revocations) empty() bool {
+	return len(rv.Sessions)+len(rv.Users)+len(rv.Grants)+len(rv.IdPSessions) == 0
+}
 
 // Lookup returns the user's active grants and whether the session is
 // revoked. When the store cannot be read in time, it returns the error
@@ -404,6 +426,27 @@ func (c *Cache) NoteSessionRevoked(u User, sid string, until time.Time) {
 // NoteGrantRevoked records a grant revocation made by this node at once.
 func (c *Cache) NoteGrantRevoked(g Grant) {
 	c.apply(Event{Kind: "grant_revoked", UserKey: g.User.Key(), GrantID: g.ID, At: g.ExpiresAt})
+}
+
+// NoteIdPSessionRevoked records an IdP session's end (a back-channel
+// logout received by this node) at once.
+func (c *Cache) NoteIdPSessionRevoked(s IdPSession, until time.Time) {
+	c.apply(Event{Kind: "idp_session_revoked", SessionID: s.Key(), At: until.Unix()})
+}
+
+// IdPSessionRevoked reports whether the IdP session whose key is key
+// (IdPSession.Key, as the session cookie records it) was ended by a
+// back-channel logout. It reads the mirror only: no store round trip on
+// the request path. The mirror holds every revocation in force before
+// the node serves anything, takes each one from the store's events as it
+// is made, and is reloaded on reconnect and every MirrorEvery.
+func (c *Cache) IdPSessionRevoked(key string) bool {
+	if key == "" {
+		return false
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.idps[key] > 0
 }
 
 // NoteUserRevoked records a user revocation made by this node at once.

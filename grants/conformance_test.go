@@ -5,6 +5,7 @@ import (
 	"errors"
 	"maps"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -220,6 +221,117 @@ func conformance(t *testing.T, open func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("back-channel logout: ended IdP sessions", func(t *testing.T) {
+		s := open(t)
+		copies := waitSubscribed(t, s)
+		c := NewCache(s, time.Second)
+		t.Cleanup(func() { _ = c.Close() })
+		now := time.Now()
+		if err := s.RevokeIdPSession(ctx, IdPSession{Iss: alice.Iss}, now.Add(time.Hour)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("an IdP session without a sid: %v", err)
+		}
+		if err := s.RevokeIdPSession(ctx, IdPSession{SID: "x"}, now.Add(time.Hour)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("an IdP session without an issuer: %v", err)
+		}
+		ended := IdPSession{Iss: alice.Iss, SID: "idp-sid-1"}
+		other := IdPSession{Iss: alice.Iss, SID: "idp-sid-2"}
+		elsewhere := IdPSession{Iss: "https://other.example", SID: "idp-sid-1"} // the same sid at another IdP
+		if ended.Key() == elsewhere.Key() || len(ended.Key()) != 32 {
+			t.Fatalf("keys: %q %q", ended.Key(), elsewhere.Key())
+		}
+		if c.IdPSessionRevoked(ended.Key()) || c.IdPSessionRevoked("") {
+			t.Fatal("revoked before any back-channel logout")
+		}
+		until := now.Add(time.Hour)
+		if err := s.RevokeIdPSession(ctx, ended, until); err != nil {
+			t.Fatal(err)
+		}
+		// An IdP session that ended long ago is no longer listed.
+		if err := s.RevokeIdPSession(ctx, IdPSession{Iss: alice.Iss, SID: "old"}, now.Add(-time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		rv, err := s.Revocations(ctx, now)
+		if err != nil || rv.IdPSessions[ended.Key()] != until.Unix() || len(rv.IdPSessions) != 1 {
+			t.Fatalf("Revocations: %+v %v", rv.IdPSessions, err)
+		}
+		// Every node's mirror hears of it through the store's events.
+		deadline := time.Now().Add(2 * time.Second)
+		for !c.IdPSessionRevoked(ended.Key()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the cache did not see the IdP session's end within 2s (%d copies of each event)", copies)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if c.IdPSessionRevoked(other.Key()) || c.IdPSessionRevoked(elsewhere.Key()) {
+			t.Error("another IdP session, or the same sid at another IdP, is revoked too")
+		}
+		// A node started later loads it before it serves.
+		late := NewCache(s, time.Second)
+		t.Cleanup(func() { _ = late.Close() })
+		if !late.Ready() || !late.IdPSessionRevoked(ended.Key()) {
+			t.Error("a node started afterwards does not know the IdP session ended")
+		}
+		// Restore writes back what a mirror holds and the store lost.
+		lost := newRevocations()
+		lost.IdPSessions[other.Key()] = until.Unix()
+		if err := s.Restore(ctx, lost); err != nil {
+			t.Fatal(err)
+		}
+		if rv, _ := s.Revocations(ctx, now); rv.IdPSessions[other.Key()] != until.Unix() {
+			t.Errorf("after Restore: %+v", rv.IdPSessions)
+		}
+		// Revoked until its end, and no longer.
+		c.now = func() time.Time { return until.Add(time.Second) }
+		c.refreshMirror()
+		if c.IdPSessionRevoked(ended.Key()) {
+			t.Error("an IdP session's end is still enforced after its sessions could have lasted")
+		}
+	})
+
+	t.Run("one-time ids: exactly one first use", func(t *testing.T) {
+		s := open(t)
+		now := time.Now()
+		for _, c := range []struct {
+			id         string
+			now, until time.Time
+		}{{"", now, now.Add(time.Minute)}, {"jti", now, now}, {"jti", now, now.Add(-time.Second)}} {
+			if ok, err := s.FirstUse(ctx, c.id, c.now, c.until); ok || !errors.Is(err, ErrInvalid) {
+				t.Errorf("FirstUse(%q, until %s) = %v, %v", c.id, c.until.Sub(c.now), ok, err)
+			}
+		}
+		id := "https://idp.example\x00jti-1"
+		if ok, err := s.FirstUse(ctx, id, now, now.Add(time.Minute)); !ok || err != nil {
+			t.Fatalf("the first use: %v %v", ok, err)
+		}
+		if ok, err := s.FirstUse(ctx, id, now.Add(time.Second), now.Add(time.Minute)); ok || err != nil {
+			t.Errorf("a second use: %v %v", ok, err)
+		}
+		if ok, err := s.FirstUse(ctx, "https://other.example\x00jti-1", now, now.Add(time.Minute)); !ok || err != nil {
+			t.Errorf("another id: %v %v", ok, err)
+		}
+		// Of concurrent uses (on any number of nodes), exactly one wins.
+		var wins atomic.Int32
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if ok, err := s.FirstUse(ctx, "jti-raced", now, now.Add(time.Minute)); ok && err == nil {
+					wins.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+		if wins.Load() != 1 {
+			t.Errorf("%d of 16 concurrent uses won", wins.Load())
+		}
+		// Long ids are fine: the store keys them by a hash.
+		long := strings.Repeat("j", 4096)
+		if ok, err := s.FirstUse(ctx, long, now, now.Add(time.Minute)); !ok || err != nil {
+			t.Errorf("a long id: %v %v", ok, err)
+		}
+	})
+
 	t.Run("events announce changes", func(t *testing.T) {
 		s := open(t)
 		waitSubscribed(t, s)
@@ -415,6 +527,10 @@ func conformance(t *testing.T, open func(t *testing.T) Store) {
 		if err := s.RevokeUser(ctx, bob, now); err != nil {
 			t.Fatal(err)
 		}
+		ended := IdPSession{Iss: alice.Iss, SID: "idp-sid-lost"}
+		if err := s.RevokeIdPSession(ctx, ended, now.Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
 		c.refreshMirror() // the revocations reach the mirror
 		// Then the store forgets them (a failover to a replica that had
 		// not received them).
@@ -426,9 +542,13 @@ func conformance(t *testing.T, open func(t *testing.T) Store) {
 		if st, _ := c.Lookup(ctx, bob, "sid-b", now.Add(time.Second)); !st.Revoked(now.Unix()) {
 			t.Errorf("bob, with the store's revocation lost: %+v", st)
 		}
+		if !c.IdPSessionRevoked(ended.Key()) {
+			t.Error("an ended IdP session, with the store's revocation lost, is no longer revoked")
+		}
 		c.refreshMirror()
 		r := forgetful.restored()
-		if _, ok := r.Grants[g.ID]; !ok || r.Sessions[alice.Key()+"/sid"] == 0 || r.Users[bob.Key()] != now.Unix() {
+		if _, ok := r.Grants[g.ID]; !ok || r.Sessions[alice.Key()+"/sid"] == 0 || r.Users[bob.Key()] != now.Unix() ||
+			r.IdPSessions[ended.Key()] != now.Add(time.Hour).Unix() {
 			t.Errorf("written back: %+v", r)
 		}
 	})
@@ -586,6 +706,7 @@ func (f *forgetfulStore) restored() Revocations {
 		maps.Copy(out.Sessions, r.Sessions)
 		maps.Copy(out.Users, r.Users)
 		maps.Copy(out.Grants, r.Grants)
+		maps.Copy(out.IdPSessions, r.IdPSessions)
 	}
 	return out
 }
@@ -757,5 +878,22 @@ func TestRedisRestartAndOutage(t *testing.T) {
 	}
 	if st, _ := s.Lookup(ctx, alice, "dead", now); !st.SessionRevoked {
 		t.Error("a session revocation was lost in the restart")
+	}
+}
+
+// TestFirstUseEndsWithItsRecord: the embedded stores judge a one-time
+// id's record by the caller's clock, so an id may be used again once its
+// record has ended (Redis lets the key expire by itself).
+func TestFirstUseEndsWithItsRecord(t *testing.T) {
+	ctx := context.Background()
+	s := NewMemory()
+	defer s.Close()
+	for _, c := range []struct {
+		now  time.Time
+		want bool
+	}{{t0, true}, {t0.Add(59 * time.Second), false}, {t0.Add(time.Minute), true}} {
+		if ok, err := s.FirstUse(ctx, "jti", c.now, c.now.Add(time.Minute)); ok != c.want || err != nil {
+			t.Errorf("FirstUse at +%s: %v %v, want %v", c.now.Sub(t0), ok, err, c.want)
+		}
 	}
 }

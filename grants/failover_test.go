@@ -64,7 +64,7 @@ func clusterTopology(t *testing.T) topology {
 }
 
 // TestRevocationsSurviveAFailover reproduces a failover with replication
-// lag, for the four kinds of revocation: the replica is paused, the
+// lag, for the five kinds of revocation: the replica is paused, the
 // revocation is made (the store reports that its replica did not confirm
 // it, and every node enforces it from its mirror), the master is killed,
 // the replica is resumed and promoted without it. The revoked thing must
@@ -72,7 +72,7 @@ func clusterTopology(t *testing.T) topology {
 // nodes' mirrors, and be known to a node started afterwards.
 func TestRevocationsSurviveAFailover(t *testing.T) {
 	for name, open := range map[string]func(*testing.T) topology{"sentinel": sentinelTopology, "cluster": clusterTopology} {
-		for _, kind := range []string{"grant revocation", "session revocation", "logout everywhere", "de-provisioning"} {
+		for _, kind := range []string{"grant revocation", "session revocation", "logout everywhere", "de-provisioning", "back-channel logout"} {
 			t.Run(name+"/"+kind, func(t *testing.T) {
 				t.Parallel()
 				revocationSurvivesFailover(t, open(t), kind)
@@ -111,11 +111,14 @@ func revocationSurvivesFailover(t *testing.T, topo topology, kind string) {
 	}
 	sid := "sid-1"
 	created := now.Add(-time.Minute).Unix()
+	ended := IdPSession{Iss: bob.Iss, SID: "idp-" + kind}
 	revoked := func(c *Cache) (bool, error) {
 		st, err := c.Lookup(ctx, bob, sid, time.Now())
 		switch kind {
 		case "grant revocation":
 			return len(st.Grants) == 0, err
+		case "back-channel logout":
+			return c.IdPSessionRevoked(ended.Key()), err
 		default:
 			return st.Revoked(created), err
 		}
@@ -128,7 +131,12 @@ func revocationSurvivesFailover(t *testing.T, topo topology, kind string) {
 
 	// The replica has the grant, then stops reading; the revocation is
 	// made.
-	master, replica := topo.holders(kGrants(bob.Key()))
+	// The key the revocation is written to, and a hash tag of its slot.
+	key, tag := kGrants(bob.Key()), "{"+bob.Key()+"}"
+	if kind == "back-channel logout" {
+		key, tag = kIdPSession(ended.Key()), "{"+ended.Key()+"}"
+	}
+	master, replica := topo.holders(key)
 	if replica == nil {
 		t.Fatal("no replica")
 	}
@@ -143,7 +151,7 @@ func revocationSurvivesFailover(t *testing.T, topo topology, kind string) {
 	mc := master.Client()
 	junk := strings.Repeat("x", 8<<20)
 	for i := range 3 {
-		if err := mc.Set(ctx, fmt.Sprintf("gh:{%s}:junk%d", bob.Key(), i), junk, 0).Err(); err != nil {
+		if err := mc.Set(ctx, fmt.Sprintf("gh:%s:junk%d", tag, i), junk, 0).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -156,6 +164,8 @@ func revocationSurvivesFailover(t *testing.T, topo topology, kind string) {
 		opErr = op.RevokeSession(ctx, bob, sid, now.Add(time.Hour))
 	case "logout everywhere":
 		opErr = op.RevokeUser(ctx, bob, now)
+	case "back-channel logout":
+		opErr = op.RevokeIdPSession(ctx, ended, now.Add(time.Hour))
 	case "de-provisioning":
 		var done Deprovisioned
 		done, opErr = Deprovision(ctx, op, bob, "hr", now)
@@ -198,6 +208,10 @@ func revocationSurvivesFailover(t *testing.T, topo topology, kind string) {
 		st, err := fresh.Lookup(ctx, bob, sid, time.Now())
 		if err != nil {
 			return false
+		}
+		if kind == "back-channel logout" {
+			rv, err := fresh.Revocations(ctx, time.Now())
+			return err == nil && rv.IdPSessions[ended.Key()] != 0
 		}
 		if kind == "grant revocation" || kind == "de-provisioning" {
 			// The grant is there, and revoked: not merely missing.

@@ -52,6 +52,28 @@ func (u User) String() string { return u.Sub + " (" + u.Iss + ")" }
 
 func (u User) valid() bool { return u.Iss != "" && u.Sub != "" }
 
+// IdPSession is a session at an identity provider: its issuer, and the
+// session id (the ID token's sid claim) it gave the sign-ins made in it.
+// OpenID Connect Back-Channel Logout ends one.
+type IdPSession struct {
+	Iss string
+	SID string
+}
+
+// Key is a stable, opaque key for the IdP session: safe in store keys,
+// and short enough for the session cookie that records it.
+func (s IdPSession) Key() string {
+	h := sha256.Sum256([]byte("idp-session\x00" + s.Iss + "\x00" + s.SID))
+	return hex.EncodeToString(h[:16])
+}
+
+// onceKey is the store's key for a one-time id (FirstUse): fixed length
+// whatever the id.
+func onceKey(id string) string {
+	h := sha256.Sum256([]byte("once\x00" + id))
+	return hex.EncodeToString(h[:16])
+}
+
 // Grant is time-boxed access of one user to one resource.
 type Grant struct {
 	ID          string `json:"id"`
@@ -170,6 +192,9 @@ type Revocations struct {
 	Sessions map[string]int64           // user key + "/" + session id → until (unix)
 	Users    map[string]int64           // user key → revoked at (unix)
 	Grants   map[string]GrantRevocation // grant id → the revocation
+	// IdPSessions are IdP sessions ended by a back-channel logout: every
+	// session signed in through one is revoked.
+	IdPSessions map[string]int64 // IdPSession.Key → until (unix)
 }
 
 // GrantRevocation is a revoked grant, in force until the grant would have
@@ -183,14 +208,15 @@ type GrantRevocation struct {
 
 // newRevocations returns empty maps to fill.
 func newRevocations() Revocations {
-	return Revocations{Sessions: map[string]int64{}, Users: map[string]int64{}, Grants: map[string]GrantRevocation{}}
+	return Revocations{Sessions: map[string]int64{}, Users: map[string]int64{}, Grants: map[string]GrantRevocation{},
+		IdPSessions: map[string]int64{}}
 }
 
 // Event tells caches that something about a user changed.
 type Event struct {
-	Kind      string `json:"kind"` // "user", "session_revoked", "user_revoked", "grant_revoked", "resync"
+	Kind      string `json:"kind"` // "user", "session_revoked", "user_revoked", "grant_revoked", "idp_session_revoked", "resync"
 	UserKey   string `json:"user,omitempty"`
-	SessionID string `json:"sid,omitempty"`
+	SessionID string `json:"sid,omitempty"` // a session id; for idp_session_revoked, the IdPSession.Key
 	GrantID   string `json:"gid,omitempty"`
 	At        int64  `json:"at,omitempty"` // until (session, grant) or revoked at (user)
 }
@@ -219,6 +245,15 @@ type Store interface {
 	RevokeSession(ctx context.Context, u User, sessionID string, until time.Time) error
 	// RevokeUser revokes every session of u created up to at.
 	RevokeUser(ctx context.Context, u User, at time.Time) error
+	// RevokeIdPSession revokes, until until, every session signed in
+	// through the IdP session s (a back-channel logout). Nodes enforce it
+	// from their mirror of revocations (Cache.IdPSessionRevoked).
+	RevokeIdPSession(ctx context.Context, s IdPSession, until time.Time) error
+	// FirstUse records that the one-time id was used, until until, and
+	// reports whether it was unused at now: of any number of calls with
+	// one id, on any node, exactly one gets true while the record lasts.
+	// It refuses a replayed logout token (its jti).
+	FirstUse(ctx context.Context, id string, now, until time.Time) (bool, error)
 	// Users resolves an email to the users the store has seen with it:
 	// at sign-in (NoteEmail), on a grant or an access request.
 	Users(ctx context.Context, email string) ([]User, error)
@@ -311,6 +346,25 @@ func validateGrant(g *Grant) error {
 		g.ID = newID()
 	}
 	g.Email = strings.ToLower(g.Email)
+	return nil
+}
+
+// validateOnce checks FirstUse's arguments.
+func validateOnce(id string, now, until time.Time) error {
+	switch {
+	case id == "":
+		return fmt.Errorf("%w: a one-time id is needed", ErrInvalid)
+	case !until.After(now):
+		return fmt.Errorf("%w: a one-time id must be kept until a time after now", ErrInvalid)
+	}
+	return nil
+}
+
+// validIdPSession checks an IdP session to revoke.
+func validIdPSession(s IdPSession) error {
+	if s.Iss == "" || s.SID == "" {
+		return fmt.Errorf("%w: an IdP session needs an issuer and a session id", ErrInvalid)
+	}
 	return nil
 }
 

@@ -29,16 +29,18 @@ type kvTx interface {
 
 // Buckets of the embedded stores.
 const (
-	bGrants     = "grants"      // id → Grant
-	bUserGrants = "user_grants" // userkey/id → ""
-	bRequests   = "requests"    // id → Request
-	bSessions   = "sessions"    // userkey/sid → until
-	bUsers      = "users"       // userkey → revoked at
-	bEmails     = "emails"      // email/userkey → User
-	bRevGrants  = "revoked"     // grant id → GrantRevocation (the mirror's source)
+	bGrants     = "grants"       // id → Grant
+	bUserGrants = "user_grants"  // userkey/id → ""
+	bRequests   = "requests"     // id → Request
+	bSessions   = "sessions"     // userkey/sid → until
+	bUsers      = "users"        // userkey → revoked at
+	bEmails     = "emails"       // email/userkey → User
+	bRevGrants  = "revoked"      // grant id → GrantRevocation (the mirror's source)
+	bIdPSess    = "idp_sessions" // IdPSession.Key → until
+	bOnce       = "once"         // onceKey(id) → until
 )
 
-var allBuckets = []string{bGrants, bUserGrants, bRequests, bSessions, bUsers, bEmails, bRevGrants}
+var allBuckets = []string{bGrants, bUserGrants, bRequests, bSessions, bUsers, bEmails, bRevGrants, bIdPSess, bOnce}
 
 // kvStore is the Store of the embedded stores, on any kv.
 type kvStore struct {
@@ -306,6 +308,43 @@ func (s *kvStore) RevokeUser(_ context.Context, u User, at time.Time) error {
 	return err
 }
 
+func (s *kvStore) RevokeIdPSession(_ context.Context, is IdPSession, until time.Time) error {
+	if err := validIdPSession(is); err != nil {
+		return err
+	}
+	k := is.Key()
+	err := s.db.update(func(tx kvTx) error { return putLater(tx, bIdPSess, k, until.Unix()) })
+	if err == nil {
+		s.events.send(Event{Kind: "idp_session_revoked", SessionID: k, At: until.Unix()})
+	}
+	return err
+}
+
+// putLater sets key to the unix time t unless it holds a later one: a
+// revocation is never shortened.
+func putLater(tx kvTx, bucket, key string, t int64) error {
+	if atoi(tx.get(bucket, key)) >= t {
+		return nil
+	}
+	return tx.put(bucket, key, []byte(strconv.FormatInt(t, 10)))
+}
+
+func (s *kvStore) FirstUse(_ context.Context, id string, now, until time.Time) (bool, error) {
+	if err := validateOnce(id, now, until); err != nil {
+		return false, err
+	}
+	first := false
+	err := s.db.update(func(tx kvTx) error {
+		k := onceKey(id)
+		if atoi(tx.get(bOnce, k)) > now.Unix() {
+			return nil
+		}
+		first = true
+		return tx.put(bOnce, k, []byte(strconv.FormatInt(until.Unix(), 10)))
+	})
+	return first && err == nil, err
+}
+
 func (s *kvStore) NoteEmail(_ context.Context, u User, email string) error {
 	if email == "" || !u.valid() {
 		return fmt.Errorf("%w: NoteEmail needs an email and a user", ErrInvalid)
@@ -339,6 +378,14 @@ func (s *kvStore) Revocations(_ context.Context, now time.Time) (Revocations, er
 		if err := tx.scan(bSessions, "", func(k string, v []byte) error {
 			if until := atoi(v); until > now.Unix() {
 				rv.Sessions[k] = until
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := tx.scan(bIdPSess, "", func(k string, v []byte) error {
+			if until := atoi(v); until > now.Unix() {
+				rv.IdPSessions[k] = until
 			}
 			return nil
 		}); err != nil {
@@ -380,6 +427,11 @@ func (s *kvStore) Restore(_ context.Context, rv Revocations) error {
 				}
 			}
 		}
+		for k, until := range rv.IdPSessions {
+			if err := putLater(tx, bIdPSess, k, until); err != nil {
+				return err
+			}
+		}
 		for id, g := range rv.Grants {
 			if _, err := revokeGrant(tx, id, g); err != nil && !errors.Is(err, ErrNotFound) {
 				return err
@@ -390,7 +442,8 @@ func (s *kvStore) Restore(_ context.Context, rv Revocations) error {
 }
 
 // purge removes what is past its retention: expired or revoked grants,
-// decided requests, sessions past their end.
+// decided requests, sessions and IdP sessions past their end, one-time
+// ids past their record.
 func (s *kvStore) purge(now time.Time) error {
 	cutoff := now.Add(-retention).Unix()
 	return s.db.update(func(tx kvTx) error {
@@ -409,6 +462,20 @@ func (s *kvStore) purge(now time.Time) error {
 			errs = append(errs, tx.del(bGrants, g.ID), tx.del(bUserGrants, g.User.Key()+"/"+g.ID), tx.del(bRevGrants, g.ID))
 		}
 		var deadReqs, deadSessions []string
+		expired := map[string][]string{}
+		for _, b := range []string{bIdPSess, bOnce} {
+			errs = append(errs, tx.scan(b, "", func(k string, v []byte) error {
+				if atoi(v) < now.Unix() {
+					expired[b] = append(expired[b], k)
+				}
+				return nil
+			}))
+		}
+		for b, keys := range expired {
+			for _, k := range keys {
+				errs = append(errs, tx.del(b, k))
+			}
+		}
 		errs = append(errs, tx.scan(bRequests, "", func(k string, b []byte) error {
 			var r Request
 			if json.Unmarshal(b, &r) == nil && r.Status != Pending && r.DecidedAt < cutoff {

@@ -124,6 +124,20 @@ func (w *observed) RevokeUser(ctx context.Context, u User, at time.Time) error {
 	return err
 }
 
+func (w *observed) RevokeIdPSession(ctx context.Context, is IdPSession, until time.Time) error {
+	start := time.Now()
+	err := w.s.RevokeIdPSession(ctx, is, until)
+	w.observe("revoke_idp_session", start, err)
+	return err
+}
+
+func (w *observed) FirstUse(ctx context.Context, id string, now, until time.Time) (bool, error) {
+	start := time.Now()
+	v, err := w.s.FirstUse(ctx, id, now, until)
+	w.observe("first_use", start, err)
+	return v, err
+}
+
 func (w *observed) NoteEmail(ctx context.Context, u User, email string) error {
 	start := time.Now()
 	err := w.s.NoteEmail(ctx, u, email)

@@ -26,13 +26,15 @@ import (
 //	gh:{u}:g          hash    grant id → Grant JSON (expires after the last grant)
 //	gh:{u}:r          string  sessions created up to this unix time are revoked
 //	gh:{u}:s:<sid>    string  this session is revoked (expires with it)
+//	gh:idps:{<k>}     string  the IdP session k is ended: its sessions are revoked (expires with them)
+//	gh:once:{<k>}     string  the one-time id k was used (expires with its record)
 //	gh:gid:{<id>}     string  grant id → user key
 //	gh:req:{<id>}     string  Request JSON (as created)
 //	gh:req:{<id>}:d   string  the decision (SET NX: exactly one wins)
 //	gh:reqs           zset    index: request ids by creation time
 //	gh:grant_users    set     index: user keys that have grants
 //	gh:email:<email>  set     index: User JSON of users seen with this email
-//	gh:revocations    zset    index: "s|<u>|<sid>", "u|<u>|<at>", "g|<u>|<id>|<at>|<by>" by end of validity
+//	gh:revocations    zset    index: "s|<u>|<sid>", "u|<u>|<at>", "g|<u>|<id>|<at>|<by>", "i|<k>" by end of validity
 //	gh:events         channel Event JSON
 const (
 	keyEvents      = "gh:events"
@@ -51,6 +53,8 @@ func kGrantID(id string) string      { return "gh:gid:{" + id + "}" }
 func kReq(id string) string          { return "gh:req:{" + id + "}" }
 func kReqDecision(id string) string  { return "gh:req:{" + id + "}:d" }
 func kEmail(email string) string     { return "gh:email:" + strings.ToLower(email) }
+func kIdPSession(k string) string    { return "gh:idps:{" + k + "}" }
+func kOnce(k string) string          { return "gh:once:{" + k + "}" }
 
 // RedisStore keeps grants in Redis (one server, Sentinel or Cluster),
 // shared by every node. Changes are published on gh:events so that every

@@ -63,6 +63,55 @@ func (s *RedisStore) revokeUser(ctx context.Context, uk string, at int64) error 
 	return durable
 }
 
+func (s *RedisStore) RevokeIdPSession(ctx context.Context, is IdPSession, until time.Time) error {
+	if err := validIdPSession(is); err != nil {
+		return err
+	}
+	k := is.Key()
+	err := s.revokeIdPSession(ctx, k, until.Unix())
+	if applied(err) {
+		s.publish(ctx, Event{Kind: "idp_session_revoked", SessionID: k, At: until.Unix()})
+	}
+	return err
+}
+
+func (s *RedisStore) revokeIdPSession(ctx context.Context, k string, until int64) error {
+	ttl := time.Until(time.Unix(until, 0))
+	if ttl < time.Second {
+		ttl = time.Second
+	}
+	durable := s.durable(ctx, kIdPSession(k), func(p redis.Pipeliner) { p.Set(ctx, kIdPSession(k), strconv.FormatInt(until, 10), ttl) })
+	if !applied(durable) {
+		return durable
+	}
+	idx := s.client.Pipeline()
+	idx.ZAdd(ctx, keyRevocations, redis.Z{Score: float64(until), Member: "i|" + k})
+	idx.ZRemRangeByScore(ctx, keyRevocations, "-inf", strconv.FormatInt(time.Now().Unix(), 10))
+	if _, err := idx.Exec(ctx); err != nil {
+		return unavailable(err)
+	}
+	return durable
+}
+
+// FirstUse sets the id's key only if it is not there (SET NX), expiring
+// with its record: one command, so exactly one caller wins. It is not
+// waited on by replicas: a failover that lost it lets one replay through,
+// which can only do again what the first use did.
+func (s *RedisStore) FirstUse(ctx context.Context, id string, now, until time.Time) (bool, error) {
+	if err := validateOnce(id, now, until); err != nil {
+		return false, err
+	}
+	ttl := until.Sub(now)
+	if ttl < time.Second {
+		ttl = time.Second
+	}
+	first, err := s.client.SetNX(ctx, kOnce(onceKey(id)), strconv.FormatInt(until.Unix(), 10), ttl).Result()
+	if err != nil {
+		return false, unavailable(err)
+	}
+	return first, nil
+}
+
 func (s *RedisStore) NoteEmail(ctx context.Context, u User, email string) error {
 	if email == "" || !u.valid() {
 		return fmt.Errorf("%w: NoteEmail needs an email and a user", ErrInvalid)
@@ -101,6 +150,8 @@ func (s *RedisStore) Revocations(ctx context.Context, now time.Time) (Revocation
 	for _, z := range zs {
 		parts := strings.Split(z.Member.(string), "|")
 		switch {
+		case len(parts) == 2 && parts[0] == "i":
+			rv.IdPSessions[parts[1]] = int64(z.Score)
 		case len(parts) == 3 && parts[0] == "s":
 			rv.Sessions[parts[1]+"/"+parts[2]] = int64(z.Score)
 		case len(parts) == 3 && parts[0] == "u":
@@ -130,6 +181,10 @@ func (s *RedisStore) present(ctx context.Context, rv *Revocations) error {
 		uk, sid, _ := strings.Cut(k, "/")
 		sessions[k] = pipe.Exists(ctx, kSession(uk, sid))
 	}
+	idps := map[string]*redis.IntCmd{}
+	for k := range rv.IdPSessions {
+		idps[k] = pipe.Exists(ctx, kIdPSession(k))
+	}
 	users := map[string]*redis.StringCmd{}
 	for uk := range rv.Users {
 		users[uk] = pipe.Get(ctx, kUserRev(uk))
@@ -144,6 +199,11 @@ func (s *RedisStore) present(ctx context.Context, rv *Revocations) error {
 	for k, cmd := range sessions {
 		if cmd.Val() == 0 {
 			delete(rv.Sessions, k)
+		}
+	}
+	for k, cmd := range idps {
+		if cmd.Val() == 0 {
+			delete(rv.IdPSessions, k)
 		}
 	}
 	for uk, cmd := range users {
@@ -175,6 +235,12 @@ func (s *RedisStore) Restore(ctx context.Context, rv Revocations) error {
 			return err
 		}
 		s.publish(ctx, Event{Kind: "session_revoked", UserKey: uk, SessionID: sid, At: until})
+	}
+	for k, until := range rv.IdPSessions {
+		if err := s.revokeIdPSession(ctx, k, until); !applied(err) {
+			return err
+		}
+		s.publish(ctx, Event{Kind: "idp_session_revoked", SessionID: k, At: until})
 	}
 	for uk, at := range rv.Users {
 		cur, err := s.client.Get(ctx, kUserRev(uk)).Int64()

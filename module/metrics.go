@@ -55,7 +55,7 @@ var metrics = struct {
 		Help: "Just-in-time access: requests, approvals (manual and automatic), rejections, revocations and expiries."},
 		[]string{"app", "event"}),
 	sessionsRevoked: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "gatehouse", Name: "sessions_revoked_total",
-		Help: "Sessions ended: a logout (one session), a user logged out everywhere, a user de-provisioned."}, []string{"app", "how"}),
+		Help: "Sessions ended: a logout (one session), a user logged out everywhere, a user de-provisioned, a back-channel logout from the IdP."}, []string{"app", "how"}),
 	storeCalls: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "gatehouse", Name: "grant_store_calls_total",
 		Help: "Calls to the grant store, by store, operation and result (error: the store failed or could not be reached)."},
 		[]string{"store", "op", "result"}),
@@ -144,7 +144,7 @@ func (m *appMetrics) observe(out *gate.Outcome, took time.Duration) {
 			metrics.logins.WithLabelValues(m.app, "failed", string(k.reason)).Inc()
 		}
 	case gate.ResultLogout:
-		if out.Reason != gate.ReasonLogoutNotRecorded {
+		if out.Reason != gate.ReasonLogoutNotRecorded && out.Reason != gate.ReasonBackchannelLogout {
 			m.logouts.Inc()
 		}
 	}
@@ -178,6 +178,7 @@ var eventMetrics = map[string]struct {
 	gate.EventGrantExpired:      {metrics.jit, "expired"},
 	gate.EventUserLoggedOut:     {metrics.sessionsRevoked, "everywhere"},
 	gate.EventUserDeprovisioned: {metrics.sessionsRevoked, "deprovisioned"},
+	gate.EventBackchannelLogout: {metrics.sessionsRevoked, "backchannel"},
 }
 
 // countEvent moves the counter of an event that happened (a failed one

@@ -104,7 +104,8 @@ func (h *Handler) grantCache() (*grants.Cache, error) {
 		c := grants.NewCache(grants.Observe(s, storeObserver(storeLabel(url))), timeout)
 		audit := zap.New(caddyCore{name: auditLogger})
 		c.OnRestore = func(lost grants.Revocations, err error) {
-			fields := []zap.Field{zap.Int("sessions", len(lost.Sessions)), zap.Int("users", len(lost.Users)), zap.Int("grants", len(lost.Grants))}
+			fields := []zap.Field{zap.Int("sessions", len(lost.Sessions)), zap.Int("users", len(lost.Users)), zap.Int("grants", len(lost.Grants)),
+				zap.Int("idp_sessions", len(lost.IdPSessions))}
 			if err != nil {
 				audit.Error(gate.EventRevocationsLost, append(fields, zap.Error(err))...)
 				return

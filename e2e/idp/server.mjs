@@ -17,6 +17,8 @@
 //                  RFC 9068 JWT access tokens with it as aud, scopes
 //                  orders:read orders:write; the client credentials grant
 //                  is enabled for clients that list it
+//   IDP_BACKCHANNEL_CA, IDP_BACKCHANNEL_COPY  see "Back-channel logout"
+//                  below (clients with a backchannel_logout_uri only)
 //
 // The corp login asks for the one-time code only when the authorization
 // request's acr_values asks for urn:gatehouse:loa:mfa: oidc-provider treats
@@ -25,7 +27,9 @@
 //   {"issuer":"http://127.0.0.1:PORT","users":[...]}
 // Signing keys are generated at every start; nothing is stored on disk.
 import http from 'node:http';
+import https from 'node:https';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import Provider, { errors } from 'oidc-provider';
 
 const MFA = 'urn:gatehouse:loa:mfa';
@@ -94,6 +98,7 @@ const provider = new Provider(issuer, {
   features: {
     devInteractions: { enabled: false },
     rpInitiatedLogout: { enabled: true, logoutSource, postLogoutSuccessSource },
+    backchannelLogout: { enabled: true },
     ...(apiResources.length ? {
       clientCredentials: { enabled: true },
       resourceIndicators: {
@@ -114,6 +119,7 @@ const provider = new Provider(issuer, {
     const { email, email_verified, groups } = USERS[token.accountId];
     return { email, email_verified, groups, acr: token.acr };
   },
+  fetch: backchannelFetch,
   pkce: { required: () => true },
   ttl: {
     AccessToken: 600, AuthorizationCode: 60, IdToken: 600, Interaction: 600,
@@ -155,6 +161,56 @@ const provider = new Provider(issuer, {
   },
 });
 provider.proxy = false;
+
+// --- Back-channel logout (OpenID Connect Back-Channel Logout 1.0) ---------
+// A client registered with backchannel_logout_uri (and
+// backchannel_logout_session_required, for sid in its ID and logout
+// tokens) gets a logout token POSTed there when a session it signed in
+// to ends (end_session with logout=yes). Clients without one are not
+// affected. The relying parties in the tests are Gatehouse nodes on
+// loopback, behind HTTPS from each node's own local CA:
+//   IDP_BACKCHANNEL_CA    a PEM file of CA certificates trusted for these
+//                         POSTs only (no other request, and never "skip
+//                         verification"); read at each POST, so a test can
+//                         write it once its gateways are up
+//   IDP_BACKCHANNEL_COPY  a URL that also receives each logout POST's body,
+//                         after the relying party answered (a test's
+//                         recorder, to replay the token)
+// oidc-provider refuses outgoing requests to loopback and private
+// addresses (SSRF protection); only the registered back-channel logout
+// URIs are exempt, every other request keeps it.
+const backchannelURIs = new Set(clients.filter((c) => c.backchannel_logout_uri).map((c) => new URL(c.backchannel_logout_uri).href));
+
+async function backchannelFetch(url, options) {
+  if (!backchannelURIs.has(String(url))) return globalThis.fetch(url, options);
+  const headers = {};
+  for (const [k, v] of new Headers(options.headers)) if (v) headers[k] = v;
+  const body = String(options.body);
+  const ca = process.env.IDP_BACKCHANNEL_CA ? fs.readFileSync(process.env.IDP_BACKCHANNEL_CA) : undefined;
+  const res = await postForm(new URL(url), headers, body, ca, options.signal);
+  if (process.env.IDP_BACKCHANNEL_COPY) {
+    await postForm(new URL(process.env.IDP_BACKCHANNEL_COPY), headers, body).catch((err) => console.error(`back-channel copy: ${err.message}`));
+  }
+  return new Response(res.body.length ? res.body : null, { status: res.status });
+}
+
+function postForm(url, headers, body, ca, signal) {
+  return new Promise((resolve, reject) => {
+    const mod = url.protocol === 'https:' ? https : http;
+    const req = mod.request(url, { method: 'POST', headers: { ...headers, 'content-length': Buffer.byteLength(body) }, ca, signal }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks) }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+provider.on('backchannel.success', (ctx, client) => console.error(`back-channel logout to ${client.clientId}: done`));
+provider.on('backchannel.error', (ctx, err, client) => console.error(`back-channel logout to ${client.clientId} failed: ${err.message}`));
+// --- end of back-channel logout -------------------------------------------
 
 async function logoutSource(ctx, form) {
   ctx.body = page('Sign out', `<h1>Sign out of the test IdP?</h1>${form}
