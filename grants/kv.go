@@ -36,9 +36,10 @@ const (
 	bUsers      = "users"       // userkey → revoked at
 	bEmails     = "emails"      // email/userkey → User
 	bRevGrants  = "revoked"     // grant id → GrantRevocation (the mirror's source)
+	bPending    = "pending"     // key → expiry and a sealed value (PutPending)
 )
 
-var allBuckets = []string{bGrants, bUserGrants, bRequests, bSessions, bUsers, bEmails, bRevGrants}
+var allBuckets = []string{bGrants, bUserGrants, bRequests, bSessions, bUsers, bEmails, bRevGrants, bPending}
 
 // kvStore is the Store of the embedded stores, on any kv.
 type kvStore struct {
@@ -390,7 +391,7 @@ func (s *kvStore) Restore(_ context.Context, rv Revocations) error {
 }
 
 // purge removes what is past its retention: expired or revoked grants,
-// decided requests, sessions past their end.
+// decided requests, sessions past their end, expired pending values.
 func (s *kvStore) purge(now time.Time) error {
 	cutoff := now.Add(-retention).Unix()
 	return s.db.update(func(tx kvTx) error {
@@ -426,6 +427,11 @@ func (s *kvStore) purge(now time.Time) error {
 		}
 		for _, k := range deadSessions {
 			errs = append(errs, tx.del(bSessions, k))
+		}
+		deadPending, err := purgePending(tx, now)
+		errs = append(errs, err)
+		for _, k := range deadPending {
+			errs = append(errs, tx.del(bPending, k))
 		}
 		return errors.Join(errs...) // any failure rolls the whole purge back
 	})
