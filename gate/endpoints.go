@@ -20,6 +20,7 @@ const (
 	PathRequest   = "/.gatehouse/request"
 	PathAccess    = "/.gatehouse/access"
 	PathApprovals = "/.gatehouse/approvals"
+	PathResubmit  = "/.gatehouse/resubmit"
 )
 
 // endpointMethods are the methods each endpoint takes, as the Allow
@@ -27,6 +28,7 @@ const (
 var endpointMethods = map[string]string{
 	PathHealthz: "GET, HEAD", PathReadyz: "GET, HEAD", PathJWKS: "GET, HEAD", PathCallback: "GET", PathLogin: "GET", PathLogout: "GET, POST",
 	PathStepUp: "GET", PathRequest: "POST", PathAccess: "GET, POST", PathApprovals: "GET, POST",
+	PathResubmit: "GET",
 }
 
 // endpoint routes one of Gatehouse's own endpoints. They are never
@@ -64,6 +66,8 @@ func (g *Gate) endpoint(req *Request, out Outcome) Outcome {
 		return g.requestAccess(req, out)
 	case PathAccess:
 		return g.access(req, out)
+	case PathResubmit:
+		return g.resubmit(req, out)
 	default:
 		return g.approvals(req, out)
 	}

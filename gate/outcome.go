@@ -153,6 +153,22 @@ const (
 	ReasonNoPolicy        Reason = "no_policy"        // the approvals page without a policy
 	ReasonRequestUnknown  Reason = "request_unknown"  // deciding a request that does not exist
 	ReasonNotAnApprover   Reason = "not_an_approver"  // the policy does not let this user decide it
+
+	// Forms posted after the session ended (docs/forms.md): why one was
+	// dropped (the "why" of a "form dropped" event), and the resubmit
+	// page's answers.
+	ReasonFormCrossSite     Reason = "form_cross_site"     // not provably from this site's own pages
+	ReasonFormNotNavigation Reason = "form_not_navigation" // a script's post, or one into a frame
+	ReasonFormSignedOut     Reason = "form_signed_out"     // the session was signed out or revoked
+	ReasonFormNoSession     Reason = "form_no_session"     // no session had ended: never signed in here
+	ReasonFormTooLarge      Reason = "form_too_large"      // over preserve_post
+	ReasonFormUnsupported   Reason = "form_unsupported"    // a body that cannot be sent again exactly as it was
+	ReasonFormReplaced      Reason = "form_replaced"       // a newer form of this browser was kept instead
+	ReasonFormOtherUser     Reason = "form_other_user"     // someone else signed in: deleted unseen
+	ReasonFormRestored      Reason = "form_restored"       // the resubmit page, with the form
+	ReasonFormNone          Reason = "form_none"           // the resubmit page, no form kept in this browser
+	ReasonFormGone          Reason = "form_gone"           // the resubmit page, the form expired or was already shown
+	ReasonFormStoreError    Reason = "form_store_error"    // the resubmit page, the store failed
 )
 
 // Reasons lists Gatehouse's own reasons, for documentation and its test.
@@ -165,7 +181,10 @@ var Reasons = []Reason{ReasonAmbiguousPath, ReasonNotFound, ReasonMethodNotAllow
 	ReasonSessionChanged, ReasonProviderUnknown, ReasonIdentityMismatch, ReasonLinkMismatch, ReasonLoggedOut,
 	ReasonIdPLogout, ReasonLogoutNotRecorded, ReasonCrossSiteForm, ReasonBadForm, ReasonCSRF,
 	ReasonOfferInvalid, ReasonOfferExpired, ReasonReasonMissing, ReasonDurationInvalid, ReasonAlreadyPending,
-	ReasonNotYourGrant, ReasonMyAccess, ReasonApprovals, ReasonNoPolicy, ReasonRequestUnknown, ReasonNotAnApprover}
+	ReasonNotYourGrant, ReasonMyAccess, ReasonApprovals, ReasonNoPolicy, ReasonRequestUnknown, ReasonNotAnApprover,
+	ReasonFormCrossSite, ReasonFormNotNavigation, ReasonFormSignedOut, ReasonFormNoSession, ReasonFormTooLarge,
+	ReasonFormUnsupported, ReasonFormReplaced, ReasonFormOtherUser, ReasonFormRestored, ReasonFormNone, ReasonFormGone,
+	ReasonFormStoreError}
 
 // stepUpReason is the reason for an unmet requirement (Requirement.Unmet).
 func stepUpReason(why string) Reason { return Reason("step_up_" + why) }
@@ -365,10 +384,15 @@ const (
 	EventUserDeprovisioned = "user de-provisioned"
 	EventRevocationsKept   = "revocations lost by the store written back from this node's mirror"
 	EventRevocationsLost   = "revocations lost by the store could not be written back"
+	EventFormKept          = "form kept"
+	EventFormRestored      = "form restored"
+	EventFormDropped       = "form dropped"
+	EventKeepFormFailed    = "keep-form failed"
 )
 
 // Events lists every event message; a failed store operation is
 // "<operation> failed".
 var Events = []string{EventStepUpStarted, EventStepUpRefused, EventStepUpSucceeded, EventGrantRequested,
 	EventGrantAutoApproved, EventGrantApproved, EventGrantRejected, EventGrantRevoked, EventGrantExpired,
-	EventApprovalRefused, EventUserLoggedOut, EventUserDeprovisioned, EventRevocationsKept, EventRevocationsLost}
+	EventApprovalRefused, EventUserLoggedOut, EventUserDeprovisioned, EventRevocationsKept, EventRevocationsLost,
+	EventFormKept, EventFormRestored, EventFormDropped, EventKeepFormFailed}
