@@ -269,14 +269,30 @@ func (g *Gate) resubmit(req *Request, out Outcome) Outcome {
 			Title: "Temporarily unavailable", Message: "The form you were sending cannot be fetched right now. Reload this page in a minute.",
 			ActionURL: PathResubmit, ActionText: "Try again"})
 	}
-	out.Cookies = append(out.Cookies, g.cookies.make(g.forms.cookie, "", "/.gatehouse/", -1, ""))
+	forget := g.cookies.make(g.forms.cookie, "", "/.gatehouse/", -1, "")
 	if rec.Sub != sess.Subject || rec.Iss != g.cfg.Issuer {
 		// Never shown, and gone from the store.
+		out.Cookies = append(out.Cookies, forget)
 		out.Events = append(out.Events, g.formEvent(EventFormDropped, &out, ReasonFormOtherUser, rec))
 		return out.refuse(Deny, http.StatusForbidden, ResultDeny, ReasonFormOtherUser, &Answer{Error: "forbidden",
 			Title:   "Form not sent",
 			Message: "A form was being sent in this browser by someone else before you signed in. It was deleted and not sent, and you cannot see it."})
 	}
+	// The page the form goes to may need a step-up that this sign-in
+	// lacks: do it first, the form kept meanwhile, or sending it would
+	// meet a step-up that a post cannot follow.
+	if need, why := g.stepUpBeforeResending(req, sess, rec.Target); why != "" {
+		left := formTTL - now.Sub(time.Unix(rec.Kept, 0))
+		sealed, err := g.forms.bodies.Seal(formSealName, rec)
+		if err == nil && left >= time.Second {
+			err = store.PutPending(ctx, rec.Key, []byte(sealed), now, left)
+		}
+		if err != nil || left < time.Second {
+			return g.formLost(out, rec, err)
+		}
+		return g.requireStepUp(req, out, sess, need, why, PathResubmit) // the cookie stays: the form waits
+	}
+	out.Cookies = append(out.Cookies, forget)
 	page := ResubmitForm{Action: rec.Target, Enctype: rec.Enctype, Fields: rec.Fields}
 	for _, f := range rec.Fields {
 		if f.File && f.Chosen {
@@ -298,6 +314,41 @@ func (g *Gate) resubmit(req *Request, out Outcome) Outcome {
 	out.Answer = a
 	out.identify(a)
 	return out
+}
+
+// stepUpBeforeResending is the first step-up that target's step_up
+// rules ask and the session does not meet ("" when none). A policy's
+// obligation is known only when the form is sent.
+func (g *Gate) stepUpBeforeResending(req *Request, sess *authn.Session, target string) (authn.Requirement, string) {
+	if len(g.cfg.StepUp) == 0 {
+		return authn.Requirement{}, ""
+	}
+	treq, ok := targetRequest(req, target)
+	if !ok {
+		return authn.Requirement{}, ""
+	}
+	reqs, err := g.cfg.StepUp.For(treq.forMatch())
+	if err != nil {
+		return authn.Requirement{}, "" // sending it shows the conflict
+	}
+	return authn.FirstUnmet(reqs, sess, req.Start)
+}
+
+// formLost answers when a kept form taken from the store to wait for a
+// step-up could not be put back (or its time ran out): it is lost, and
+// the user is told.
+func (g *Gate) formLost(out Outcome, rec *keptForm, err error) Outcome {
+	out.Cookies = append(out.Cookies, g.cookies.make(g.forms.cookie, "", "/.gatehouse/", -1, ""))
+	if err == nil {
+		return out.refuse(BadRequest, http.StatusGone, ResultInternal, ReasonFormGone, &Answer{Error: "gone",
+			Title: "Nothing to send", Message: "The form you were sending is no longer kept: it is kept for 10 minutes. Please fill it in again."})
+	}
+	g.log.Error("grant store: a kept form could not be kept for its step-up", zap.String("decision_id", out.Audit.ID()), zap.Error(err))
+	e := g.formEvent(EventKeepFormFailed, &out, "", rec)
+	e.Failed, e.Fields = true, append(e.Fields, zap.Error(err))
+	out.Events = append(out.Events, e)
+	return out.refuse(Unavailable, http.StatusServiceUnavailable, ResultError, ReasonFormStoreError, &Answer{Error: "unavailable",
+		Title: "Form lost", Message: "The form you were sending could not be kept while you confirm who you are. Please fill it in again."})
 }
 
 // formEvent is an audit line about a kept form: whose, where it was

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -443,5 +444,70 @@ func TestResubmitNeedsASession(t *testing.T) {
 	}
 	if out := tg.handle(request(http.MethodPost, PathResubmit, true, c)); out.Status != http.StatusMethodNotAllowed {
 		t.Errorf("POST to the resubmit page: %d", out.Status)
+	}
+}
+
+// TestFormStepUpFirst: when the form's page needs a step-up that the new
+// sign-in lacks, the resubmit page asks for it first, keeping the form,
+// and shows it once the step-up is done; a step-up that cannot be kept
+// for (store down) loses the form saying so.
+func TestFormStepUpFirst(t *testing.T) {
+	tg := formGate(t, func(c *Config) {
+		c.StepUp = authn.StepUpRules{{Paths: globPaths{"/admin/*"}, Requirement: authn.Requirement{ACR: []string{"urn:mfa"}}}}
+	})
+	jar := tg.idleSession(t)
+	out := tg.handle(formPost("/admin/users", EnctypeURLEncoded, "role=admin", jar...))
+	if len(out.events(EventFormKept)) != 1 {
+		t.Fatalf("not kept: %v", out.Events)
+	}
+	page, jar := tg.signInAgain(t, out, jar, nil) // a password sign-in: no acr
+	want(t, "resubmit without the step-up", page, StepUp, http.StatusFound, ResultStepUp, ReasonStepUpACR)
+	if page.cookie(formCookie) != nil || len(page.events(EventStepUpStarted)) != 1 || !strings.Contains(page.Location, "acr_values=urn%3Amfa") {
+		t.Fatalf("step-up before resending: %v %v %q", page.Cookies, page.Events, page.Location)
+	}
+	cb, _ := url.Parse(tg.idp.signIn(t, page.Location, tg.clock.now(), map[string]any{"acr": "urn:mfa"}))
+	jar = merge(jar, page.Cookies)
+	done := tg.handle(request(http.MethodGet, cb.RequestURI(), true, jar...))
+	want(t, "step-up callback", done, Redirect, http.StatusFound, ResultStepUpOK, ReasonNone)
+	if done.Location != PathResubmit {
+		t.Fatalf("the step-up returns to %q", done.Location)
+	}
+	jar = merge(jar, done.Cookies)
+	page = tg.handle(request(http.MethodGet, PathResubmit, true, jar...))
+	want(t, "resubmit after the step-up", page, Page, http.StatusOK, ResultInternal, ReasonFormRestored)
+	if form, _ := page.Answer.Data.(ResubmitForm); form.Action != "/admin/users" || len(form.Fields) != 1 || form.Fields[0].Value != "admin" {
+		t.Errorf("resubmit: %+v", page.Answer.Data)
+	}
+}
+
+// putOnce is a store that keeps the first pending value, then fails.
+type putOnce struct {
+	grants.Store
+	puts atomic.Int32
+}
+
+func (p *putOnce) PutPending(ctx context.Context, key string, sealed []byte, now time.Time, ttl time.Duration) error {
+	if p.puts.Add(1) > 1 {
+		return grants.ErrUnavailable
+	}
+	return p.Store.PutPending(ctx, key, sealed, now, ttl)
+}
+
+func TestFormLostWaitingForAStepUp(t *testing.T) {
+	store := &putOnce{Store: grants.NewMemory()}
+	tg := formGate(t, func(c *Config) {
+		c.Grants = grants.NewCache(store, 50*time.Millisecond)
+		c.StepUp = authn.StepUpRules{{Paths: globPaths{"/admin/*"}, Requirement: authn.Requirement{ACR: []string{"urn:mfa"}}}}
+	})
+	t.Cleanup(func() { _ = tg.cfg.Grants.Close() })
+	jar := tg.idleSession(t)
+	out := tg.handle(formPost("/admin/users", EnctypeURLEncoded, "role=admin", jar...))
+	page, _ := tg.signInAgain(t, out, jar, nil)
+	want(t, "form lost", page, Unavailable, http.StatusServiceUnavailable, ResultError, ReasonFormStoreError)
+	if f := page.events(EventKeepFormFailed); len(f) != 1 || !f[0].Failed || page.Answer.Data != nil {
+		t.Errorf("form lost: %v %+v", page.Events, page.Answer)
+	}
+	if c := page.cookie(formCookie); c == nil || c.MaxAge >= 0 {
+		t.Errorf("the lost form's cookie is not cleared: %v", page.Cookies)
 	}
 }
