@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -54,6 +56,34 @@ func startFormApp(t *testing.T, site string) *formApp {
 <p><label><input type="checkbox" name="rush" value="yes"> Rush</label></p>
 <p><button type="submit" name="action" value="save">Save</button></p>
 </form>`)
+		case r.Method == http.MethodGet && r.URL.Path == "/upload":
+			page(w, "New expense", `<h1>New expense</h1>
+<form method="post" action="/expenses" enctype="multipart/form-data">
+<input type="hidden" name="csrf_token" value="`+a.token+`">
+<p><label for="amount">Amount</label> <input id="amount" name="amount"></p>
+<p><label for="receipt">Receipt</label> <input type="file" id="receipt" name="receipt"></p>
+<p><label for="photo">Photo (optional)</label> <input type="file" id="photo" name="photo"></p>
+<p><button type="submit">Submit</button></p>
+</form>`)
+		case r.Method == http.MethodPost && r.URL.Path == "/expenses":
+			p := receivedPost{URI: r.URL.RequestURI()}
+			mr, err := r.MultipartReader()
+			for err == nil {
+				part, perr := mr.NextPart()
+				if perr != nil {
+					break
+				}
+				b, _ := io.ReadAll(part)
+				if part.FileName() != "" || strings.Contains(part.Header.Get("Content-Disposition"), "filename=") {
+					p.Fields = append(p.Fields, [2]string{part.FormName(), "file " + part.FileName() + ": " + string(b)})
+				} else {
+					p.Fields = append(p.Fields, [2]string{part.FormName(), string(b)})
+				}
+			}
+			a.mu.Lock()
+			a.posts = append(a.posts, p)
+			a.mu.Unlock()
+			page(w, "Expense saved", "<h1>Expense saved</h1>")
 		case r.Method == http.MethodGet && r.URL.Path == "/evil":
 			// Another origin than Gatehouse's site: what another site's
 			// page can make a signed-out user's browser post.
@@ -196,6 +226,36 @@ func TestNoLostForms(t *testing.T) {
 		}
 		if got := app.received(); len(got) != before {
 			t.Errorf("the app received another site's post: %+v", got[before:])
+		}
+	})
+
+	t.Run("multipart: the file is chosen again", func(t *testing.T) {
+		before := len(app.received())
+		receipt := filepath.Join(t.TempDir(), "receipt.txt")
+		if err := os.WriteFile(receipt, []byte("taxi 42.00"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c := newChrome(t, "expenses")
+		c.do("opening the form", chromedp.Navigate(site+"/upload"))
+		c.signIn("alice", "")
+		c.waitFor(site+"/upload", "New expense")
+		c.do("filling in the form", chromedp.SendKeys(chromedp.CSS("#amount"), "42.00"),
+			chromedp.SetUploadFiles(chromedp.CSS("#receipt"), []string{receipt}))
+		time.Sleep(6 * time.Second)
+		c.do("submitting", chromedp.Click(chromedp.CSS("button[type=submit]")))
+		c.signIn("alice", "")
+		c.waitFor(site+"/.gatehouse/resubmit", "choose it again")
+		if !strings.Contains(c.text(), "you had chosen receipt.txt") {
+			c.fail("the page does not name the file to choose again")
+		}
+		c.do("choosing the file again and sending",
+			chromedp.SetUploadFiles(chromedp.CSS(`form[action="/expenses"] input[name=receipt]`), []string{receipt}),
+			chromedp.Click(chromedp.CSS(`form[action="/expenses"] button[type=submit]`)))
+		c.waitFor(site+"/expenses", "Expense saved")
+		got := app.received()[before:]
+		want := [][2]string{{"csrf_token", app.token}, {"amount", "42.00"}, {"receipt", "file receipt.txt: taxi 42.00"}, {"photo", "file : "}}
+		if len(got) != 1 || !reflect.DeepEqual(got[0].Fields, want) {
+			c.fail("the app received %+v\nwant %q", got, want)
 		}
 	})
 
