@@ -23,6 +23,21 @@ func IsNavigation(r *http.Request) bool {
 	return acceptsHTML(r) && r.Header.Get("X-Requested-With") == ""
 }
 
+// IsFormNavigation reports whether a POST is a browser form's submission
+// in the top-level window (its answer replaces the page), as opposed to
+// a script's fetch or a form posted into a frame: with Fetch Metadata,
+// Sec-Fetch-Mode: navigate and Sec-Fetch-Dest: document; without, it
+// accepts text/html and is not marked X-Requested-With.
+func IsFormNavigation(r *http.Request) bool {
+	if r.Method != http.MethodPost {
+		return false
+	}
+	if mode := r.Header.Get("Sec-Fetch-Mode"); mode != "" {
+		return mode == "navigate" && r.Header.Get("Sec-Fetch-Dest") == "document"
+	}
+	return acceptsHTML(r) && r.Header.Get("X-Requested-With") == ""
+}
+
 // IsUserActivity reports whether a request shows that a person is at the
 // device, which is what keeps a session from idling out: a navigation the
 // user made, or a state-changing request (POST, PUT, PATCH, DELETE).

@@ -17,6 +17,7 @@ func TestSafeReturnPath(t *testing.T) {
 		"/%C3%A9t%C3%A9",
 		"/.gatehouse/approvals",
 		"/.gatehouse/access?notice=requested",
+		"/.gatehouse/resubmit",
 	}
 	for _, in := range kept {
 		if got := SafeReturnPath(in); got != in {

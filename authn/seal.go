@@ -38,6 +38,7 @@ type Binding struct {
 type Sealer struct {
 	codecs []securecookie.Codec
 	maxAge int64 // seconds
+	maxLen int   // longest sealed value
 	now    func() time.Time
 }
 
@@ -72,7 +73,17 @@ func NewSealer(secrets [][]byte, purpose string, b Binding, maxAge time.Duration
 		sc.MaxAge(0)
 		sc.MaxLength(MaxCookieLen)
 	}
-	return &Sealer{codecs: codecs, maxAge: int64(maxAge / time.Second), now: time.Now}, nil
+	return &Sealer{codecs: codecs, maxAge: int64(maxAge / time.Second), maxLen: MaxCookieLen, now: time.Now}, nil
+}
+
+// SetMaxLength lets the sealer seal and open values of up to n bytes
+// sealed, instead of MaxCookieLen: for values kept in a store rather
+// than in a cookie.
+func (s *Sealer) SetMaxLength(n int) {
+	s.maxLen = n
+	for _, c := range s.codecs {
+		c.(*securecookie.SecureCookie).MaxLength(n)
+	}
 }
 
 // SetClock makes the sealer judge ages by now instead of the wall clock
@@ -91,7 +102,7 @@ func (s *Sealer) Seal(name string, v any) (string, error) {
 // Open decodes a value sealed for the cookie called name into v. Any
 // failure is ErrInvalidCookie: which key or check failed is not told.
 func (s *Sealer) Open(name, value string, v any) error {
-	if value == "" || len(value) > MaxCookieLen {
+	if value == "" || len(value) > s.maxLen {
 		return ErrInvalidCookie
 	}
 	if err := securecookie.DecodeMulti(name, value, v, s.codecs...); err != nil {

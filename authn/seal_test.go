@@ -109,6 +109,33 @@ func TestSealerMaxAge(t *testing.T) {
 	}
 }
 
+// TestSealerMaxLength: a sealer for a store seals and opens values far
+// over a cookie's size, up to its own bound; a cookie sealer refuses them.
+func TestSealerMaxLength(t *testing.T) {
+	big := strings.Repeat("form field ", 20000)
+	cookie := mustSealer(t, [][]byte{secretA}, "form", bind)
+	if _, err := cookie.Seal("c", big); err == nil {
+		t.Error("a cookie sealer sealed a value over MaxCookieLen")
+	}
+	store := mustSealer(t, [][]byte{secretA}, "form", bind)
+	store.SetMaxLength(1 << 20)
+	v, err := store.Seal("c", big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out string
+	if err := store.Open("c", v, &out); err != nil || out != big {
+		t.Fatalf("a large value did not open: %v", err)
+	}
+	if err := cookie.Open("c", v, &out); !errors.Is(err, ErrInvalidCookie) {
+		t.Errorf("a cookie sealer opened a value over MaxCookieLen: %v", err)
+	}
+	store.SetMaxLength(len(v) - 1)
+	if err := store.Open("c", v, &out); !errors.Is(err, ErrInvalidCookie) {
+		t.Errorf("opened a value over the bound: %v", err)
+	}
+}
+
 func FuzzOpenSession(f *testing.F) {
 	s := mustSealer(f, [][]byte{secretA}, "session", bind)
 	good, _ := s.Seal("c", Session{ID: "x", Subject: "alice"})

@@ -23,6 +23,7 @@ const (
 	// PathBackchannelLogout is the back-channel logout URI to register
 	// at the IdP (backchannel_logout_uri).
 	PathBackchannelLogout = "/.gatehouse/backchannel-logout"
+	PathResubmit          = "/.gatehouse/resubmit"
 )
 
 // endpointMethods are the methods each endpoint takes, as the Allow
@@ -30,6 +31,7 @@ const (
 var endpointMethods = map[string]string{
 	PathHealthz: "GET, HEAD", PathReadyz: "GET, HEAD", PathJWKS: "GET, HEAD", PathCallback: "GET", PathLogin: "GET", PathLogout: "GET, POST",
 	PathStepUp: "GET", PathRequest: "POST", PathAccess: "GET, POST", PathApprovals: "GET, POST", PathBackchannelLogout: "POST",
+	PathResubmit: "GET",
 }
 
 // endpoint routes one of Gatehouse's own endpoints. They are never
@@ -69,6 +71,8 @@ func (g *Gate) endpoint(req *Request, out Outcome) Outcome {
 		return g.access(req, out)
 	case PathBackchannelLogout:
 		return g.backchannelLogout(req, out)
+	case PathResubmit:
+		return g.resubmit(req, out)
 	default:
 		return g.approvals(req, out)
 	}

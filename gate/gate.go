@@ -90,6 +90,11 @@ type Config struct {
 	Grants *grants.Cache    // required: a memory store at least
 	Policy *policies.Engine // nil: no policy
 
+	// PreservePost is the largest body of a form posted after the session
+	// ended that is kept while its user signs in again (bytes); 0 keeps
+	// none (docs/forms.md).
+	PreservePost int64
+
 	DecisionLogFull bool     // the decision line carries the whole input
 	InputHeaders    []string // copied into input.request.headers
 	RedactQuery     []string // query parameters masked in the decision log
@@ -140,6 +145,7 @@ type Gate struct {
 	cookies *cookies
 	offers  *authn.Sealer
 	csrf    *authn.CSRF
+	forms   *formKeeper
 
 	managed    managedHeaders
 	identity   []IdentityHeader // names in canonical form
@@ -188,6 +194,9 @@ func New(cfg Config) (*Gate, error) {
 		return nil, fmt.Errorf("gate: cookie secret: %w", err)
 	}
 	if g.csrf, err = authn.NewCSRF(cfg.CookieSecrets, binding); err != nil {
+		return nil, fmt.Errorf("gate: cookie secret: %w", err)
+	}
+	if g.forms, err = newFormKeeper(cfg, binding); err != nil {
 		return nil, fmt.Errorf("gate: cookie secret: %w", err)
 	}
 

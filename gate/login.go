@@ -25,10 +25,17 @@ func (g *Gate) requireLogin(req *Request, out Outcome, reason authn.Reason) Outc
 			Message: "Your browser sent this site's sign-in cookie twice, so this site cannot tell which one is yours. " +
 				"Another site under the same domain may have set one. Clear this site's cookies, then sign in again."})
 	}
+	// A form posted after the session ended is kept while the user signs
+	// in again, then offered to send again (preserve.go).
+	note, kept := g.keepForm(req, &out, reason)
+	if kept {
+		out.Result, out.Reason = ResultLogin, Reason(reason)
+		return g.beginLogin(req, out, PathResubmit, reason.ForcesReauthentication())
+	}
 	if !authn.IsNavigation(r) {
 		login := PathLogin + "?rd=" + url.QueryEscape(authn.SafeReturnPath(r.URL.RequestURI()))
 		return out.refuse(Login, http.StatusUnauthorized, ResultUnauthenticated, Reason(reason), &Answer{Error: "unauthenticated",
-			Title: "Please sign in", Message: "Sign in to use this application.",
+			Title: "Please sign in", Message: "Sign in to use this application.", Note: note,
 			LoginURL: login, ActionURL: login, ActionText: "Sign in"})
 	}
 	out.Result, out.Reason = ResultLogin, Reason(reason)

@@ -162,6 +162,22 @@ const (
 	ReasonNoPolicy        Reason = "no_policy"        // the approvals page without a policy
 	ReasonRequestUnknown  Reason = "request_unknown"  // deciding a request that does not exist
 	ReasonNotAnApprover   Reason = "not_an_approver"  // the policy does not let this user decide it
+
+	// Forms posted after the session ended (docs/forms.md): why one was
+	// dropped (the "why" of a "form dropped" event), and the resubmit
+	// page's answers.
+	ReasonFormCrossSite     Reason = "form_cross_site"     // not provably from this site's own pages
+	ReasonFormNotNavigation Reason = "form_not_navigation" // a script's post, or one into a frame
+	ReasonFormSignedOut     Reason = "form_signed_out"     // the session was signed out or revoked
+	ReasonFormNoSession     Reason = "form_no_session"     // no session had ended: never signed in here
+	ReasonFormTooLarge      Reason = "form_too_large"      // over preserve_post
+	ReasonFormUnsupported   Reason = "form_unsupported"    // a body that cannot be sent again exactly as it was
+	ReasonFormReplaced      Reason = "form_replaced"       // a newer form of this browser was kept instead
+	ReasonFormOtherUser     Reason = "form_other_user"     // someone else signed in: deleted unseen
+	ReasonFormRestored      Reason = "form_restored"       // the resubmit page, with the form
+	ReasonFormNone          Reason = "form_none"           // the resubmit page, no form kept in this browser
+	ReasonFormGone          Reason = "form_gone"           // the resubmit page, the form expired or was already shown
+	ReasonFormStoreError    Reason = "form_store_error"    // the resubmit page, the store failed
 )
 
 // Reasons lists Gatehouse's own reasons, for documentation and its test.
@@ -176,7 +192,10 @@ var Reasons = []Reason{ReasonAmbiguousPath, ReasonNotFound, ReasonMethodNotAllow
 	ReasonBackchannelBody, ReasonLogoutTokenMissing, ReasonLogoutTokenReplayed, ReasonCrossSiteForm, ReasonBadForm, ReasonCSRF,
 	ReasonOfferInvalid, ReasonOfferExpired, ReasonReasonMissing, ReasonDurationInvalid, ReasonAlreadyPending,
 	ReasonNotYourGrant, ReasonMyAccess, ReasonApprovals, ReasonNoPolicy, ReasonRequestUnknown, ReasonNotAnApprover,
-	ReasonBearerRequest, ReasonBearerRevoked, ReasonStepUpNotPossible, ReasonBearerStepUp}
+	ReasonBearerRequest, ReasonBearerRevoked, ReasonStepUpNotPossible, ReasonBearerStepUp,
+	ReasonFormCrossSite, ReasonFormNotNavigation, ReasonFormSignedOut, ReasonFormNoSession, ReasonFormTooLarge,
+	ReasonFormUnsupported, ReasonFormReplaced, ReasonFormOtherUser, ReasonFormRestored, ReasonFormNone, ReasonFormGone,
+	ReasonFormStoreError}
 
 // stepUpReason is the reason for an unmet requirement (Requirement.Unmet).
 func stepUpReason(why string) Reason { return Reason("step_up_" + why) }
@@ -399,6 +418,10 @@ const (
 	// logout), and the sessions signed in through it are revoked.
 	EventBackchannelLogout       = "back-channel logout"
 	EventBackchannelLogoutFailed = "backchannel-logout failed"
+	EventFormKept                = "form kept"
+	EventFormRestored            = "form restored"
+	EventFormDropped             = "form dropped"
+	EventKeepFormFailed          = "keep-form failed"
 )
 
 // Events lists every event message; a failed store operation is
@@ -406,4 +429,5 @@ const (
 var Events = []string{EventStepUpStarted, EventStepUpRefused, EventStepUpSucceeded, EventGrantRequested,
 	EventGrantAutoApproved, EventGrantApproved, EventGrantRejected, EventGrantRevoked, EventGrantExpired,
 	EventApprovalRefused, EventUserLoggedOut, EventUserDeprovisioned, EventRevocationsKept, EventRevocationsLost,
-	EventBackchannelLogout, EventBackchannelLogoutFailed}
+	EventBackchannelLogout, EventBackchannelLogoutFailed,
+	EventFormKept, EventFormRestored, EventFormDropped, EventKeepFormFailed}

@@ -116,6 +116,74 @@ func conformance(t *testing.T, open func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("pending values: taken once, kept until the caller's clock says", func(t *testing.T) {
+		s := open(t)
+		big := make([]byte, 700<<10) // a large form, sealed
+		for i := range big {
+			big[i] = byte('A' + i%26)
+		}
+		if err := s.PutPending(ctx, "k1", big, t0, 10*time.Minute); err != nil {
+			t.Fatalf("PutPending: %v", err)
+		}
+		if _, err := s.TakePending(ctx, "k2", t0); !errors.Is(err, ErrNotFound) {
+			t.Errorf("taking a key never put: %v", err)
+		}
+		got, err := s.TakePending(ctx, "k1", t0.Add(10*time.Minute-time.Millisecond))
+		if err != nil || string(got) != string(big) {
+			t.Fatalf("TakePending just before the end: %d bytes, %v", len(got), err)
+		}
+		if _, err := s.TakePending(ctx, "k1", t0); !errors.Is(err, ErrNotFound) {
+			t.Errorf("a second take: %v, want ErrNotFound", err)
+		}
+		// Expired by the time given, whatever the store's own expiry.
+		_ = s.PutPending(ctx, "k3", []byte("sealed"), t0, 10*time.Minute)
+		if _, err := s.TakePending(ctx, "k3", t0.Add(10*time.Minute)); !errors.Is(err, ErrNotFound) {
+			t.Errorf("taking at the exact expiry: %v, want ErrNotFound", err)
+		}
+		if _, err := s.TakePending(ctx, "k3", t0); !errors.Is(err, ErrNotFound) {
+			t.Errorf("an expired value is deleted by the take that found it expired: %v", err)
+		}
+		// A second put replaces the first.
+		_ = s.PutPending(ctx, "k4", []byte("first"), t0, time.Minute)
+		_ = s.PutPending(ctx, "k4", []byte("second"), t0, time.Minute)
+		if got, err := s.TakePending(ctx, "k4", t0); err != nil || string(got) != "second" {
+			t.Errorf("after two puts: %q %v", got, err)
+		}
+		// Of concurrent takes, exactly one gets the value.
+		_ = s.PutPending(ctx, "k5", []byte("once"), t0, time.Minute)
+		var wg sync.WaitGroup
+		var won atomic.Int32
+		for range 8 {
+			wg.Go(func() {
+				if v, err := s.TakePending(ctx, "k5", t0); err == nil && string(v) == "once" {
+					won.Add(1)
+				} else if !errors.Is(err, ErrNotFound) {
+					t.Errorf("a concurrent take: %v", err)
+				}
+			})
+		}
+		wg.Wait()
+		if won.Load() != 1 {
+			t.Errorf("%d concurrent takes got the value, want 1", won.Load())
+		}
+		for _, c := range []struct {
+			key    string
+			sealed []byte
+			ttl    time.Duration
+		}{
+			{"", []byte("x"), time.Minute}, {"a/b", []byte("x"), time.Minute}, {"a{b}", []byte("x"), time.Minute},
+			{"a b", []byte("x"), time.Minute}, {string(make([]byte, 129)), []byte("x"), time.Minute},
+			{"ok", nil, time.Minute}, {"ok", []byte("x"), 0}, {"ok", []byte("x"), 25 * time.Hour},
+		} {
+			if err := s.PutPending(ctx, c.key, c.sealed, t0, c.ttl); !errors.Is(err, ErrInvalid) {
+				t.Errorf("PutPending(%q, %d bytes, %s): %v, want ErrInvalid", c.key, len(c.sealed), c.ttl, err)
+			}
+		}
+		if _, err := s.TakePending(ctx, "a{b}", t0); !errors.Is(err, ErrNotFound) {
+			t.Errorf("taking an invalid key: %v", err)
+		}
+	})
+
 	t.Run("requests and decisions", func(t *testing.T) {
 		s := open(t)
 		base := Request{App: "payroll", Resource: "payroll-admin", Reason: "close", User: bob, Email: "bob@example.com",

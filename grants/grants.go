@@ -267,6 +267,15 @@ type Store interface {
 	// and it never undoes anything.
 	Restore(ctx context.Context, rv Revocations) error
 
+	// PutPending keeps sealed (a value the caller sealed; the store never
+	// reads it) under key for ttl from now, replacing any value there:
+	// one key, so one Redis Cluster slot.
+	PutPending(ctx context.Context, key string, sealed []byte, now time.Time, ttl time.Duration) error
+	// TakePending returns the value kept under key and deletes it, in one
+	// step: of two takes, at most one gets it. A value missing, already
+	// taken, or expired at now is ErrNotFound.
+	TakePending(ctx context.Context, key string, now time.Time) ([]byte, error)
+
 	// Events delivers changes made by any node (for cache invalidation).
 	Events() <-chan Event
 	Close() error

@@ -38,9 +38,10 @@ const (
 	bRevGrants  = "revoked"      // grant id → GrantRevocation (the mirror's source)
 	bIdPSess    = "idp_sessions" // IdPSession.Key → until
 	bOnce       = "once"         // onceKey(id) → until
+	bPending    = "pending"      // key → expiry and a sealed value (PutPending)
 )
 
-var allBuckets = []string{bGrants, bUserGrants, bRequests, bSessions, bUsers, bEmails, bRevGrants, bIdPSess, bOnce}
+var allBuckets = []string{bGrants, bUserGrants, bRequests, bSessions, bUsers, bEmails, bRevGrants, bIdPSess, bOnce, bPending}
 
 // kvStore is the Store of the embedded stores, on any kv.
 type kvStore struct {
@@ -443,7 +444,7 @@ func (s *kvStore) Restore(_ context.Context, rv Revocations) error {
 
 // purge removes what is past its retention: expired or revoked grants,
 // decided requests, sessions and IdP sessions past their end, one-time
-// ids past their record.
+// ids past their record, expired pending values.
 func (s *kvStore) purge(now time.Time) error {
 	cutoff := now.Add(-retention).Unix()
 	return s.db.update(func(tx kvTx) error {
@@ -493,6 +494,11 @@ func (s *kvStore) purge(now time.Time) error {
 		}
 		for _, k := range deadSessions {
 			errs = append(errs, tx.del(bSessions, k))
+		}
+		deadPending, err := purgePending(tx, now)
+		errs = append(errs, err)
+		for _, k := range deadPending {
+			errs = append(errs, tx.del(bPending, k))
 		}
 		return errors.Join(errs...) // any failure rolls the whole purge back
 	})

@@ -152,6 +152,20 @@ func (w *observed) Restore(ctx context.Context, rv Revocations) error {
 	return err
 }
 
+func (w *observed) PutPending(ctx context.Context, key string, sealed []byte, now time.Time, ttl time.Duration) error {
+	start := time.Now()
+	err := w.s.PutPending(ctx, key, sealed, now, ttl)
+	w.observe("put_pending", start, err)
+	return err
+}
+
+func (w *observed) TakePending(ctx context.Context, key string, now time.Time) ([]byte, error) {
+	start := time.Now()
+	v, err := w.s.TakePending(ctx, key, now)
+	w.observe("take_pending", start, err)
+	return v, err
+}
+
 // Ping checks the observed store, if it can be checked.
 func (w *observed) Ping(ctx context.Context) error {
 	p, ok := w.s.(Pinger)

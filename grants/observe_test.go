@@ -30,7 +30,8 @@ func TestObservedStore(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	for _, op := range []string{"lookup", "add_grant", "revoke_grant", "grants", "create_request", "request", "requests",
-		"decide", "revoke_session", "revoke_user", "users", "revocations", "note_email", "revoke_idp_session", "first_use"} {
+		"decide", "revoke_session", "revoke_user", "users", "revocations", "note_email", "revoke_idp_session", "first_use",
+		"put_pending", "take_pending"} {
 		if calls[op] == 0 {
 			t.Errorf("no %s call observed (observed %v)", op, calls)
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/dustin/go-humanize"
 
 	"github.com/gatehouse-proxy/gatehouse/gate"
 )
@@ -80,6 +81,7 @@ func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 //	    keep_headers        <names...>         # repeatable
 //	    pages_dir           <dir>
 //	    support_contact     <text>             # quoted: "IT helpdesk, ext. 4040"
+//	    preserve_post       <size>|off         # 64KiB by default; at most 1MiB
 //	    step_up <paths...> {                   # repeatable
 //	        acr <value...>; amr <value...>; max_age <duration>; provider <name>
 //	    }
@@ -178,7 +180,7 @@ var subdirectives = []string{
 	"cookie_domain", "idle_timeout", "idle_activity", "idle_ignore", "session_lifetime", "identity_header", "public",
 	"allow_groups", "allow_email_domains", "external_url", "upgrade_origins", "trust_unverified_email", "policy",
 	"policy_query", "policy_headers", "policy_timeout", "policy_cache", "decision_log", "input_headers", "redact_query",
-	"strip_headers", "keep_headers", "pages_dir", "support_contact", "bearer", "pass_authorization", "step_up", "assertion_header", "grants", "grants_timeout", "approval_step_up", "provider",
+	"strip_headers", "keep_headers", "pages_dir", "support_contact", "bearer", "pass_authorization", "preserve_post", "step_up", "assertion_header", "grants", "grants_timeout", "approval_step_up", "provider",
 }
 
 // nearest is the known name nearest to a misspelt one: at most two edits
@@ -297,6 +299,20 @@ func (h *Handler) unmarshalSpecial(d *caddyfile.Dispenser, sub string) error {
 			return d.Errf("policy_cache must be a number of decisions or off, got %q", v)
 		}
 		h.PolicyCache = n
+	case "preserve_post":
+		var v string
+		if err := oneArg(d, &v); err != nil {
+			return err
+		}
+		if v == "off" {
+			h.PreservePost = -1
+			return nil
+		}
+		n, err := humanize.ParseBytes(v)
+		if err != nil || n < 1 || n > gate.MaxPreservePost {
+			return d.Errf("preserve_post must be a size from 1 to 1MiB (64KiB, 100000) or off, got %q", v)
+		}
+		h.PreservePost = int64(n)
 	case "trust_unverified_email":
 		if d.NextArg() {
 			return d.Errf("trust_unverified_email takes no value (it is on when present), got %q", d.Val())

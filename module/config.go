@@ -260,6 +260,9 @@ func (h *Handler) setDefaults() {
 	if a := h.AssertionHeader; a != nil {
 		setDuration(&a.TTL, defaultAssertionTTL)
 	}
+	if h.PreservePost == 0 {
+		h.PreservePost = gate.DefaultPreservePost
+	}
 }
 
 // gateConfig turns the validated configuration into the gate's, with
@@ -275,7 +278,7 @@ func (h *Handler) gateConfig(ctx caddy.Context) (gate.Config, error) {
 		AllowGroups: h.AllowGroups, AllowEmailDomains: h.AllowEmailDomains,
 		ExternalURL: h.ExternalURL, UpgradeOrigins: h.UpgradeOrigins,
 		DecisionLogFull: h.DecisionLog == "full", InputHeaders: h.InputHeaders, RedactQuery: h.RedactQuery,
-		Logger: h.logger, Now: h.now,
+		PreservePost: max(h.PreservePost, 0), Logger: h.logger, Now: h.now,
 	}
 	for _, s := range h.CookieSecrets {
 		cfg.CookieSecrets = append(cfg.CookieSecrets, []byte(s))

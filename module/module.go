@@ -215,7 +215,7 @@ type Handler struct {
 	RedactQuery []string `json:"redact_query,omitempty"`
 
 	// PagesDir is a directory whose layout.html, request.html,
-	// access.html, approvals.html and style.css, where present, replace
+	// access.html, approvals.html, resubmit.html and style.css, where present, replace
 	// Gatehouse's own page templates (docs/pages.md). They are read and
 	// checked at start; placeholders are resolved.
 	PagesDir string `json:"pages_dir,omitempty"`
@@ -224,6 +224,12 @@ type Handler struct {
 	// help@corp.example"): shown on every error page, and in JSON error
 	// answers as support.
 	SupportContact string `json:"support_contact,omitempty"`
+
+	// PreservePost is the largest body (bytes) of a form posted after the
+	// session idled out or reached its lifetime that is kept while the
+	// user signs in again, then offered to send again (docs/forms.md):
+	// 0 means 64 KiB, -1 keeps none. At most 1 MiB.
+	PreservePost int64 `json:"preserve_post,omitempty"`
 
 	logger   *zap.Logger
 	auditLog *zap.Logger

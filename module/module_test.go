@@ -95,6 +95,8 @@ func TestProvisionRefusesBadConfig(t *testing.T) {
 		{"keep Host", func(h *Handler) { h.KeepHeaders = []string{"Host"} }, "gatehouse: keep_headers: \"Host\" cannot be"},
 		{"grants timeout too long", func(h *Handler) { h.GrantsTimeout = caddy.Duration(time.Minute) }, "gatehouse: grants_timeout: must be between 1ms and 10s"},
 		{"approval step-up asking nothing", func(h *Handler) { h.ApprovalStepUp = &StepUpRule{} }, "gatehouse: approval_step_up: asks for nothing"},
+		{"preserve_post over 1MiB", func(h *Handler) { h.PreservePost = 1<<20 + 1 }, "gatehouse: preserve_post: must be a size up to 1048576 bytes (1MiB), or -1 (off), got 1048577"},
+		{"preserve_post below -1", func(h *Handler) { h.PreservePost = -2 }, "gatehouse: preserve_post: must be a size up to"},
 	}
 	for _, c := range cases {
 		h := validHandler()

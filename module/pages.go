@@ -38,11 +38,11 @@ type pages struct {
 // may replace. layout.html defines "page" (the whole document) and the
 // default "content" (the message page); each of the others redefines
 // "content" for the page of its name.
-var pageFiles = []string{"layout.html", "request.html", "access.html", "approvals.html", "style.css"}
+var pageFiles = []string{"layout.html", "request.html", "access.html", "approvals.html", "resubmit.html", "style.css"}
 
 // pageNames are the pages with content of their own; "message" is the
 // layout's default content.
-var pageNames = []string{"request", "access", "approvals"}
+var pageNames = []string{"request", "access", "approvals", "resubmit"}
 
 // pageOptions are what the pages are made of.
 type pageOptions struct {
@@ -136,6 +136,9 @@ func samplePage(p *pages, name string) pageData {
 	case "access", "approvals":
 		extra = gate.AccessPage{CSRF: "c", Grants: []gate.GrantView{{ID: "g", Resource: "r"}},
 			Requests: []gate.RequestView{{ID: "q", Resource: "r"}}}
+	case "resubmit":
+		extra = gate.ResubmitForm{Action: "/a?b=c", Enctype: gate.EnctypeMultipart, Files: 1,
+			Fields: []gate.FormField{{Name: "n", Value: "v"}, {Name: "f", Value: "a.pdf", File: true, Chosen: true}}}
 	}
 	a.Data = extra
 	return p.data(a, 403)

@@ -62,6 +62,7 @@ func (h *Handler) Validate() error {
 		check("cookie_secret", checkSecret(i+1, s, true))
 	}
 	check("cookie_name", checkCookieName(h.CookieName))
+	check("preserve_post", checkPreservePost(h.PreservePost))
 	if h.CookieDomain != "" && !domainRE.MatchString(h.CookieDomain) {
 		bad("cookie_domain", "%q is not a domain name", h.CookieDomain)
 	}
@@ -343,6 +344,13 @@ func checkIdleActivity(v string) error {
 func checkDecisionLog(v string) error {
 	if v != "minimal" && v != "full" {
 		return fmt.Errorf("%q must be minimal or full", v)
+	}
+	return nil
+}
+
+func checkPreservePost(n int64) error {
+	if n < -1 || n > gate.MaxPreservePost {
+		return fmt.Errorf("must be a size up to %d bytes (1MiB), or -1 (off), got %d", gate.MaxPreservePost, n)
 	}
 	return nil
 }
