@@ -202,7 +202,7 @@ func newTestGate(t *testing.T, change func(*Config)) *testGate {
 // session is alice's session, made a minute ago and seen 5 s ago.
 func (tg *testGate) session() *authn.Session {
 	now := tg.clock.now()
-	return &authn.Session{ID: "s1", Subject: "alice", Email: "alice@example.com", Groups: []string{"staff"},
+	return &authn.Session{ID: "s1", Subject: "alice", Issuer: tg.idp.URL, Email: "alice@example.com", Groups: []string{"staff"},
 		Created: now.Unix() - 60, LastSeen: now.Unix() - 5}
 }
 

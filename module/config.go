@@ -283,7 +283,7 @@ func (h *Handler) gateConfig(ctx caddy.Context) (gate.Config, error) {
 
 // assertion loads the assertion's keys and publishes them.
 func (h *Handler) assertion(cfg *gate.Config, a *Assertion) error {
-	ac := authn.AssertionConfig{Audience: h.App, IdP: h.Issuer, Claims: a.Claims, TTL: time.Duration(a.TTL)}
+	ac := authn.AssertionConfig{Audience: h.App, Claims: a.Claims, TTL: time.Duration(a.TTL)}
 	var err error
 	if ac.Issuer, err = authn.NormalizeOrigin(firstNonEmpty(a.Issuer, h.ExternalURL)); err != nil {
 		return fmt.Errorf("issuer: %v", err)

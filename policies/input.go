@@ -19,7 +19,10 @@ import (
 
 // InputVersion is the version of the input document described in the
 // README. It changes only when a field changes meaning or disappears.
-const InputVersion = 1
+// Version 2: users may come from several IdPs (user.idp names it), so
+// user.groups and user.email are what that IdP asserts, not always the
+// one IdP's.
+const InputVersion = 2
 
 // Input is the document every policy evaluates, documented in the README.
 // Value builds it as an OPA value directly (no JSON round trip: that is
@@ -47,8 +50,11 @@ type Input struct {
 
 // User is who made the request, from the verified session.
 type User struct {
-	Sub      string   `json:"sub"`
-	Iss      string   `json:"iss"`
+	Sub string `json:"sub"`
+	Iss string `json:"iss"`
+	// IdP names the IdP the user signed in with, as the configuration
+	// names it (primary for the one-IdP settings).
+	IdP      string   `json:"idp"`
 	Email    string   `json:"email"` // verified email, or ""
 	Name     string   `json:"name"`
 	Groups   []string `json:"groups"`

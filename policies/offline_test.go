@@ -78,7 +78,7 @@ func TestReadInput(t *testing.T) {
 		{"null", `{"user":null}`, true, ErrInput, []string{"input.user: null"}},
 		{"wrong item", `{"user":{"groups":["a",3]}}`, true, ErrInput, []string{"input.user.groups[1]: want a string"}},
 		{"header names", `{"request":{"headers":{"user-agent":1}}}`, true, ErrInput, []string{`input.request.headers["user-agent"]: want a string`}},
-		{"other version", `{"version":2}`, true, ErrInput, []string{"input version 2"}},
+		{"other version", `{"version":1}`, true, ErrInput, []string{"input version 1"}},
 		{"partial without --partial", `{"app":"x","user":{"groups":["admins"]}}`, false, ErrIncomplete, []string{"input.user.iss", "input.now"}},
 		{"not JSON", `{"app":`, false, nil, []string{"not a JSON object"}},
 	}
