@@ -49,7 +49,7 @@ go test -count=1 -timeout 30m -race ./authn/ ./gate/ ./module/ ./policies/ ./gra
 for spec in authn:FuzzCanonicalPath:150000 authn:FuzzSafeReturnPath:120000 authn:FuzzOpenSession:100000 authn:FuzzParseEmail:100000 \
 	authn:FuzzNormalizeOrigin:60000 authn:FuzzFindLogin:60000 gate:FuzzDuplicateCookies:20000 \
 	module:FuzzUnmarshalCaddyfile:20000 gate:FuzzStripManagedHeaders:20000 module:FuzzStepUpPath:30000 gate:FuzzStripOwnCookies:20000 \
-	policies:FuzzParseDecision:40000 policies:FuzzProjectionKey:40000 policies:FuzzReadInput:40000 grants:FuzzGrantMemo:30000; do
+	policies:FuzzParseDecision:40000 policies:FuzzProjectionKey:40000 policies:FuzzReadInput:40000 grants:FuzzGrantMemo:30000 gate:FuzzChooseIdP:30000; do
 	IFS=: read -r pkg target count <<<"$spec"
 	go test -run='^$' -fuzz="^${target}\$" -fuzztime="${FUZZTIME:-${count}x}" -fuzzminimizetime=2000x "./${pkg}/"
 done
