@@ -153,6 +153,14 @@ func (h *Handler) resolvePlaceholders() error {
 			resolve("assertion_header key", &a.Keys[i])
 		}
 	}
+	for _, p := range h.IdPs {
+		if p != nil {
+			resolve("idp "+p.Name+" issuer", &p.Issuer)
+			resolve("idp "+p.Name+" client_id", &p.ClientID)
+			resolve("idp "+p.Name+" client_secret", &p.ClientSecret)
+			p.Issuer = strings.TrimSpace(p.Issuer)
+		}
+	}
 	for name, p := range h.Providers {
 		if p != nil {
 			resolve("provider "+name+" issuer", &p.Issuer)
@@ -181,11 +189,24 @@ func (h *Handler) setDefaults() {
 	if h.CookieName == "" {
 		h.CookieName = defaultCookieName
 	}
-	if h.GroupsClaim == "" {
-		h.GroupsClaim = defaultGroupsClaim
+	if len(h.IdPs) == 0 {
+		if h.GroupsClaim == "" {
+			h.GroupsClaim = defaultGroupsClaim
+		}
+		if len(h.Scopes) == 0 {
+			h.Scopes = append([]string(nil), defaultScopes...)
+		}
 	}
-	if len(h.Scopes) == 0 {
-		h.Scopes = append([]string(nil), defaultScopes...)
+	for _, p := range h.IdPs {
+		if p == nil {
+			continue
+		}
+		if p.GroupsClaim == "" {
+			p.GroupsClaim = defaultGroupsClaim
+		}
+		if len(p.Scopes) == 0 {
+			p.Scopes = append([]string(nil), defaultScopes...)
+		}
 	}
 	if h.IdleActivity == "" {
 		h.IdleActivity = "navigation"
@@ -249,7 +270,11 @@ func (h *Handler) gateConfig(ctx caddy.Context) (gate.Config, error) {
 		need := a.requirement()
 		cfg.ApprovalStepUp = &need
 	}
-	if cfg.IdP, err = h.idp(h.Issuer); err != nil {
+	if len(h.IdPs) > 0 {
+		if cfg.IdPs, err = h.gateIdPs(); err != nil {
+			return cfg, err
+		}
+	} else if cfg.IdP, err = h.idp(h.Issuer); err != nil {
 		return cfg, err
 	}
 	names := make([]string, 0, len(h.Providers))
@@ -312,10 +337,24 @@ func firstNonEmpty(a, b string) string {
 	return b
 }
 
+// issuers are the issuers users sign in at: the idp blocks', or the
+// one issuer.
+func (h *Handler) issuers() []string {
+	if len(h.IdPs) == 0 {
+		return []string{h.Issuer}
+	}
+	out := make([]string, 0, len(h.IdPs))
+	for _, p := range h.IdPs {
+		out = append(out, p.Issuer)
+	}
+	return out
+}
+
 // formOrigins are the IdPs' origins, where the pages' forms may be
-// redirected (the CSP's form-action).
+// redirected (the CSP's form-action): the sign-in page's forms go on
+// to the IdP chosen.
 func (h *Handler) formOrigins() []string {
-	issuers := []string{h.Issuer}
+	issuers := h.issuers()
 	for _, p := range h.Providers {
 		if p != nil {
 			issuers = append(issuers, p.Issuer)
