@@ -1,6 +1,7 @@
 package gate
 
 import (
+	"context"
 	"errors"
 	"maps"
 	"net/http"
@@ -77,9 +78,10 @@ func (g *Gate) callback(req *Request, out Outcome) Outcome {
 	// RFC 9207: an IdP that names itself must be the one asked, so an
 	// answer from another IdP (mix-up attack) is refused; an IdP that
 	// says it always names itself must have done so.
-	if iss, ok := q["iss"]; ok && (len(iss) != 1 || iss[0] != rp.Discovery.Issuer()) {
+	switch iss, named := q["iss"]; {
+	case named && (len(iss) != 1 || iss[0] != rp.Discovery.Issuer()):
 		return loginFailed(out, http.StatusBadRequest, ReasonIssuerMismatch, "This sign-in came back from another sign-in service than the one asked. Please start again.")
-	} else if m, err := rp.Discovery.Get(r.Context()); !ok && err == nil && m.IssResponse {
+	case !named && namesItself(r.Context(), rp):
 		return loginFailed(out, http.StatusBadRequest, ReasonIssuerMissing, "This sign-in came back without saying where from. Please start again.")
 	}
 	if e := q.Get("error"); e != "" {
@@ -145,6 +147,14 @@ func (g *Gate) asked(st *authn.LoginState) (idp *signInIdP, rp *authn.RelyingPar
 		return nil, nil
 	}
 	return idp, idp.rp
+}
+
+// namesItself reports whether rp's IdP says it names itself in every
+// authorization response (RFC 9207). An IdP that cannot be asked now
+// says nothing: the code exchange will find it down.
+func namesItself(ctx context.Context, rp *authn.RelyingParty) bool {
+	m, err := rp.Discovery.Get(ctx)
+	return err == nil && m.IssResponse
 }
 
 // used is the record of used sign-in states (one for the site: the first

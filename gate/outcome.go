@@ -120,7 +120,7 @@ const (
 
 	// The sign-in page, with several IdPs.
 	ReasonChooseIdP         Reason = "choose_idp"          // the sign-in page: the user chooses an IdP
-	ReasonIdPUnknown        Reason = "idp_unknown"         // ?idp= names no IdP (or is given twice): the sign-in page
+	ReasonIdPUnknown        Reason = "unknown_idp"         // ?idp= names no IdP (or is given twice): the sign-in page
 	ReasonLoginHintUnknown  Reason = "login_hint_unknown"  // an email that is not one, or of a domain no IdP serves: the sign-in page
 	ReasonLoginHintMismatch Reason = "login_hint_mismatch" // login_hint does not fit the IdP ?idp= names: the sign-in page
 
