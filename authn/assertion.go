@@ -28,8 +28,6 @@ type AssertionConfig struct {
 	Issuer string
 	// Audience is the JWT's aud: the app's name.
 	Audience string
-	// IdP is the session's issuer, the "idp" claim.
-	IdP string
 	// Keys are EC P-256 private keys: the first signs, every one is
 	// published.
 	Keys []*ecdsa.PrivateKey
@@ -138,7 +136,7 @@ func (a *Asserter) claims(s *Session, now time.Time) map[string]any {
 		case "sub":
 			c["sub"] = s.Subject
 		case "idp":
-			c["idp"] = a.cfg.IdP
+			c["idp"] = s.Issuer // the issuer of the IdP the user signed in with
 		case "email":
 			if s.Email != "" {
 				c["email"] = s.Email

@@ -35,6 +35,9 @@ type BearerIssuer struct {
 	// PlainJWT also accepts tokens whose typ is JWT or absent (issuers
 	// that do not follow RFC 9068); by default only at+jwt is.
 	PlainJWT bool
+	// DPoPRequired refuses tokens not bound to a key (RFC 9449); a bound
+	// token always needs its proof.
+	DPoPRequired bool
 	// GroupsClaim names a user token's groups claim (a dotted path).
 	GroupsClaim string
 	// Now is the clock; nil means time.Now.
@@ -61,6 +64,9 @@ type AccessToken struct {
 	AuthTime         int64
 	IssuedAt, Expiry time.Time
 	ID               string // jti, for the audit log
+	// JKT is the thumbprint of the key the token is bound to (cnf.jkt,
+	// RFC 9449), "" for a bearer token.
+	JKT string
 }
 
 // Kind is "service" or "user".
@@ -183,6 +189,9 @@ func (b *BearerIssuer) Verify(ctx context.Context, raw string) (*AccessToken, er
 		Azp      string          `json:"azp"`
 		Jti      string          `json:"jti"`
 		Nonce    json.RawMessage `json:"nonce"`
+		Cnf      struct {
+			JKT string `json:"jkt"`
+		} `json:"cnf"`
 	}
 	d := json.NewDecoder(strings.NewReader(string(payload)))
 	d.UseNumber()
@@ -227,7 +236,10 @@ func (b *BearerIssuer) Verify(ctx context.Context, raw string) (*AccessToken, er
 		return nil, invalidToken(BearerClaims, "the token's claims cannot be read")
 	}
 	t := &AccessToken{Issuer: c.Iss, Subject: c.Sub, ClientID: client, Service: client != "" && c.Sub == client,
-		Scopes: b.scopes(claims), IssuedAt: iat, Expiry: exp, ID: c.Jti}
+		Scopes: b.scopes(claims), IssuedAt: iat, Expiry: exp, ID: c.Jti, JKT: c.Cnf.JKT}
+	if len(t.JKT) > 128 || cleanText(t.JKT) != nil {
+		return nil, invalidToken(BearerClaims, "the token's cnf.jkt is not acceptable")
+	}
 	if cleanText(t.ID) != nil || len(t.ID) > 255 {
 		t.ID = ""
 	}

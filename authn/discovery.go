@@ -96,6 +96,10 @@ type Metadata struct {
 	// Algorithms are the ID-token signing algorithms the issuer uses and
 	// Gatehouse accepts (asymmetric only; RS256 when it names none).
 	Algorithms []string
+	// IssResponse says the issuer names itself in every authorization
+	// response (RFC 9207, authorization_response_iss_parameter_supported):
+	// an answer without iss then cannot be from it.
+	IssResponse bool
 }
 
 // NewDiscovery prepares discovery of issuer, fetched with client.
@@ -127,6 +131,7 @@ func (d *Discovery) Get(ctx context.Context) (*Metadata, error) {
 		EndSession string   `json:"end_session_endpoint"`
 		JWKSURI    string   `json:"jwks_uri"`
 		Algs       []string `json:"id_token_signing_alg_values_supported"`
+		IssResp    bool     `json:"authorization_response_iss_parameter_supported"`
 	}
 	if err := p.Claims(&extra); err != nil || extra.JWKSURI == "" {
 		if err == nil {
@@ -144,7 +149,8 @@ func (d *Discovery) Get(ctx context.Context) (*Metadata, error) {
 	if len(algs) == 0 {
 		algs = []string{string(jose.RS256)}
 	}
-	m := &Metadata{Provider: p, EndSessionURL: extra.EndSession, Keys: NewKeySet(extra.JWKSURI, d.client), Algorithms: algs}
+	m := &Metadata{Provider: p, EndSessionURL: extra.EndSession, Keys: NewKeySet(extra.JWKSURI, d.client), Algorithms: algs,
+		IssResponse: extra.IssResp}
 	d.meta.Store(m)
 	d.failErr = nil
 	d.markOK()

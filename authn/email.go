@@ -36,6 +36,16 @@ func ParseEmail(s string) (string, error) {
 	return local + "@" + strings.ToLower(domain), nil
 }
 
+// EmailDomain is the domain of an address ParseEmail accepted, in
+// lowercase; "" for anything else.
+func EmailDomain(email string) string {
+	at := strings.LastIndexByte(email, '@')
+	if at < 0 || at == len(email)-1 {
+		return ""
+	}
+	return strings.ToLower(email[at+1:])
+}
+
 // dotAtom reports whether s is one or more runs of allowed characters
 // joined by single dots.
 func dotAtom(s string, allowed func(byte) bool) bool {

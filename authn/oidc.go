@@ -56,6 +56,10 @@ type AuthOptions struct {
 	// for, in order of preference. IdPs may treat it as a hint: the
 	// returned acr is always checked.
 	ACRValues []string
+	// LoginHint is sent as login_hint: the email the user gave, so that
+	// the IdP need not ask for it again. A hint only: the ID token's
+	// claims are what count.
+	LoginHint string
 }
 
 // LoginState is what a login in progress must remember between the
@@ -67,6 +71,10 @@ type LoginState struct {
 	Nonce       string `json:"n"`
 	Verifier    string `json:"v"`
 	RedirectURI string `json:"r"`
+	// IdP names the IdP the sign-in was sent to (for a step-up at a
+	// second provider, StepUp.Provider names it): the callback accepts an
+	// answer from that IdP only, and exchanges the code with its client.
+	IdP string `json:"ip,omitempty"`
 	// Return is where the login returns to. It travels sealed in the
 	// state parameter, not in the cookie, which keeps the slots small.
 	Return     string `json:"-"`
@@ -235,6 +243,9 @@ func (rp *RelyingParty) AuthCodeURL(ctx context.Context, st *LoginState, state s
 	}
 	if len(opt.ACRValues) > 0 {
 		opts = append(opts, oauth2.SetAuthURLParam("acr_values", strings.Join(opt.ACRValues, " ")))
+	}
+	if opt.LoginHint != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("login_hint", opt.LoginHint))
 	}
 	return rp.oauth2Config(m, st.RedirectURI).AuthCodeURL(state, opts...), nil
 }

@@ -112,7 +112,7 @@ func TestRelyingPartyFinish(t *testing.T) {
 	}
 	cases := []tc{
 		{name: "valid", check: func(t *testing.T, id *Identity) {
-			if id.Subject != "alice" || id.Email != "alice@example.com" || id.Name != "Alice" ||
+			if id.Subject != "alice" || id.Issuer != f.URL || id.Email != "alice@example.com" || id.Name != "Alice" ||
 				strings.Join(id.Groups, ",") != "staff,admins" || id.ACR != "urn:loa:pwd" || strings.Join(id.AMR, ",") != "pwd,otp" ||
 				id.Extra["department"] != "HR" || id.Extra["https://example.com/tier"] != "2" || id.AuthTime == 0 || id.RawIDToken == "" {
 				t.Errorf("identity %+v", id)
@@ -171,6 +171,7 @@ func TestRelyingPartyFinish(t *testing.T) {
 			return 503, map[string]any{"error": "temporarily_unavailable"}
 		}, reason: "unavailable"},
 		{name: "login too slow", change: func(st *LoginState, _ map[string]any) { st.Started -= 11 * 60 }, reason: "state_expired"},
+		{name: "with a login_hint", opt: AuthOptions{LoginHint: "alice@example.com"}},
 		{name: "prompt=login ignored by the IdP", opt: AuthOptions{ForceLogin: true},
 			change: func(st *LoginState, c map[string]any) { c["auth_time"] = st.Started - 3600 }, reason: "not_reauthenticated"},
 		{name: "prompt=login without auth_time", opt: AuthOptions{ForceLogin: true},
@@ -268,6 +269,9 @@ func TestRelyingPartyFinish(t *testing.T) {
 			}
 			if (q.Get("prompt") == "login") != c.opt.ForceLogin {
 				t.Errorf("prompt=%q with ForceLogin %v", q.Get("prompt"), c.opt.ForceLogin)
+			}
+			if hint, ok := q["login_hint"]; ok != (c.opt.LoginHint != "") || ok && hint[0] != c.opt.LoginHint {
+				t.Errorf("login_hint %q with LoginHint %q", hint, c.opt.LoginHint)
 			}
 			now := time.Now()
 			claims := map[string]any{

@@ -15,8 +15,7 @@ import (
 // between requests: callers get a copy of T, and must treat the maps and
 // slices it holds as read-only.
 type OpenCache[T any] struct {
-	sealer *Sealer
-	name   string
+	open   func(value string, v *T) error
 	ttl    time.Duration
 	per    int
 	seed   maphash.Seed
@@ -38,7 +37,14 @@ type openEntry[T any] struct {
 // NewOpenCache caches what s opens for the cookie called name, keeping
 // about size values (at most twice that).
 func NewOpenCache[T any](s *Sealer, name string, ttl time.Duration, size int) *OpenCache[T] {
-	c := &OpenCache[T]{sealer: s, name: name, ttl: ttl, per: max(size/openCacheShards, 1), seed: maphash.MakeSeed()}
+	return NewOpenCacheFunc(func(value string, v *T) error { return s.Open(name, value, v) }, ttl, size)
+}
+
+// NewOpenCacheFunc caches what open opens: a value that one of several
+// sealers may have sealed, say. open must check the value's seal and
+// age, as Sealer.Open does, and fail for anything it would not accept.
+func NewOpenCacheFunc[T any](open func(value string, v *T) error, ttl time.Duration, size int) *OpenCache[T] {
+	c := &OpenCache[T]{open: open, ttl: ttl, per: max(size/openCacheShards, 1), seed: maphash.MakeSeed()}
 	for i := range c.shards {
 		c.shards[i].cur = map[string]openEntry[T]{}
 	}
@@ -59,7 +65,7 @@ func (c *OpenCache[T]) Open(value string, now time.Time) (T, error) {
 		return e.v, nil
 	}
 	var v T
-	if err := c.sealer.Open(c.name, value, &v); err != nil {
+	if err := c.open(value, &v); err != nil {
 		return v, err
 	}
 	sh.mu.Lock()

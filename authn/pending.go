@@ -43,7 +43,8 @@ type loginHint struct {
 	ID      string `json:"i"`
 	Return  string `json:"r"`
 	StepUp  bool   `json:"s,omitempty"`
-	Started int64  `json:"t"` // unix seconds
+	IdP     string `json:"p,omitempty"` // the IdP it went to, so a restart goes there again
+	Started int64  `json:"t"`           // unix seconds
 }
 
 // Start seals st into its slot. It returns the cookie to set (name and
@@ -53,7 +54,7 @@ func (p *PendingLogins) Start(st *LoginState) (name, value, state string, err er
 	if len(ret) > maxHintReturn {
 		ret = "/"
 	}
-	hint, err := p.hints.Seal(hintName, loginHint{ID: st.State, Return: ret, StepUp: st.StepUp != nil, Started: st.Started})
+	hint, err := p.hints.Seal(hintName, loginHint{ID: st.State, Return: ret, StepUp: st.StepUp != nil, IdP: st.IdP, Started: st.Started})
 	if err != nil {
 		return "", "", "", err
 	}
@@ -77,8 +78,8 @@ const (
 	// LoginFound: this browser started the login and it is pending.
 	LoginFound LoginLookup = iota
 	// LoginSuperseded: this browser started the login, but a newer login
-	// took its slot. Restart it (the returned state has Return and StepUp
-	// set): the user lands where they were going, at worst after one more
+	// took its slot. Restart it (the returned state has Return, StepUp and
+	// IdP set): the user lands where they were going, at worst after one more
 	// trip to the IdP.
 	LoginSuperseded
 	// LoginUnknown: no login of this browser matches (another browser's
@@ -123,7 +124,7 @@ func (p *PendingLogins) Find(r *http.Request, state string) (*LoginState, string
 			return nil, name, LoginUnknown
 		}
 		// A newer login of this browser took the slot. Restart.
-		return &LoginState{State: id, Return: SafeReturnPath(hint.Return), StepUp: stepUpMark(hint.StepUp)}, name, LoginSuperseded
+		return &LoginState{State: id, Return: SafeReturnPath(hint.Return), StepUp: stepUpMark(hint.StepUp), IdP: hint.IdP}, name, LoginSuperseded
 	}
 	st.Return = SafeReturnPath(hint.Return)
 	return &st, name, LoginFound

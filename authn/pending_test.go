@@ -123,7 +123,7 @@ func TestPendingLoginsAreBounded(t *testing.T) {
 	}
 	// Two logins in one slot: the newer comes back first and is spent; a
 	// replay of it is recognised, and the older one still restarts.
-	first := &LoginState{State: "B" + rand.Text()[1:], Return: "/first", Started: time.Now().Unix() - 5}
+	first := &LoginState{State: "B" + rand.Text()[1:], Return: "/first", IdP: "partner", Started: time.Now().Unix() - 5}
 	second := &LoginState{State: "B" + rand.Text()[1:], Return: "/second", Started: time.Now().Unix()}
 	one := jar{}
 	n1, v1, s1, _ := p.Start(first)
@@ -141,8 +141,8 @@ func TestPendingLoginsAreBounded(t *testing.T) {
 	if _, _, got := p.Find(one.request(t), s2); got != LoginSpent {
 		t.Errorf("a replay of the spent login: %v, want spent", got)
 	}
-	if st, _, got := p.Find(one.request(t), s1); got != LoginSuperseded || st.Return != "/first" {
-		t.Errorf("the older login after the newer was spent: %v %+v, want superseded to /first", got, st)
+	if st, _, got := p.Find(one.request(t), s1); got != LoginSuperseded || st.Return != "/first" || st.IdP != "partner" {
+		t.Errorf("the older login after the newer was spent: %v %+v, want superseded to /first at partner", got, st)
 	}
 	// A return path over 1 KB returns to "/".
 	st := &LoginState{State: rand.Text(), Return: "/" + strings.Repeat("y", 2000)}

@@ -9,8 +9,16 @@ import (
 // Short JSON names keep the cookie small; the cookie is sealed, so none of
 // this is visible to the browser.
 type Session struct {
-	ID       string            `json:"id"`
-	Subject  string            `json:"sub"`
+	ID      string `json:"id"`
+	Subject string `json:"sub"`
+	// Issuer is the issuer of the IdP the user signed in with: a user is
+	// Issuer + Subject. Sessions made before several IdPs were supported
+	// have none; whoever opens the session fills it in from the IdP
+	// whose keys opened it.
+	Issuer string `json:"is,omitempty"`
+	// IdP is the name of that IdP in the configuration. It is not sealed
+	// into the cookie: the IdP whose keys open the session names it.
+	IdP      string            `json:"-"`
 	Email    string            `json:"em,omitempty"` // verified (or trusted) email only
 	Name     string            `json:"nm,omitempty"`
 	Groups   []string          `json:"gr,omitempty"`
@@ -23,7 +31,7 @@ type Session struct {
 	// IdPSession is an opaque key of the IdP session the user signed in
 	// through (from the ID token's sid claim), which a back-channel
 	// logout ends; "" when the IdP names none.
-	IdPSession string `json:"is,omitempty"`
+	IdPSession string `json:"ips,omitempty"`
 	// Verifications are step-outs to second providers, by provider name.
 	Verifications map[string]Verification `json:"v,omitempty"`
 	// Ended marks a tombstone written at logout: it opens, but is no
@@ -36,6 +44,7 @@ func NewSession(id *Identity, now time.Time) *Session {
 	return &Session{
 		ID:       rand.Text(),
 		Subject:  id.Subject,
+		Issuer:   id.Issuer,
 		Email:    id.Email,
 		Name:     id.Name,
 		Groups:   id.Groups,

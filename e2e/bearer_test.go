@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -298,6 +300,100 @@ func TestBearerTokens(t *testing.T) {
 	if line := e.ghB.waitAudit(t, auditLine("path", "/reports", "reason", "token_revoked")); line == nil {
 		t.Error("no audit line says token_revoked")
 	}
+
+	// A sender-constrained token (DPoP, RFC 9449): bound to the client's
+	// key by the IdP, usable only with a fresh proof of that key for the
+	// very request, each proof once on any node.
+	dkey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	form := url.Values{"grant_type": {"client_credentials"}, "scope": {"orders:read"}, "resource": {apiResource}}
+	req, _ := http.NewRequest(http.MethodPost, e.idp.Issuer+"/token", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("DPoP", dpopProof(t, dkey, http.MethodPost, e.idp.Issuer+"/token", ""))
+	req.SetBasicAuth("reporting", "reporting-secret")
+	tresp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dtok struct {
+		AccessToken string `json:"access_token"`
+		TokenType   string `json:"token_type"`
+	}
+	_ = json.NewDecoder(tresp.Body).Decode(&dtok)
+	tresp.Body.Close()
+	if dtok.TokenType != "DPoP" || dtok.AccessToken == "" {
+		t.Fatalf("the IdP gave no DPoP-bound token: %+v", dtok)
+	}
+	target := e.nodeA + "/api/orders/9"
+	withProof := func(g *gatehouse, target, scheme, proof string) (*http.Response, string) {
+		req, _ := http.NewRequest(http.MethodGet, target, nil)
+		req.Header.Set("Authorization", scheme+" "+dtok.AccessToken)
+		if proof != "" {
+			req.Header.Set("DPoP", proof)
+		}
+		resp, err := transport(g).RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	proof := dpopProof(t, dkey, http.MethodGet, target, dtok.AccessToken)
+	if resp, body := withProof(e.ghA, target, "DPoP", proof); resp.StatusCode != http.StatusOK {
+		t.Fatalf("a DPoP-bound token with its proof: %d %s", resp.StatusCode, body)
+	}
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	for _, c := range []struct {
+		name, target, scheme, proof, reason string
+		g                                   *gatehouse
+	}{
+		{"the proof again", target, "DPoP", proof, "dpop_replayed", e.ghA},
+		{"the proof again, at the other node", strings.Replace(target, e.nodeA, e.nodeB, 1), "DPoP", proof, "dpop_mismatch", e.ghB},
+		{"the bound token as a bearer token", target, "Bearer", "", "dpop_missing", e.ghA},
+		{"no proof", target, "DPoP", "", "dpop_missing", e.ghA},
+		{"a proof for another URL", target, "DPoP", dpopProof(t, dkey, http.MethodGet, e.nodeA+"/api/orders/10", dtok.AccessToken), "dpop_mismatch", e.ghA},
+		{"a proof by another key", target, "DPoP", dpopProof(t, other, http.MethodGet, target, dtok.AccessToken), "dpop_key", e.ghA},
+	} {
+		resp, body := withProof(c.g, c.target, c.scheme, c.proof)
+		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, `"reason":"`+c.reason+`"`) ||
+			!strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "DPoP error=") {
+			t.Errorf("%s: %d %q %s", c.name, resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body)
+		}
+		t.Logf("DPoP: %-36s → %d %s", c.name, resp.StatusCode, c.reason)
+	}
+	// A proof replayed at the other node, for that node's URL, is refused
+	// there too: proofs are remembered in the shared store.
+	targetB := e.nodeB + "/api/orders/9"
+	proofB := dpopProof(t, dkey, http.MethodGet, targetB, dtok.AccessToken)
+	if resp, body := withProof(e.ghB, targetB, "DPoP", proofB); resp.StatusCode != http.StatusOK {
+		t.Fatalf("node B with a fresh proof: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := withProof(e.ghB, targetB, "DPoP", proofB); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "dpop_replayed") {
+		t.Errorf("node B, the same proof again: %d %s", resp.StatusCode, body)
+	}
+}
+
+// dpopProof signs a DPoP proof with key for method and htu, carrying the
+// hash of token when there is one.
+func dpopProof(t *testing.T, key *ecdsa.PrivateKey, method, htu, token string) string {
+	t.Helper()
+	c := map[string]any{"jti": rand.Text(), "htm": method, "htu": htu, "iat": time.Now().Unix()}
+	if token != "" {
+		sum := sha256.Sum256([]byte(token))
+		c["ath"] = base64.RawURLEncoding.EncodeToString(sum[:])
+	}
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key},
+		(&jose.SignerOptions{}).WithType("dpop+jwt").WithHeader("jwk", jose.JSONWebKey{Key: &key.PublicKey}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, _ := json.Marshal(c)
+	jws, err := s.Sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := jws.CompactSerialize()
+	return out
 }
 
 // echoedOf reads what the upstream received.

@@ -43,7 +43,8 @@ func TestExamplesValidate(t *testing.T) {
 	env := append(os.Environ(), "HOME="+t.TempDir(),
 		"GATEHOUSE_ISSUER=https://idp.invalid/realms/corp", "GATEHOUSE_CLIENT_ID=c", "GATEHOUSE_CLIENT_SECRET=s",
 		"GATEHOUSE_COOKIE_SECRET="+randomSecret(t), "GATEHOUSE_POLICY=../policies", "GATEHOUSE_GRANTS=memory:",
-		"EID_ISSUER=https://eid.invalid", "EID_CLIENT_ID=e", "EID_CLIENT_SECRET=s")
+		"EID_ISSUER=https://eid.invalid", "EID_CLIENT_ID=e", "EID_CLIENT_SECRET=s",
+		"PARTNER_ISSUER=https://partner.invalid", "PARTNER_CLIENT_ID=p", "PARTNER_CLIENT_SECRET=s")
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			raw, _ := os.ReadFile(f)

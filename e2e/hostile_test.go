@@ -702,7 +702,21 @@ func callbackCases(env *hostileEnv) []hostileCase {
 	cs.add("IdP error response", 401, func(t *testing.T) (int, string) {
 		b := newBrowser(t, gh)
 		cb := mustParse(loginUntilCallbackURL(t, b, main+"/e", "alice"))
-		return b.navigate(main + "/.gatehouse/callback?error=access_denied&error_description=%3Cscript%3E&state=" + cb.Query().Get("state")).StatusCode, ""
+		// The IdP names itself in errors too (RFC 9207).
+		return b.navigate(main + "/.gatehouse/callback?error=access_denied&error_description=%3Cscript%3E&state=" + cb.Query().Get("state") +
+			"&iss=" + url.QueryEscape(cb.Query().Get("iss"))).StatusCode, ""
+	})
+	cs.add("an answer without iss from an IdP that always sends it", 400, func(t *testing.T) (int, string) {
+		b := newBrowser(t, gh)
+		cb := mustParse(loginUntilCallbackURL(t, b, main+"/i", "alice"))
+		q := cb.Query()
+		q.Del("iss")
+		cb.RawQuery = q.Encode()
+		p := b.navigate(cb.String())
+		if b.cookie(main, "__Host-gatehouse") != nil {
+			return p.StatusCode, "a session was made"
+		}
+		return p.StatusCode, ""
 	})
 	cs.add("a state from another browser", 400, func(t *testing.T) (int, string) {
 		victim := newBrowser(t, gh)

@@ -67,7 +67,7 @@ var notices = map[string]string{
 // reason, in words for its authors, is in the audit line); msg is said
 // only when the form cannot be made.
 func (g *Gate) denyWithOffer(req *Request, out Outcome, s *authn.Session, msg string, offer *policies.GrantOffer) Outcome {
-	o := grantOffer{App: g.cfg.App, Iss: g.cfg.Issuer, Sub: s.Subject, Resource: offer.Resource, Max: int64(offer.MaxDuration / time.Second),
+	o := grantOffer{App: g.cfg.App, Iss: s.Issuer, Sub: s.Subject, Resource: offer.Resource, Max: int64(offer.MaxDuration / time.Second),
 		Return: authn.SafeReturnPath(req.HTTP.URL.RequestURI()), Expires: req.Start.Add(offerTTL).Unix()}
 	a := &Answer{Error: "forbidden", Title: "Access denied", Message: msg}
 	sealed, err := g.offers.Seal(offerName, o)
@@ -104,7 +104,7 @@ func (g *Gate) requestAccess(req *Request, out Outcome) Outcome {
 	}
 	var o grantOffer
 	if err := g.offers.Open(offerName, r.PostForm.Get("offer"), &o); err != nil ||
-		o.App != g.cfg.App || o.Iss != g.cfg.Issuer || o.Sub != sess.Subject {
+		o.App != g.cfg.App || o.Iss != sess.Issuer || o.Sub != sess.Subject {
 		return fail(http.StatusForbidden, ReasonOfferInvalid, "This request form was not offered to you. Open the page you need again.")
 	}
 	back = authn.SafeReturnPath(o.Return)

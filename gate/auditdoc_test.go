@@ -48,7 +48,7 @@ func TestAuditLogIsDocumented(t *testing.T) {
 	for _, r := range reasons {
 		listed("reason", r)
 	}
-	for _, r := range authn.BearerReasons {
+	for _, r := range append(authn.BearerReasons, authn.DPoPReasons...) {
 		listed("reason", r)
 	}
 	for _, r := range authn.LogoutReasons {

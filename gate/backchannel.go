@@ -48,8 +48,19 @@ func (g *Gate) backchannelLogout(req *Request, out Outcome) Outcome {
 	if err != nil || len(form["logout_token"]) != 1 {
 		return backchannelRefused(out, ReasonLogoutTokenMissing, "the request must carry exactly one logout_token")
 	}
-	v := authn.LogoutVerifier{Discovery: g.cfg.IdP.Discovery, ClientID: g.cfg.ClientID, Now: func() time.Time { return now }}
-	tok, err := v.Verify(r.Context(), form.Get("logout_token"))
+	// The token names its issuer: the sign-in IdP of that issuer verifies
+	// it, with its own client id (several IdPs may each send one).
+	raw := form.Get("logout_token")
+	idp := g.idps[0]
+	if iss, err := authn.ParseBearer(raw); err == nil {
+		for _, p := range g.idps {
+			if p.Issuer == iss {
+				idp = p
+			}
+		}
+	}
+	v := authn.LogoutVerifier{Discovery: idp.rp.Discovery, ClientID: idp.ClientID, Now: func() time.Time { return now }}
+	tok, err := v.Verify(r.Context(), raw)
 	if err != nil {
 		var le *authn.LogoutTokenError
 		if errors.As(err, &le) {

@@ -1,9 +1,11 @@
 package gate
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -22,31 +24,44 @@ const (
 	ReasonBearerStepUp      Reason = "insufficient_authentication" // a user token whose sign-in does not meet the path's step-up
 )
 
-// bearerToken reads the request's bearer token: ok when it has one; bad
-// when its Authorization header cannot be read (several of them, or a
-// Bearer scheme without one token68). Other schemes (Basic) are not
+// bearerToken reads the request's access token (scheme Bearer, or DPoP
+// for a sender-constrained one, RFC 9449): ok when it has one; bad when
+// its Authorization header cannot be read (several of them, or the
+// scheme without one token68). Other schemes (Basic) are not
 // Gatehouse's and pass as before.
 func bearerToken(r *http.Request) (token string, ok, bad bool) {
+	token, _, ok, bad = accessToken(r)
+	return token, ok, bad
+}
+
+// tokenScheme reports whether s is a scheme of access tokens.
+func tokenScheme(s string) bool {
+	return strings.EqualFold(s, "Bearer") || strings.EqualFold(s, "DPoP")
+}
+
+// accessToken is bearerToken with the scheme: dpop when it was DPoP.
+func accessToken(r *http.Request) (token string, dpop, ok, bad bool) {
 	vals := r.Header.Values("Authorization")
 	if len(vals) == 0 {
-		return "", false, false
+		return "", false, false, false
 	}
 	scheme, rest, _ := strings.Cut(strings.TrimSpace(vals[0]), " ")
-	if !strings.EqualFold(scheme, "Bearer") {
+	if !tokenScheme(scheme) {
 		if len(vals) > 1 {
 			for _, v := range vals[1:] {
-				if s, _, _ := strings.Cut(strings.TrimSpace(v), " "); strings.EqualFold(s, "Bearer") {
-					return "", false, true
+				if s, _, _ := strings.Cut(strings.TrimSpace(v), " "); tokenScheme(s) {
+					return "", false, false, true
 				}
 			}
 		}
-		return "", false, false
+		return "", false, false, false
 	}
+	dpop = strings.EqualFold(scheme, "DPoP")
 	token = strings.TrimSpace(rest)
 	if len(vals) > 1 || token == "" || !isToken68(token) {
-		return "", false, true
+		return "", false, false, true
 	}
-	return token, true, false
+	return token, dpop, true, false
 }
 
 // isToken68 reports whether s is RFC 7235's token68.
@@ -86,11 +101,30 @@ func (g *Gate) checkBearer(req *Request, out Outcome, raw string, bad bool) Outc
 		return bearerRefused(out, http.StatusForbidden, be.Code, Reason(be.Reason), be.Description)
 	case errors.As(err, &be):
 		return bearerRefused(out, http.StatusUnauthorized, be.Code, Reason(be.Reason), be.Description)
+	case errors.Is(err, authn.ErrProviderUnavailable):
+		// The issuer's keys cannot be fetched: the token cannot be checked.
+		g.log.Error("token issuer unavailable", zap.Error(err))
+		return out.refuse(Unavailable, http.StatusBadGateway, ResultError, ReasonIdPUnavailable, &Answer{Error: "idp_unavailable",
+			Message: "The token's issuer cannot be reached to check it. Retry in a minute."})
 	case err != nil:
-		return g.idpDown(out, err)
+		return out.fail(err)
 	}
 	out.Audit.setToken(tok)
+	if refused, ok := g.checkDPoP(req, out, raw, tok); !ok {
+		return refused
+	}
 	sess := tokenSession(tok, now.Unix())
+	for _, idp := range g.idps {
+		if idp.Issuer != tok.Issuer {
+			continue
+		}
+		sess.IdP = idp.Name
+		if !tok.Service && !idp.allows(tok.Email) {
+			// A partner's IdP speaks for its own people only, by token too.
+			return out.refuse(Deny, http.StatusForbidden, ResultDeny, ReasonDomainNotAllowed, &Answer{Error: "forbidden",
+				Message: "This token's issuer may not vouch for this user's email domain here."})
+		}
+	}
 	user := grants.User{Iss: tok.Issuer, Sub: tok.Subject}
 	st, err := g.cfg.Grants.Lookup(r.Context(), user, "", now)
 	grantsErr := err != nil
@@ -184,6 +218,77 @@ func (g *Gate) checkBearer(req *Request, out Outcome, raw string, bad bool) Outc
 	return out
 }
 
+// checkDPoP applies RFC 9449 to a verified token: a token bound to a key
+// (cnf.jkt) must come with the DPoP scheme and one proof of that key for
+// this request, used once on any node; an unbound one must not claim
+// the DPoP scheme, and is refused where the issuer's block requires
+// DPoP.
+func (g *Gate) checkDPoP(req *Request, out Outcome, raw string, tok *authn.AccessToken) (Outcome, bool) {
+	r, now := req.HTTP, req.Start
+	_, scheme, _, _ := accessToken(r)
+	proofs := r.Header.Values("DPoP")
+	refuse := func(err error) (Outcome, bool) {
+		be := err.(*authn.BearerError)
+		o := bearerRefused(out, http.StatusUnauthorized, be.Code, Reason(be.Reason), be.Description)
+		o.Header.Set("WWW-Authenticate", `DPoP error="`+be.Code+`", error_description="`+be.Description+`", algs="`+dpopAlgs+`"`)
+		return o, false
+	}
+	switch {
+	case tok.JKT == "" && g.dpopRequired(tok.Issuer):
+		return refuse(&authn.BearerError{Code: "invalid_token", Reason: authn.DPoPUnbound, Description: "tokens must be bound to a key (DPoP) here"})
+	case tok.JKT == "" && scheme:
+		return refuse(&authn.BearerError{Code: "invalid_token", Reason: authn.DPoPUnbound, Description: "the token is not bound to a key: send it as Bearer"})
+	case tok.JKT == "":
+		return out, true
+	case !scheme:
+		// A bound token sent as a bearer token: its proof is missing.
+		return refuse(&authn.BearerError{Code: "invalid_token", Reason: authn.DPoPMissing, Description: "the token is bound to a key: send it with the DPoP scheme and a DPoP proof"})
+	case len(proofs) != 1:
+		return refuse(&authn.BearerError{Code: "invalid_dpop_proof", Reason: authn.DPoPMissing, Description: "send exactly one DPoP proof"})
+	}
+	origin, ok := g.origin(req)
+	if !ok {
+		return refuse(&authn.BearerError{Code: "invalid_dpop_proof", Reason: authn.DPoPMismatch, Description: "this site is only reached over HTTPS"})
+	}
+	target := req.Target
+	if target == "" {
+		target = r.RequestURI
+	}
+	path := r.URL.EscapedPath()
+	if u, err := url.ParseRequestURI(target); err == nil {
+		path = u.EscapedPath() // as the client addressed it, before any rewrite
+	}
+	proof, err := authn.VerifyDPoP(proofs[0], r.Method, origin+path, raw, tok.JKT, now)
+	if err != nil {
+		return refuse(err)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), storeTimeout)
+	defer cancel()
+	first, err := g.cfg.Grants.Store().FirstUse(ctx, "dpop\x00"+tok.Issuer+"\x00"+tok.JKT+"\x00"+proof.JTI, now, proof.Until)
+	switch {
+	case err != nil:
+		g.log.Warn("grant store: a DPoP proof could not be checked for replay; refused", zap.Error(err))
+		return out.refuse(Unavailable, http.StatusServiceUnavailable, ResultDeny, ReasonGrantsDown, &Answer{Error: "unavailable",
+			Message: "DPoP proofs cannot be checked right now. Retry with a new proof in a moment."}), false
+	case !first:
+		return refuse(&authn.BearerError{Code: "invalid_dpop_proof", Reason: authn.DPoPReplayed, Description: "this DPoP proof was already used"})
+	}
+	return out, true
+}
+
+// dpopAlgs are the algorithms DPoP proofs may use, for the challenge.
+const dpopAlgs = "ES256 ES384 ES512 PS256 PS384 PS512 RS256 RS384 RS512 EdDSA"
+
+// dpopRequired reports whether the block of issuer requires DPoP.
+func (g *Gate) dpopRequired(issuer string) bool {
+	for _, b := range g.cfg.Bearer {
+		if b.Discovery.Issuer() == issuer {
+			return b.DPoPRequired
+		}
+	}
+	return false
+}
+
 // verifyBearer verifies raw with the configured issuer it names.
 func (g *Gate) verifyBearer(req *Request, raw string) (*authn.AccessToken, error) {
 	iss, err := authn.ParseBearer(raw)
@@ -215,7 +320,7 @@ func bearerRefused(out Outcome, status int, code string, reason Reason, desc str
 // tokenSession is the token's principal as the pipeline reads a session: its
 // subject and person, created when the token was issued, never idle.
 func tokenSession(t *authn.AccessToken, now int64) *authn.Session {
-	return &authn.Session{Subject: t.Subject, Email: t.Email, Name: t.Name, Groups: t.Groups, ACR: t.ACR, AMR: t.AMR,
+	return &authn.Session{Subject: t.Subject, Issuer: t.Issuer, Email: t.Email, Name: t.Name, Groups: t.Groups, ACR: t.ACR, AMR: t.AMR,
 		AuthTime: t.AuthTime, Created: t.IssuedAt.Unix(), LastSeen: now}
 }
 
@@ -224,7 +329,6 @@ func (g *Gate) decideToken(req *Request, s *authn.Session, tok *authn.AccessToke
 	rev := g.cfg.Policy.Current()
 	out.Audit.Revision = rev.ID
 	src := g.inputSource(req, s, gs, grantsErr)
-	src.User.Iss = tok.Issuer
 	src.Principal = policies.Principal{Kind: tok.Kind(), Via: "token"}
 	src.Token = &policies.Token{ClientID: tok.ClientID, Scopes: tok.Scopes}
 	input := policies.NewInput(&src, rev, g.cfg.DecisionLogFull)

@@ -2,6 +2,12 @@ package gate
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -246,4 +252,78 @@ func FuzzBearerHeader(f *testing.F) {
 			t.Fatalf("token %q taken from %q, %q", token, first, second)
 		}
 	})
+}
+
+// dpopProof signs a DPoP proof with key for method and htu carrying
+// token, and returns it with the key's thumbprint.
+func dpopProof(t *testing.T, key *ecdsa.PrivateKey, method, htu, token string) (proof, jkt string) {
+	t.Helper()
+	tp, _ := (&jose.JSONWebKey{Key: &key.PublicKey}).Thumbprint(crypto.SHA256)
+	sum := sha256.Sum256([]byte(token))
+	c := map[string]any{"jti": crand.Text(), "htm": method, "htu": htu, "iat": time.Now().Unix(), "ath": base64.RawURLEncoding.EncodeToString(sum[:])}
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key},
+		(&jose.SignerOptions{}).WithType("dpop+jwt").WithHeader("jwk", jose.JSONWebKey{Key: &key.PublicKey}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, _ := json.Marshal(c)
+	jws, err := s.Sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := jws.CompactSerialize()
+	return out, base64.RawURLEncoding.EncodeToString(tp)
+}
+
+// TestBearerDPoP: a token bound to a key needs the DPoP scheme and one
+// fresh proof of that key for this very request, used once; an unbound
+// token cannot claim the scheme, and dpop required refuses it.
+func TestBearerDPoP(t *testing.T) {
+	tg := bearerGate(t, nil)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	_, jkt := dpopProof(t, key, "GET", "https://app.example.com/orders/1", "x")
+	bound := tg.accessToken(t, map[string]any{"cnf": map[string]string{"jkt": jkt}})
+	dpopReq := func(method, target, scheme string, proofs ...string) *http.Request {
+		r := bearerRequest(method, target, scheme+" "+bound)
+		for _, p := range proofs {
+			r.Header.Add("DPoP", p)
+		}
+		return r
+	}
+	proof, _ := dpopProof(t, key, "GET", "https://app.example.com/orders/1", bound)
+	out := tg.handle(dpopReq(http.MethodGet, "/orders/1", "DPoP", proof))
+	want(t, "a bound token with its proof", out, Allow, 0, ResultAllow, ReasonNone)
+	out = tg.handle(dpopReq(http.MethodGet, "/orders/1", "DPoP", proof))
+	want(t, "the same proof again", out, Deny, http.StatusUnauthorized, ResultUnauthenticated, authn.DPoPReplayed)
+	if h := out.Header.Get("WWW-Authenticate"); !strings.HasPrefix(h, `DPoP error="invalid_dpop_proof"`) || !strings.Contains(h, "algs=") {
+		t.Errorf("challenge %q", h)
+	}
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	stolen, _ := dpopProof(t, other, "GET", "https://app.example.com/orders/1", bound)
+	wrongURL, _ := dpopProof(t, key, "GET", "https://app.example.com/orders/2", bound)
+	wrongMethod, _ := dpopProof(t, key, "POST", "https://app.example.com/orders/1", bound)
+	another, _ := dpopProof(t, key, "GET", "https://app.example.com/orders/1", bound)
+	for _, c := range []struct {
+		name   string
+		r      *http.Request
+		reason string
+	}{
+		{"a bound token sent as Bearer", dpopReq(http.MethodGet, "/orders/1", "Bearer"), authn.DPoPMissing},
+		{"a bound token sent as Bearer with a proof", dpopReq(http.MethodGet, "/orders/1", "Bearer", another), authn.DPoPMissing},
+		{"no proof", dpopReq(http.MethodGet, "/orders/1", "DPoP"), authn.DPoPMissing},
+		{"two proofs", dpopReq(http.MethodGet, "/orders/1", "DPoP", another, another), authn.DPoPMissing},
+		{"a proof of another key", dpopReq(http.MethodGet, "/orders/1", "DPoP", stolen), authn.DPoPKey},
+		{"a proof for another URL", dpopReq(http.MethodGet, "/orders/1", "DPoP", wrongURL), authn.DPoPMismatch},
+		{"a proof for another method", dpopReq(http.MethodGet, "/orders/1", "DPoP", wrongMethod), authn.DPoPMismatch},
+		{"an unbound token sent as DPoP", bearerRequest(http.MethodGet, "/orders/1", "DPoP "+tg.accessToken(t, nil)), authn.DPoPUnbound},
+	} {
+		out := tg.handle(c.r)
+		if out.Status != http.StatusUnauthorized || string(out.Reason) != c.reason {
+			t.Errorf("%s: %d %s, want 401 %s", c.name, out.Status, out.Reason, c.reason)
+		}
+	}
+	// dpop required: a plain bearer token is refused.
+	req := bearerGate(t, func(c *Config) { c.Bearer[0].DPoPRequired = true })
+	out = req.handle(bearerRequest(http.MethodGet, "/orders/1", "Bearer "+req.accessToken(t, nil)))
+	want(t, "an unbound token where DPoP is required", out, Deny, http.StatusUnauthorized, ResultUnauthenticated, authn.DPoPUnbound)
 }

@@ -1,6 +1,7 @@
 package gate
 
 import (
+	"context"
 	"errors"
 	"maps"
 	"net/http"
@@ -43,7 +44,7 @@ func (g *Gate) callback(req *Request, out Outcome) Outcome {
 	case authn.LoginSpent:
 		return loginFailed(out, http.StatusBadRequest, ReasonStateReplayed, "This sign-in was already used. Please start again.")
 	case authn.LoginSuperseded:
-		if q.Has("error") || g.cfg.IdP.Used.Seen(st.State, now) {
+		if q.Has("error") || g.used().Seen(st.State, now) {
 			return loginFailed(out, http.StatusBadRequest, ReasonStateSuperseded, "A newer sign-in in this browser replaced this one. Please start again.")
 		}
 		// A newer sign-in of this browser took this one's slot: restart
@@ -54,6 +55,8 @@ func (g *Gate) callback(req *Request, out Outcome) Outcome {
 		restart := PathLogin + "?rd="
 		if st.StepUp != nil {
 			restart = PathStepUp + "?rd="
+		} else if len(g.idps) > 1 {
+			restart = PathLogin + "?idp=" + url.QueryEscape(st.IdP) + "&rd="
 		}
 		return noReferrer(out.redirect(Login, http.StatusFound, restart+url.QueryEscape(st.Return)))
 	}
@@ -63,19 +66,23 @@ func (g *Gate) callback(req *Request, out Outcome) Outcome {
 	} else {
 		out.Cookies = append(out.Cookies, g.cookies.loginCookie(slot, ""))
 	}
-	if g.cfg.IdP.Used.Seen(st.State, now) {
+	if g.used().Seen(st.State, now) {
 		return loginFailed(out, http.StatusBadRequest, ReasonStateReplayed, "This sign-in was already used. Please start again.")
 	}
-	// RFC 9207: an IdP that names itself must be the one we asked, so an
-	// answer from another IdP (mix-up attack) is refused.
-	wantIss := g.cfg.Issuer
-	if st.StepUp != nil && st.StepUp.Provider != "" {
-		if p := g.cfg.Providers[st.StepUp.Provider]; p != nil {
-			wantIss = p.Issuer
-		}
+	// The answer must come from the IdP this sign-in was sent to (the
+	// state records it), and the code goes to that IdP's client only.
+	idp, rp := g.asked(st)
+	if rp == nil {
+		return loginFailed(out, http.StatusBadRequest, ReasonProviderUnknown, "This sign-in service is no longer set up here. Please start again.")
 	}
-	if iss, ok := q["iss"]; ok && (len(iss) != 1 || iss[0] != wantIss) {
+	// RFC 9207: an IdP that names itself must be the one asked, so an
+	// answer from another IdP (mix-up attack) is refused; an IdP that
+	// says it always names itself must have done so.
+	switch iss, named := q["iss"]; {
+	case named && (len(iss) != 1 || iss[0] != rp.Discovery.Issuer()):
 		return loginFailed(out, http.StatusBadRequest, ReasonIssuerMismatch, "This sign-in came back from another sign-in service than the one asked. Please start again.")
+	case !named && namesItself(r.Context(), rp):
+		return loginFailed(out, http.StatusBadRequest, ReasonIssuerMissing, "This sign-in came back without saying where from. Please start again.")
 	}
 	if e := q.Get("error"); e != "" {
 		code := ReasonIdPError
@@ -89,21 +96,28 @@ func (g *Gate) callback(req *Request, out Outcome) Outcome {
 		return loginFailed(out, http.StatusBadRequest, ReasonCodeMissing, "The sign-in service sent back an incomplete answer. Please try again.")
 	}
 	if st.StepUp != nil {
-		return g.finishStepUp(req, out, code, st)
+		return g.finishStepUp(req, out, code, st, rp)
 	}
 
-	id, err := g.rp.Finish(r.Context(), code, st)
+	id, err := rp.Finish(r.Context(), code, st)
 	if err != nil {
 		var le *authn.LoginError
 		if errors.As(err, &le) {
-			g.tokenRefused(&out, g.cfg.Issuer, le)
+			g.tokenRefused(&out, rp.Discovery.Issuer(), le)
 			return loginFailed(out, http.StatusUnauthorized, Reason(le.Reason), loginWords(le))
 		}
-		return g.idpDown(out, err)
+		return g.idpDown(out, rp, err)
 	}
-	g.cfg.IdP.Used.Mark(st.State, time.Unix(st.Started, 0), now)
-	out.Audit.User, out.Audit.Email, out.Audit.Refused = id.Subject, id.Email, id.Refused
+	g.used().Mark(st.State, time.Unix(st.Started, 0), now)
+	out.Audit.User, out.Audit.Iss, out.Audit.Email, out.Audit.Refused = id.Subject, id.Issuer, id.Email, id.Refused
+	if !idp.allows(id.Email) {
+		// A partner's IdP signs in its own people, never an address of
+		// a domain it was not given (nor anyone without a verified one).
+		return loginFailed(out, http.StatusForbidden, ReasonDomainNotAllowed,
+			"This sign-in service cannot sign in an account with this email address here. Sign in with your own organisation's sign-in service.")
+	}
 	sess := authn.NewSession(id, now)
+	sess.IdP = idp.Name
 	sess.IdPSession = idpSession(id)
 	c, err := g.cookies.sessionCookie(sess, now)
 	if err != nil {
@@ -112,7 +126,7 @@ func (g *Gate) callback(req *Request, out Outcome) Outcome {
 			"Your account has too much information to fit in this site's sign-in cookie (for example, very many groups). Please contact your helpdesk with the reference below.")
 	}
 	out.Cookies = append(out.Cookies, c)
-	if c, err := g.cookies.idTokenCookie(id.RawIDToken); err == nil {
+	if c, err := g.cookies.idTokenCookie(idp.Name, id.RawIDToken); err == nil {
 		out.Cookies = append(out.Cookies, c)
 	} else {
 		g.log.Warn("ID token too large to keep for logout; logout will not send id_token_hint", zap.String("user", id.Subject))
@@ -121,6 +135,32 @@ func (g *Gate) callback(req *Request, out Outcome) Outcome {
 	out.Result, out.Reason = ResultLoginOK, ReasonNone
 	return noReferrer(out.redirect(Redirect, http.StatusFound, authn.SafeReturnPath(st.Return)))
 }
+
+// asked is the IdP a sign-in state was sent to, and its relying party:
+// a sign-in IdP (idp set), or a step-up's second provider. rp is nil when
+// that IdP is no longer configured.
+func (g *Gate) asked(st *authn.LoginState) (idp *signInIdP, rp *authn.RelyingParty) {
+	if st.StepUp != nil && st.StepUp.Provider != "" {
+		rp, _ = g.relyingParty(st.StepUp.Provider)
+		return nil, rp
+	}
+	if idp = g.idpNamed(st.IdP); idp == nil {
+		return nil, nil
+	}
+	return idp, idp.rp
+}
+
+// namesItself reports whether rp's IdP says it names itself in every
+// authorization response (RFC 9207). An IdP that cannot be asked now
+// says nothing: the code exchange will find it down.
+func namesItself(ctx context.Context, rp *authn.RelyingParty) bool {
+	m, err := rp.Discovery.Get(ctx)
+	return err == nil && m.IssResponse
+}
+
+// used is the record of used sign-in states (one for the site: the first
+// IdP's, shared with every site of its issuer).
+func (g *Gate) used() *authn.UsedStates { return g.idps[0].IdP.Used }
 
 // tokenRefused records what the IdP said when its token endpoint refused
 // a code (a wrong client secret, a redirect URI it does not know, a code
@@ -174,7 +214,7 @@ func noReferrer(out Outcome) Outcome {
 // it was started for must still be the browser's, the new identity must
 // be the same user (primary IdP) or link to it (second provider), and it
 // must prove what was asked. The session is then upgraded in place.
-func (g *Gate) finishStepUp(req *Request, out Outcome, code string, st *authn.LoginState) Outcome {
+func (g *Gate) finishStepUp(req *Request, out Outcome, code string, st *authn.LoginState, rp *authn.RelyingParty) Outcome {
 	r, now := req.HTTP, req.Start
 	su := st.StepUp
 	need := su.Requirement()
@@ -188,9 +228,9 @@ func (g *Gate) finishStepUp(req *Request, out Outcome, code string, st *authn.Lo
 	}
 	sess := in.Session
 	out.signedInAs(sess)
-	rp, ok := g.relyingParty(su.Provider)
-	if !ok {
-		return loginFailed(out, http.StatusInternalServerError, ReasonProviderUnknown, "This sign-in service is no longer set up here. Please start again.")
+	if su.Provider == "" && st.IdP != sess.IdP {
+		// A step-up is done at the IdP the user signed in with.
+		return refused(http.StatusForbidden, ReasonIdentityMismatch, "You signed in as someone else. The extra check must be done by the person already signed in.")
 	}
 	id, err := rp.Finish(r.Context(), code, st)
 	if id != nil {
@@ -202,9 +242,9 @@ func (g *Gate) finishStepUp(req *Request, out Outcome, code string, st *authn.Lo
 			g.tokenRefused(&out, rp.Discovery.Issuer(), le)
 			return refused(http.StatusForbidden, Reason(le.Reason), loginWords(le))
 		}
-		return g.idpDown(out, err)
+		return g.idpDown(out, rp, err)
 	}
-	if su.Provider == "" && id.Subject != sess.Subject {
+	if su.Provider == "" && (id.Subject != sess.Subject || id.Issuer != sess.Issuer) {
 		return refused(http.StatusForbidden, ReasonIdentityMismatch, "You signed in as someone else. The extra check must be done by the person already signed in.")
 	}
 	if su.Provider != "" {
@@ -219,7 +259,7 @@ func (g *Gate) finishStepUp(req *Request, out Outcome, code string, st *authn.Lo
 		}
 		return refused(http.StatusForbidden, Reason(le.Reason), loginWords(le))
 	}
-	g.cfg.IdP.Used.Mark(st.State, time.Unix(st.Started, 0), now)
+	g.used().Mark(st.State, time.Unix(st.Started, 0), now)
 	if su.Provider == "" {
 		sess.ACR, sess.AMR, sess.AuthTime = id.ACR, id.AMR, id.AuthTime
 		if id.SID != "" {
@@ -227,7 +267,7 @@ func (g *Gate) finishStepUp(req *Request, out Outcome, code string, st *authn.Lo
 			// its back-channel logout names the new one.
 			sess.IdPSession = idpSession(id)
 		}
-		if c, err := g.cookies.idTokenCookie(id.RawIDToken); err == nil {
+		if c, err := g.cookies.idTokenCookie(sess.IdP, id.RawIDToken); err == nil {
 			out.Cookies = append(out.Cookies, c)
 		}
 	} else {

@@ -205,7 +205,7 @@ func (g *Gate) claimValue(s *authn.Session, claim string) string {
 	case "sub":
 		v = s.Subject
 	case "iss":
-		v = g.cfg.Issuer
+		v = s.Issuer
 	case "email":
 		v = s.Email
 	case "name":

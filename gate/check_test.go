@@ -67,7 +67,7 @@ func TestCheckAllows(t *testing.T) {
 		t.Fatalf("navigation after a minute: cookies %+v", out.Cookies)
 	}
 	var slid authn.Session
-	if err := tg.cookies.sessions.Open(tg.cookies.session, set.Value, &slid); err != nil || slid.LastSeen != tg.clock.now().Unix() || slid.ID != "s1" {
+	if err := tg.cookies.openSession(set.Value, &slid); err != nil || slid.LastSeen != tg.clock.now().Unix() || slid.ID != "s1" {
 		t.Errorf("re-issued session %+v, %v", slid, err)
 	}
 

@@ -386,7 +386,7 @@ func TestJustInTimeAccess(t *testing.T) {
 	}
 
 	// Carol approves it.
-	carol := &authn.Session{ID: "s2", Subject: "carol", Email: "carol@example.com", Groups: []string{"approvers"},
+	carol := &authn.Session{ID: "s2", Subject: "carol", Issuer: tg.idp.URL, Email: "carol@example.com", Groups: []string{"approvers"},
 		Created: tg.clock.now().Unix() - 60, LastSeen: tg.clock.now().Unix()}
 	cc := tg.cookie(t, carol)
 	page = tg.handle(request(http.MethodGet, "/.gatehouse/approvals", false, cc))

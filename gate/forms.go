@@ -24,7 +24,7 @@ func (g *Gate) pageSession(req *Request, out *Outcome, path string) (signedIn, b
 		out.Reason = Reason(in.Reason)
 		if authn.IsNavigation(req.HTTP) {
 			out.Result = ResultLogin
-			*out = g.beginLogin(req, *out, path, in.Reason.ForcesReauthentication())
+			*out = g.startLogin(req, *out, path, in.Reason.ForcesReauthentication())
 			return in, false
 		}
 		*out = out.refuse(Login, http.StatusUnauthorized, ResultUnauthenticated, Reason(in.Reason), &Answer{Error: "unauthenticated",

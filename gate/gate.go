@@ -34,17 +34,24 @@ import (
 // defaults set (the module's Validate does both), and the shared parts
 // it runs with (IdP discovery, grant store, policy engine).
 type Config struct {
-	App                  string // the protected app's name, in logs, policy input and cookie binding
-	Issuer               string // the primary IdP's issuer URL
+	App string // the protected app's name, in logs, policy input and cookie binding
+
+	// The one IdP users sign in with, when IdPs is empty: the shorthand
+	// for an IdPs entry named primary.
+	Issuer               string // the IdP's issuer URL
 	ClientID             string
 	ClientSecret         string // empty for a public client
 	Scopes               []string
 	GroupsClaim          string // a dotted path into the ID token
 	TrustUnverifiedEmail bool
-
-	// IdP is the primary IdP's discovery and used-state record, shared
-	// with every site of the same issuer.
+	// IdP is that IdP's discovery and used-state record, shared with
+	// every site of the same issuer.
 	IdP IdP
+
+	// IdPs are the IdPs users sign in with, when there are several (or
+	// one named otherwise than primary); the settings above are then
+	// left empty.
+	IdPs []IdPConfig
 	// Providers are second IdPs that step-up rules can send users to.
 	Providers map[string]*Provider
 
@@ -141,7 +148,7 @@ type Gate struct {
 	now func() time.Time
 	log *zap.Logger
 
-	rp      *authn.RelyingParty
+	idps    []*signInIdP // in the order of the configuration; the sign-in page shows them so
 	cookies *cookies
 	offers  *authn.Sealer
 	csrf    *authn.CSRF
@@ -175,9 +182,6 @@ func New(cfg Config) (*Gate, error) {
 	if cfg.Grants == nil {
 		return nil, errors.New("gate: a grant store is required (grants.NewCache of a memory store at least)")
 	}
-	if cfg.IdP.Discovery == nil || cfg.IdP.Used == nil {
-		return nil, errors.New("gate: the IdP's discovery and used states are required")
-	}
 	g := &Gate{cfg: cfg, now: cfg.Now, log: cfg.Logger}
 	if g.now == nil {
 		g.now = time.Now
@@ -185,9 +189,18 @@ func New(cfg Config) (*Gate, error) {
 	if g.log == nil {
 		g.log = zap.NewNop()
 	}
-	binding := authn.Binding{App: cfg.App, Issuer: cfg.Issuer, ClientID: cfg.ClientID}
+	var extra []string
+	for _, ih := range cfg.IdentityHeaders {
+		if !builtinClaims[ih.Claim] {
+			extra = append(extra, ih.Claim)
+		}
+	}
 	var err error
-	if g.cookies, err = newCookies(cfg, binding); err != nil {
+	if g.idps, err = signInIdPs(&cfg, g.now, append(extra, linkClaims(cfg.Providers)...)); err != nil {
+		return nil, err
+	}
+	binding := siteBinding(cfg.App, g.idps)
+	if g.cookies, err = newCookies(cfg, binding, g.idps); err != nil {
 		return nil, err
 	}
 	if g.offers, err = authn.NewSealer(cfg.CookieSecrets, "offer", binding, offerTTL); err != nil {
@@ -200,13 +213,10 @@ func New(cfg Config) (*Gate, error) {
 		return nil, fmt.Errorf("gate: cookie secret: %w", err)
 	}
 
-	var extra, managed []string
+	var managed []string
 	for _, ih := range cfg.IdentityHeaders {
 		g.identity = append(g.identity, IdentityHeader{Header: http.CanonicalHeaderKey(ih.Header), Claim: ih.Claim})
 		managed = append(managed, ih.Header)
-		if !builtinClaims[ih.Claim] {
-			extra = append(extra, ih.Claim)
-		}
 	}
 	if cfg.AssertionHeader != "" {
 		managed = append(managed, cfg.AssertionHeader)
@@ -248,11 +258,6 @@ func New(cfg Config) (*Gate, error) {
 		g.upgradeOK[n] = true
 	}
 
-	g.rp = &authn.RelyingParty{
-		Discovery: cfg.IdP.Discovery, HTTPClient: cfg.IdP.Discovery.Client(),
-		ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, Scopes: cfg.Scopes, GroupsClaim: cfg.GroupsClaim,
-		ExtraClaims: append(extra, linkClaims(cfg.Providers)...), TrustUnverifiedEmail: cfg.TrustUnverifiedEmail, Now: g.now,
-	}
 	for name, p := range cfg.Providers {
 		if p == nil || p.IdP.Discovery == nil {
 			return nil, fmt.Errorf("gate: provider %s: no discovery", name)
@@ -272,6 +277,19 @@ func New(cfg Config) (*Gate, error) {
 		}
 	}
 	return g, nil
+}
+
+// siteBinding is what the site's short-lived seals (sign-in states,
+// offers, form tokens) are bound to: the app and its IdPs. With one IdP
+// it is that IdP's binding, as it was before IdPs had names.
+func siteBinding(app string, idps []*signInIdP) authn.Binding {
+	sorted := slices.Clone(idps)
+	slices.SortFunc(sorted, func(a, b *signInIdP) int { return strings.Compare(a.Issuer, b.Issuer) })
+	var issuers, clients []string
+	for _, p := range sorted {
+		issuers, clients = append(issuers, p.Issuer), append(clients, p.ClientID)
+	}
+	return authn.Binding{App: app, Issuer: strings.Join(issuers, " "), ClientID: strings.Join(clients, " ")}
 }
 
 // linkClaims are the session claims second providers link on; the

@@ -17,7 +17,7 @@ const revokeTimeout = 3 * time.Second
 // user is the grant store's name for a session's user: issuer and
 // subject.
 func (g *Gate) user(s *authn.Session) grants.User {
-	return grants.User{Iss: g.cfg.Issuer, Sub: s.Subject}
+	return grants.User{Iss: s.Issuer, Sub: s.Subject}
 }
 
 // lookupGrants is pipeline step 5: the user's grants and revocation
@@ -48,7 +48,7 @@ func (g *Gate) noteEmail(ctx context.Context, id *authn.Identity) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
-	if err := g.cfg.Grants.Store().NoteEmail(ctx, grants.User{Iss: g.cfg.Issuer, Sub: id.Subject}, id.Email); err != nil {
+	if err := g.cfg.Grants.Store().NoteEmail(ctx, grants.User{Iss: id.Issuer, Sub: id.Subject}, id.Email); err != nil {
 		g.log.Warn("grant store: the email of this sign-in is not recorded; the ops CLI cannot name the user by email until a later sign-in records it",
 			zap.String("user", id.Subject), zap.Error(err))
 	}

@@ -42,16 +42,22 @@ var testKey = sync.OnceValue(func() *rsa.PrivateKey {
 // end-session endpoint.
 type testIdP struct {
 	*httptest.Server
+	key    *rsa.PrivateKey // signs its ID tokens
 	mu     sync.Mutex
 	tokens map[string]map[string]any // code → ID token claims
 	// noEndSession leaves end_session_endpoint out of the discovery
-	// document (set it before the gate's first use of the IdP).
-	noEndSession bool
+	// document, and issResponse says the IdP always names itself in
+	// its answers (RFC 9207); set them before the gate's first use of
+	// the IdP.
+	noEndSession, issResponse bool
 }
 
-func newTestIdP(t *testing.T) *testIdP {
+func newTestIdP(t testing.TB) *testIdP { return newTestIdPKey(t, testKey()) }
+
+// newTestIdPKey is a test IdP that signs with key.
+func newTestIdPKey(t testing.TB, key *rsa.PrivateKey) *testIdP {
 	t.Helper()
-	p := &testIdP{tokens: map[string]map[string]any{}}
+	p := &testIdP{key: key, tokens: map[string]map[string]any{}}
 	mux := http.NewServeMux()
 	p.Server = httptest.NewServer(mux)
 	t.Cleanup(p.Close)
@@ -64,10 +70,13 @@ func newTestIdP(t *testing.T) *testIdP {
 		if p.noEndSession {
 			delete(doc, "end_session_endpoint")
 		}
+		if p.issResponse {
+			doc["authorization_response_iss_parameter_supported"] = true
+		}
 		_ = json.NewEncoder(w).Encode(doc)
 	})
 	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
-		_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &testKey().PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
+		_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &p.key.PublicKey, KeyID: "k1", Algorithm: "RS256", Use: "sig"}}})
 	})
 	mux.HandleFunc("/token", func(w http.ResponseWriter, r *http.Request) {
 		_ = r.ParseForm()
@@ -86,8 +95,8 @@ func newTestIdP(t *testing.T) *testIdP {
 	return p
 }
 
-func (p *testIdP) sign(t *testing.T, claims map[string]any) string {
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: testKey()}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "k1"))
+func (p *testIdP) sign(t testing.TB, claims map[string]any) string {
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: p.key}, (&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "k1"))
 	if err != nil {
 		t.Error(err)
 		return ""
@@ -170,7 +179,7 @@ type testGate struct {
 // newTestGate builds the payroll site's gate (identity headers, a public
 // path, an idle_ignore path) against a fresh IdP and memory store; change
 // adjusts the configuration first.
-func newTestGate(t *testing.T, change func(*Config)) *testGate {
+func newTestGate(t testing.TB, change func(*Config)) *testGate {
 	t.Helper()
 	idp := newTestIdP(t)
 	clock := &testClock{t: time.Now().Truncate(time.Second)}
@@ -202,7 +211,7 @@ func newTestGate(t *testing.T, change func(*Config)) *testGate {
 // session is alice's session, made a minute ago and seen 5 s ago.
 func (tg *testGate) session() *authn.Session {
 	now := tg.clock.now()
-	return &authn.Session{ID: "s1", Subject: "alice", Email: "alice@example.com", Groups: []string{"staff"},
+	return &authn.Session{ID: "s1", Subject: "alice", Issuer: tg.idp.URL, Email: "alice@example.com", Groups: []string{"staff"},
 		Created: now.Unix() - 60, LastSeen: now.Unix() - 5}
 }
 

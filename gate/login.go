@@ -30,7 +30,7 @@ func (g *Gate) requireLogin(req *Request, out Outcome, reason authn.Reason) Outc
 	note, kept := g.keepForm(req, &out, reason)
 	if kept {
 		out.Result, out.Reason = ResultLogin, Reason(reason)
-		return g.beginLogin(req, out, PathResubmit, reason.ForcesReauthentication())
+		return g.startLogin(req, out, PathResubmit, reason.ForcesReauthentication())
 	}
 	if !authn.IsNavigation(r) {
 		login := PathLogin + "?rd=" + url.QueryEscape(authn.SafeReturnPath(r.URL.RequestURI()))
@@ -39,27 +39,45 @@ func (g *Gate) requireLogin(req *Request, out Outcome, reason authn.Reason) Outc
 			LoginURL: login, ActionURL: login, ActionText: "Sign in"})
 	}
 	out.Result, out.Reason = ResultLogin, Reason(reason)
-	return g.beginLogin(req, out, r.URL.RequestURI(), reason.ForcesReauthentication())
+	return g.startLogin(req, out, r.URL.RequestURI(), reason.ForcesReauthentication())
+}
+
+// startLogin sends a browser that must sign in on its way: to the IdP
+// when there is one, else to the sign-in page, where the user chooses.
+func (g *Gate) startLogin(req *Request, out Outcome, returnTo string, forceLogin bool) Outcome {
+	if len(g.idps) == 1 {
+		return g.beginLogin(req, out, g.idps[0], returnTo, forceLogin, "")
+	}
+	out.setHeader("Cache-Control", "no-store")
+	return out.redirect(Login, http.StatusFound, PathLogin+"?rd="+url.QueryEscape(authn.SafeReturnPath(returnTo)))
 }
 
 // login is /.gatehouse/login?rd=<path>: it starts a sign-in that returns
 // to rd (a same-origin path), or with a live session just goes there.
-// APIs that got a 401 send the user here.
+// APIs that got a 401 send the user here. With several IdPs, idp=<name>
+// or login_hint=<email> choose one (see chooseIdP); without them, or
+// when they do not fit, the sign-in page lets the user choose.
 func (g *Gate) login(req *Request, out Outcome) Outcome {
-	rd := authn.SafeReturnPath(req.HTTP.URL.Query().Get("rd"))
+	q := req.HTTP.URL.Query()
+	rd := authn.SafeReturnPath(q.Get("rd"))
 	in := g.signedIn(req)
 	if in.live() {
 		out.signedInAs(in.Session)
 		out.Reason = ReasonAlreadySignedIn
 		return out.redirect(Redirect, http.StatusFound, rd)
 	}
+	idp, hint, why := g.chooseIdP(q["idp"], q["login_hint"])
+	if idp == nil {
+		return g.signInPage(out, rd, why, q["login_hint"])
+	}
 	out.Result, out.Reason = ResultLogin, Reason(in.Reason)
-	return g.beginLogin(req, out, rd, in.Reason.ForcesReauthentication())
+	return g.beginLogin(req, out, idp, rd, in.Reason.ForcesReauthentication(), hint)
 }
 
-// beginLogin sends the browser to the IdP with a fresh sign-in state,
-// asking at once for the step-up that returnTo is known to need.
-func (g *Gate) beginLogin(req *Request, out Outcome, returnTo string, forceLogin bool) Outcome {
+// beginLogin sends the browser to idp with a fresh sign-in state (and
+// hint as its login_hint), asking at once for the step-up that returnTo
+// is known to need.
+func (g *Gate) beginLogin(req *Request, out Outcome, idp *signInIdP, returnTo string, forceLogin bool, hint string) Outcome {
 	origin, ok := g.origin(req)
 	if !ok {
 		return httpsRequired(out)
@@ -68,7 +86,7 @@ func (g *Gate) beginLogin(req *Request, out Outcome, returnTo string, forceLogin
 		// Sign in on the configured origin, where the callback will land.
 		return out.redirect(Login, http.StatusFound, origin+authn.SafeReturnPath(returnTo))
 	}
-	opt := authn.AuthOptions{ForceLogin: forceLogin, MaxAge: g.cfg.Lifetimes.Lifetime}
+	opt := authn.AuthOptions{ForceLogin: forceLogin, MaxAge: g.cfg.Lifetimes.Lifetime, LoginHint: hint}
 	if need, ok := g.upFront(req, returnTo); ok {
 		// Asked as a step-up would ask it: a fresh sign-in that proves
 		// an accepted acr. Whether it did is checked by the page itself.
@@ -77,27 +95,27 @@ func (g *Gate) beginLogin(req *Request, out Outcome, returnTo string, forceLogin
 			opt.MaxAge = need.MaxAge
 		}
 	}
-	return g.sendToIdP(req, out, g.rp, origin, returnTo, opt, nil)
+	return g.sendToIdP(req, out, idp.Name, idp.rp, origin, returnTo, opt, nil)
 }
 
-// sendToIdP starts a sign-in at rp (the primary IdP, or a step-up's
-// provider): its state goes into one of the browser's sign-in slots, and
-// the browser to the IdP. A step-up remembers what the sign-in must
-// prove, and for which session.
-func (g *Gate) sendToIdP(req *Request, out Outcome, rp *authn.RelyingParty, origin, returnTo string, opt authn.AuthOptions, stepUp *authn.StepUpState) Outcome {
+// sendToIdP starts a sign-in at rp (the sign-in IdP named idp, or a
+// step-up's provider): its state, which records idp, goes into one of
+// the browser's sign-in slots, and the browser to the IdP. A step-up
+// remembers what the sign-in must prove, and for which session.
+func (g *Gate) sendToIdP(req *Request, out Outcome, idp string, rp *authn.RelyingParty, origin, returnTo string, opt authn.AuthOptions, stepUp *authn.StepUpState) Outcome {
 	ctx := req.HTTP.Context()
 	st, err := rp.Begin(ctx, origin+PathCallback, returnTo, opt)
 	if err != nil {
-		return g.idpDown(out, err)
+		return g.idpDown(out, rp, err)
 	}
-	st.StepUp = stepUp
+	st.IdP, st.StepUp = idp, stepUp
 	name, value, state, err := g.cookies.pending.Start(st)
 	if err != nil {
 		return out.fail(err)
 	}
 	authURL, err := rp.AuthCodeURL(ctx, st, state, opt)
 	if err != nil {
-		return g.idpDown(out, err)
+		return g.idpDown(out, rp, err)
 	}
 	out.Cookies = append(out.Cookies, g.cookies.loginCookie(name, value))
 	out.setHeader("Cache-Control", "no-store")
@@ -113,14 +131,14 @@ func httpsRequired(out Outcome) Outcome {
 		Message: "Open this application with an address that starts with https://."})
 }
 
-// idpDown answers when the IdP cannot be reached (502); any other error
+// idpDown answers when rp's IdP cannot be reached (502); any other error
 // is a Failure.
-func (g *Gate) idpDown(out Outcome, err error) Outcome {
+func (g *Gate) idpDown(out Outcome, rp *authn.RelyingParty, err error) Outcome {
 	out.Result, out.Reason = ResultError, ReasonIdPUnavailable
 	if !errors.Is(err, authn.ErrProviderUnavailable) {
 		return out.fail(err)
 	}
-	g.log.Error("identity provider unavailable", zap.String("issuer", g.cfg.Issuer), zap.Error(err))
+	g.log.Error("identity provider unavailable", zap.String("issuer", rp.Discovery.Issuer()), zap.Error(err))
 	return out.refuse(Unavailable, http.StatusBadGateway, ResultError, ReasonIdPUnavailable, &Answer{Error: "idp_unavailable",
 		Title:   "Sign-in is unavailable",
 		Message: "The sign-in service cannot be reached right now. Please try again in a minute."})
@@ -183,12 +201,19 @@ func (g *Gate) logout(req *Request, out Outcome) Outcome {
 	r, now := req.HTTP, req.Start
 	out.Result = ResultLogout
 	sess, _ := g.cookies.read(r, now)
-	var idToken string
-	if c, err := r.Cookie(g.cookies.idToken); err == nil {
-		if err := g.cookies.idTokens.Open(g.cookies.idToken, c.Value, &idToken); err != nil {
-			idToken = "" // an unreadable hint is no hint: the IdP asks the user
-		}
+	// The IdP to end the session at: the session's, else (the session
+	// has ended) the one whose ID token the browser kept. An ID token of
+	// another IdP than the session's is no hint: that IdP asks the user.
+	tokenIdP, idToken, present, ok := g.cookies.readIDToken(r)
+	if present {
 		out.Cookies = append(out.Cookies, g.cookies.make(g.cookies.idToken, "", "/.gatehouse/", -1, ""))
+	}
+	idp := tokenIdP
+	if sess != nil {
+		idp = sess.IdP
+	}
+	if !ok || tokenIdP != idp {
+		idToken = ""
 	}
 	out.Audit.setUser(sess)
 	// A logout the store could not record durably still ends the session
@@ -201,15 +226,15 @@ func (g *Gate) logout(req *Request, out Outcome) Outcome {
 		}
 		return o
 	}
-	if sess != nil || idToken != "" {
-		tomb := &authn.Session{Ended: "logout", Created: now.Unix(), LastSeen: now.Unix()}
+	if p := g.idpNamed(idp); p != nil && (sess != nil || idToken != "") {
+		tomb := &authn.Session{Ended: "logout", Created: now.Unix(), LastSeen: now.Unix(), IdP: p.Name, Issuer: p.Issuer}
 		c, err := g.cookies.sessionCookie(tomb, now)
 		if err != nil {
 			return out.fail(err)
 		}
 		out.Cookies = append(out.Cookies, c)
 		if origin, ok := g.origin(req); ok {
-			end, err := g.rp.EndSessionURL(r.Context(), idToken, origin+PathLogout)
+			end, err := p.rp.EndSessionURL(r.Context(), idToken, origin+PathLogout)
 			if err != nil {
 				g.log.Warn("could not end the IdP session", zap.Error(err))
 			} else if end != "" {

@@ -119,20 +119,28 @@ const (
 	ReasonReadyz          Reason = "readyz"               // readiness probes, never audited
 	ReasonJWKS            Reason = "jwks"
 
+	// The sign-in page, with several IdPs.
+	ReasonChooseIdP         Reason = "choose_idp"          // the sign-in page: the user chooses an IdP
+	ReasonIdPUnknown        Reason = "unknown_idp"         // ?idp= names no IdP (or is given twice): the sign-in page
+	ReasonLoginHintUnknown  Reason = "login_hint_unknown"  // an email that is not one, or of a domain no IdP serves: the sign-in page
+	ReasonLoginHintMismatch Reason = "login_hint_mismatch" // login_hint does not fit the IdP ?idp= names: the sign-in page
+
 	// Sign-in callbacks.
-	ReasonStateMissing     Reason = "state_missing"     // no (or more than one) state parameter
-	ReasonStateUnknown     Reason = "state_unknown"     // not started in this browser, or expired
-	ReasonStateReplayed    Reason = "state_replayed"    // already used
-	ReasonStateSuperseded  Reason = "state_superseded"  // a newer sign-in took its place, and it cannot restart
-	ReasonLoginSuperseded  Reason = "login_superseded"  // a newer sign-in took its place: restarted
-	ReasonIssuerMismatch   Reason = "issuer_mismatch"   // iss names another IdP (mix-up, RFC 9207)
-	ReasonIdPError         Reason = "idp_error"         // the IdP returned an error with an unusual code
-	ReasonCodeMissing      Reason = "code_missing"      // no authorization code
-	ReasonSessionTooLarge  Reason = "session_too_large" // the session does not fit in a cookie
-	ReasonSessionChanged   Reason = "session_changed"   // a step-up finished in another session
-	ReasonProviderUnknown  Reason = "provider_unknown"  // a step-up's provider is no longer configured
-	ReasonIdentityMismatch Reason = "identity_mismatch" // a step-up signed in as someone else
-	ReasonLinkMismatch     Reason = "link_mismatch"     // a step-out's link claim is missing or differs
+	ReasonStateMissing     Reason = "state_missing"      // no (or more than one) state parameter
+	ReasonStateUnknown     Reason = "state_unknown"      // not started in this browser, or expired
+	ReasonStateReplayed    Reason = "state_replayed"     // already used
+	ReasonStateSuperseded  Reason = "state_superseded"   // a newer sign-in took its place, and it cannot restart
+	ReasonLoginSuperseded  Reason = "login_superseded"   // a newer sign-in took its place: restarted
+	ReasonIssuerMismatch   Reason = "issuer_mismatch"    // iss names another IdP (mix-up, RFC 9207)
+	ReasonIssuerMissing    Reason = "issuer_missing"     // no iss from an IdP that always names itself (RFC 9207)
+	ReasonDomainNotAllowed Reason = "domain_not_allowed" // the IdP may not sign in this email's domain (or gave no verified email)
+	ReasonIdPError         Reason = "idp_error"          // the IdP returned an error with an unusual code
+	ReasonCodeMissing      Reason = "code_missing"       // no authorization code
+	ReasonSessionTooLarge  Reason = "session_too_large"  // the session does not fit in a cookie
+	ReasonSessionChanged   Reason = "session_changed"    // a step-up finished in another session
+	ReasonProviderUnknown  Reason = "provider_unknown"   // a step-up's provider is no longer configured
+	ReasonIdentityMismatch Reason = "identity_mismatch"  // a step-up signed in as someone else
+	ReasonLinkMismatch     Reason = "link_mismatch"      // a step-out's link claim is missing or differs
 
 	// Logout.
 	ReasonLoggedOut         Reason = "logged_out"          // signed out here
@@ -185,8 +193,8 @@ var Reasons = []Reason{ReasonAmbiguousPath, ReasonNotFound, ReasonMethodNotAllow
 	ReasonCrossOriginUpgrade, ReasonNotAllowed, ReasonPolicyDeny, ReasonPolicyError, ReasonGrantsDown,
 	ReasonRevocationsDown, ReasonStepUpConflict, ReasonStepUpACR, ReasonStepUpAMR, ReasonStepUpMaxAge,
 	ReasonStepUpVerify, ReasonIdPUnavailable, ReasonAlreadySignedIn, ReasonStepUpNotNeeded,
-	ReasonJWKS, ReasonStateMissing, ReasonStateUnknown, ReasonStateReplayed, ReasonStateSuperseded,
-	ReasonLoginSuperseded, ReasonIssuerMismatch, ReasonIdPError, ReasonCodeMissing, ReasonSessionTooLarge,
+	ReasonJWKS, ReasonChooseIdP, ReasonIdPUnknown, ReasonLoginHintUnknown, ReasonLoginHintMismatch, ReasonStateMissing, ReasonStateUnknown, ReasonStateReplayed, ReasonStateSuperseded,
+	ReasonLoginSuperseded, ReasonIssuerMismatch, ReasonIssuerMissing, ReasonDomainNotAllowed, ReasonIdPError, ReasonCodeMissing, ReasonSessionTooLarge,
 	ReasonSessionChanged, ReasonProviderUnknown, ReasonIdentityMismatch, ReasonLinkMismatch, ReasonLoggedOut,
 	ReasonIdPLogout, ReasonLogoutNotRecorded, ReasonBackchannelLogout, ReasonBackchannelContentType,
 	ReasonBackchannelBody, ReasonLogoutTokenMissing, ReasonLogoutTokenReplayed, ReasonCrossSiteForm, ReasonBadForm, ReasonCSRF,
@@ -304,6 +312,7 @@ type Audit struct {
 	Method string
 	Path   string // canonical, or the raw path (truncated) when it had none
 	User   string // subject
+	Iss    string // the issuer of the user's IdP: a user is Iss + User
 	Email  string
 
 	Grants       []string          // resources of the user's active grants
@@ -358,10 +367,10 @@ func displayName(s *authn.Session) string {
 // setUser records who the request is from.
 func (a *Audit) setUser(s *authn.Session) {
 	if s == nil {
-		a.User, a.Email = "", ""
+		a.User, a.Iss, a.Email = "", "", ""
 		return
 	}
-	a.User, a.Email = s.Subject, s.Email
+	a.User, a.Iss, a.Email = s.Subject, s.Issuer, s.Email
 }
 
 // TokenAudit is what the audit line says of a bearer token.

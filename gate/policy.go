@@ -44,7 +44,7 @@ func (g *Gate) decide(req *Request, s *authn.Session, out *Outcome, in signedIn)
 func (g *Gate) inputSource(req *Request, s *authn.Session, gs []grants.Grant, grantsErr bool) policies.Source {
 	src := policies.Source{
 		App: g.cfg.App,
-		User: policies.User{Sub: s.Subject, Iss: g.cfg.Issuer, Email: s.Email, Name: s.Name, Groups: s.Groups,
+		User: policies.User{Sub: s.Subject, Iss: s.Issuer, IdP: s.IdP, Email: s.Email, Name: s.Name, Groups: s.Groups,
 			ACR: s.ACR, AMR: s.AMR, AuthTime: s.AuthTime},
 		Created: s.Created, LastSeen: s.LastSeen, Now: req.Start,
 		HTTP: req.HTTP, Path: req.path, RemoteIP: req.ClientIP,

@@ -117,9 +117,9 @@ func (g *Gate) keepForm(req *Request, out *Outcome, reason authn.Reason) (note s
 	if reason == authn.ReasonIdle || reason == authn.ReasonLifetime {
 		sess = g.endedSession(r, now)
 	}
-	rec := keptForm{Iss: g.cfg.Issuer, Target: r.URL.RequestURI(), Path: req.path, Kept: now.Unix()}
+	rec := keptForm{Target: r.URL.RequestURI(), Path: req.path, Kept: now.Unix()}
 	if sess != nil {
-		rec.Sub = sess.Subject
+		rec.Iss, rec.Sub = sess.Issuer, sess.Subject
 	}
 	drop := func(why Reason, words string) (string, bool) {
 		out.Events = append(out.Events, g.formEvent(EventFormDropped, out, why, &rec))
@@ -270,7 +270,7 @@ func (g *Gate) resubmit(req *Request, out Outcome) Outcome {
 			ActionURL: PathResubmit, ActionText: "Try again"})
 	}
 	forget := g.cookies.make(g.forms.cookie, "", "/.gatehouse/", -1, "")
-	if rec.Sub != sess.Subject || rec.Iss != g.cfg.Issuer {
+	if rec.Sub != sess.Subject || rec.Iss != sess.Issuer {
 		// Never shown, and gone from the store.
 		out.Cookies = append(out.Cookies, forget)
 		out.Events = append(out.Events, g.formEvent(EventFormDropped, &out, ReasonFormOtherUser, rec))

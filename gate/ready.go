@@ -18,7 +18,7 @@ import (
 // endpoint needs no session, and the log has the details.
 type Readiness struct {
 	Status string            `json:"status"` // "ready", or "not_ready" (with 503)
-	IdP    map[string]string `json:"idp"`    // "primary" and each step-out provider by name
+	IdP    map[string]string `json:"idp"`    // each sign-in IdP ("primary" for the one-IdP settings) and step-out provider, by name
 	Grants string            `json:"grants"` // the grant store
 	Policy *PolicyReadiness  `json:"policy,omitempty"`
 }
@@ -122,7 +122,9 @@ func (g *Gate) Ready(ctx context.Context, now time.Time) Readiness {
 // that is down.
 func (g *Gate) checkReady(ctx context.Context) (Readiness, map[string]error) {
 	checks := map[string]func(context.Context) error{"grants": g.cfg.Grants.Ping}
-	checks["idp primary"] = g.cfg.IdP.reachable
+	for _, p := range g.idps {
+		checks["idp "+p.Name] = p.IdP.reachable
+	}
 	for name, p := range g.cfg.Providers {
 		checks["idp "+name] = p.IdP.reachable
 	}

@@ -33,15 +33,24 @@ type cookies struct {
 	idToken     string
 	loginPrefix string
 
-	sessions  *authn.Sealer
+	idps      []idpCookies // one for each sign-in IdP, the first for cookies of none
 	opened    *authn.OpenCache[authn.Session]
-	idTokens  *authn.Sealer
 	pending   *authn.PendingLogins
 	lifetimes authn.Lifetimes
 	now       func() time.Time
 }
 
-func newCookies(cfg Config, binding authn.Binding) (*cookies, error) {
+// idpCookies seal one sign-in IdP's sessions and ID tokens, under keys
+// bound to the app, the IdP's issuer and its client: a session of one IdP
+// never opens as another's (or another app's), and the IdP whose keys
+// open a session is the one it was made by. A session made before IdPs
+// had names opens as before: with one IdP, the keys are the same.
+type idpCookies struct {
+	name, issuer       string
+	sessions, idTokens *authn.Sealer
+}
+
+func newCookies(cfg Config, site authn.Binding, idps []*signInIdP) (*cookies, error) {
 	c := &cookies{base: cfg.CookieName, domain: cfg.CookieDomain, lifetimes: cfg.Lifetimes, now: cfg.Now}
 	if c.now == nil {
 		c.now = time.Now
@@ -53,38 +62,96 @@ func newCookies(cfg Config, binding authn.Binding) (*cookies, error) {
 	}
 	c.idToken = "__Secure-" + c.base + "_idt"
 	c.loginPrefix = "__Secure-" + c.base + "_login_"
-	sealer := func(purpose string, ttl time.Duration) (s *authn.Sealer, err error) {
-		if s, err = authn.NewSealer(cfg.CookieSecrets, purpose, binding, ttl); err != nil {
+	var all []*authn.Sealer
+	sealer := func(purpose string, b authn.Binding, ttl time.Duration) (*authn.Sealer, error) {
+		s, err := authn.NewSealer(cfg.CookieSecrets, purpose, b, ttl)
+		if err != nil {
 			return nil, fmt.Errorf("gate: cookie secret: %w", err)
 		}
+		all = append(all, s)
 		return s, nil
 	}
-	var err error
-	// Sealed sessions outlive their cookie a little so that an expired
-	// session still opens and can say why it ended (and force a fresh
-	// sign-in); Lifetimes.Check decides validity.
-	if c.sessions, err = sealer("session", cfg.Lifetimes.Lifetime+expiredGrace); err != nil {
-		return nil, err
+	for _, p := range idps {
+		b := authn.Binding{App: cfg.App, Issuer: p.Issuer, ClientID: p.ClientID}
+		ic := idpCookies{name: p.Name, issuer: p.Issuer}
+		var err error
+		// Sealed sessions outlive their cookie a little so that an
+		// expired session still opens and can say why it ended (and
+		// force a fresh sign-in); Lifetimes.Check decides validity.
+		if ic.sessions, err = sealer("session", b, cfg.Lifetimes.Lifetime+expiredGrace); err != nil {
+			return nil, err
+		}
+		if ic.idTokens, err = sealer("id_token", b, cfg.Lifetimes.Lifetime+expiredGrace); err != nil {
+			return nil, err
+		}
+		c.idps = append(c.idps, ic)
 	}
-	if c.idTokens, err = sealer("id_token", cfg.Lifetimes.Lifetime+expiredGrace); err != nil {
-		return nil, err
-	}
-	logins, err := sealer("login", authn.LoginTTL)
+	logins, err := sealer("login", site, authn.LoginTTL)
 	if err != nil {
 		return nil, err
 	}
-	hints, err := sealer("login-hint", authn.LoginTTL)
+	hints, err := sealer("login-hint", site, authn.LoginTTL)
 	if err != nil {
 		return nil, err
 	}
 	if cfg.Now != nil {
-		for _, s := range []*authn.Sealer{c.sessions, c.idTokens, logins, hints} {
+		for _, s := range all {
 			s.SetClock(cfg.Now)
 		}
 	}
-	c.opened = authn.NewOpenCache[authn.Session](c.sessions, c.session, sessionCacheTTL, sessionCacheSize)
+	c.opened = authn.NewOpenCacheFunc(c.openSession, sessionCacheTTL, sessionCacheSize)
 	c.pending = authn.NewPendingLogins(logins, hints, c.loginPrefix)
 	return c, nil
+}
+
+// openSession opens a session cookie with the keys of each IdP in turn:
+// the IdP whose keys open it made it, and names it (Session.IdP). A
+// session that names another issuer than that IdP's is refused.
+func (c *cookies) openSession(value string, s *authn.Session) error {
+	for _, ic := range c.idps {
+		var v authn.Session
+		if ic.sessions.Open(c.session, value, &v) != nil {
+			continue
+		}
+		if v.Issuer != "" && v.Issuer != ic.issuer {
+			return authn.ErrInvalidCookie
+		}
+		v.Issuer, v.IdP = ic.issuer, ic.name
+		*s = v
+		return nil
+	}
+	return authn.ErrInvalidCookie
+}
+
+// of is the cookies of the IdP named name; the first IdP's for "" (a
+// logout tombstone of no known IdP).
+func (c *cookies) of(name string) (idpCookies, bool) {
+	if name == "" {
+		return c.idps[0], true
+	}
+	for _, ic := range c.idps {
+		if ic.name == name {
+			return ic, true
+		}
+	}
+	return idpCookies{}, false
+}
+
+// readIDToken opens the ID-token cookie kept for logout, with the keys of
+// each IdP in turn: the IdP it is from, and the token. ok is false when
+// there is none, or none opens it; present says whether the cookie was
+// sent at all (to clear it).
+func (c *cookies) readIDToken(r *http.Request) (idp, raw string, present, ok bool) {
+	ck, err := r.Cookie(c.idToken)
+	if err != nil {
+		return "", "", false, false
+	}
+	for _, ic := range c.idps {
+		if ic.idTokens.Open(c.idToken, ck.Value, &raw) == nil {
+			return ic.name, raw, true, true
+		}
+	}
+	return "", "", true, false
 }
 
 // read opens the session cookie (through the cache of opened cookies:
@@ -154,7 +221,11 @@ func (c *cookies) own(name string) bool {
 // still shows why, and the next sign-in asks for the password
 // (prompt=login) instead of riding the IdP's single sign-on.
 func (c *cookies) sessionCookie(s *authn.Session, now time.Time) (*http.Cookie, error) {
-	v, err := c.sessions.Seal(c.session, s)
+	ic, ok := c.of(s.IdP)
+	if !ok {
+		return nil, fmt.Errorf("gate: a session of IdP %q, which is not configured", s.IdP)
+	}
+	v, err := ic.sessions.Seal(c.session, s)
 	if err != nil {
 		return nil, err
 	}
@@ -165,9 +236,14 @@ func (c *cookies) sessionCookie(s *authn.Session, now time.Time) (*http.Cookie, 
 	return c.make(c.session, v, "/", maxAge, c.domain), nil
 }
 
-// idTokenCookie keeps the raw ID token for the logout's id_token_hint.
-func (c *cookies) idTokenCookie(raw string) (*http.Cookie, error) {
-	v, err := c.idTokens.Seal(c.idToken, raw)
+// idTokenCookie keeps the raw ID token of the IdP named idp for the
+// logout's id_token_hint.
+func (c *cookies) idTokenCookie(idp, raw string) (*http.Cookie, error) {
+	ic, ok := c.of(idp)
+	if !ok {
+		return nil, fmt.Errorf("gate: an ID token of IdP %q, which is not configured", idp)
+	}
+	v, err := ic.idTokens.Seal(c.idToken, raw)
 	if err != nil {
 		return nil, err
 	}

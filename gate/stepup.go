@@ -40,13 +40,19 @@ func (g *Gate) beginStepUp(req *Request, out Outcome, s *authn.Session, need aut
 	if !ok {
 		return httpsRequired(out)
 	}
-	rp, ok := g.relyingParty(need.Provider)
-	if !ok {
-		return out.fail(fmt.Errorf("step-up provider %q is not configured", need.Provider))
+	// At the second provider named, or at the IdP the user signed in with.
+	var rp *authn.RelyingParty
+	if need.Provider != "" {
+		rp, _ = g.relyingParty(need.Provider)
+	} else if idp := g.idpNamed(s.IdP); idp != nil {
+		rp = idp.rp
+	}
+	if rp == nil {
+		return out.fail(fmt.Errorf("step-up provider %q (or IdP %q) is not configured", need.Provider, s.IdP))
 	}
 	stepUp := &authn.StepUpState{Provider: need.Provider, ACR: need.ACR, AMR: need.AMR,
 		MaxAge: int64(need.MaxAge / time.Second), Session: s.ID}
-	out = g.sendToIdP(req, out, rp, origin, returnTo, authn.AuthOptions{ForceLogin: true, MaxAge: need.MaxAge, ACRValues: need.ACR}, stepUp)
+	out = g.sendToIdP(req, out, s.IdP, rp, origin, returnTo, authn.AuthOptions{ForceLogin: true, MaxAge: need.MaxAge, ACRValues: need.ACR}, stepUp)
 	if out.Kind == StepUp {
 		out.Events = append(out.Events, stepUpEvent(EventStepUpStarted, &out, need, ReasonNone))
 	}
@@ -62,7 +68,7 @@ func (g *Gate) stepUp(req *Request, out Outcome) Outcome {
 	in := g.signedIn(req)
 	if !in.live() {
 		out.Result, out.Reason = ResultLogin, Reason(in.Reason)
-		return g.beginLogin(req, out, rd, in.Reason.ForcesReauthentication())
+		return g.startLogin(req, out, rd, in.Reason.ForcesReauthentication())
 	}
 	sess := in.Session
 	out.signedInAs(sess)
@@ -161,12 +167,8 @@ func stepUpWords(need authn.Requirement) string {
 	return "This page needs you to sign in again."
 }
 
-// relyingParty returns the primary IdP's relying party, or a second
-// provider's.
+// relyingParty returns a second provider's relying party.
 func (g *Gate) relyingParty(provider string) (*authn.RelyingParty, bool) {
-	if provider == "" {
-		return g.rp, true
-	}
 	p := g.cfg.Providers[provider]
 	if p == nil || p.rp == nil {
 		return nil, false

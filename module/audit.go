@@ -34,6 +34,7 @@ func (h *Handler) audit(out *gate.Outcome) {
 		zap.String("decision_id", a.ID()),
 		zap.String("app", h.App),
 		zap.String("user", a.User),
+		zap.String("iss", a.Iss),
 		zap.String("email", a.Email),
 		zap.String("method", a.Method),
 		zap.String("path", a.Path),

@@ -3,6 +3,7 @@ package module
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -55,6 +56,10 @@ func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 //	    client_secret       <secret>
 //	    scopes              <scope...>
 //	    groups_claim        <claim>
+//	    idp <name> {                           # repeatable; instead of the six above
+//	        issuer <url>; client_id <id>; client_secret <secret>; scopes <scope...>
+//	        groups_claim <claim>; domains <domain...>; label <text>; trust_unverified_email
+//	    }
 //	    cookie_secret       <secret...>        # repeatable; the first seals
 //	    cookie_name         <name>
 //	    cookie_domain       <domain>
@@ -99,14 +104,16 @@ func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 //	    }
 //	    bearer {                               # repeatable, one per issuer
 //	        issuer <url>; audience <aud...>; algorithms <alg...>; scopes_claim <claim>
-//	        require_scopes <scope...>; groups_claim <claim>; plain_jwt
+//	        require_scopes <scope...>; groups_claim <claim>; plain_jwt; dpop required|optional
 //	    }
 //	    pass_authorization
 //	}
 //
 // Secrets take placeholders ({env.X}, {file./path}), resolved at start.
 // An unknown subdirective, or a single-valued one given twice, is an
-// error.
+// error; so are idp blocks beside the top-level issuer, client_id,
+// client_secret, scopes, groups_claim or trust_unverified_email, which
+// are the shorthand for one IdP.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
@@ -144,6 +151,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("%s is set twice", sub)
 		}
 		seen[sub] = true
+		if sub == "idp" && slices.ContainsFunc(shorthandSettings, func(s string) bool { return seen[s] }) ||
+			slices.Contains(shorthandSettings, sub) && seen["idp"] {
+			return d.Errf("%s: %s", sub, errMixedIdPs)
+		}
 		var err error
 		switch st, ok := settings[sub]; {
 		case ok && st.one != nil:
@@ -176,7 +187,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // each adds to a list.
 // subdirectives are the gatehouse block's settings, for suggestions.
 var subdirectives = []string{
-	"app", "issuer", "client_id", "client_secret", "scopes", "groups_claim", "cookie_secret", "cookie_name",
+	"app", "issuer", "client_id", "client_secret", "scopes", "groups_claim", "idp", "cookie_secret", "cookie_name",
 	"cookie_domain", "idle_timeout", "idle_activity", "idle_ignore", "session_lifetime", "identity_header", "public",
 	"allow_groups", "allow_email_domains", "external_url", "upgrade_origins", "trust_unverified_email", "policy",
 	"policy_query", "policy_headers", "policy_timeout", "policy_cache", "decision_log", "input_headers", "redact_query",
@@ -223,7 +234,7 @@ func editDistance(a, b string) int {
 var repeatable = map[string]bool{
 	"cookie_secret": true, "idle_ignore": true, "identity_header": true, "public": true, "allow_groups": true,
 	"allow_email_domains": true, "policy_headers": true, "input_headers": true, "redact_query": true, "step_up": true,
-	"provider": true, "bearer": true, "strip_headers": true, "keep_headers": true, "upgrade_origins": true,
+	"provider": true, "bearer": true, "idp": true, "strip_headers": true, "keep_headers": true, "upgrade_origins": true,
 }
 
 // checkValues applies a setting's rule to the values just read, so that
@@ -340,6 +351,8 @@ func (h *Handler) unmarshalSpecial(d *caddyfile.Dispenser, sub string) error {
 			return d.Errf("pass_authorization takes no value (it is on when present), got %q", d.Val())
 		}
 		h.PassAuthorization = true
+	case "idp":
+		return h.unmarshalIdP(d)
 	default:
 		if near := nearest(sub, subdirectives); near != "" {
 			return d.Errf("unknown gatehouse subdirective %q (did you mean %q?)", sub, near)
@@ -498,15 +511,15 @@ func (h *Handler) unmarshalProvider(d *caddyfile.Dispenser) error {
 //
 //	bearer {
 //	    issuer <url>; audience <aud...>; algorithms <alg...>; scopes_claim <claim>
-//	    require_scopes <scope...>; groups_claim <claim>; plain_jwt
+//	    require_scopes <scope...>; groups_claim <claim>; plain_jwt; dpop required|optional
 //	}
 func (h *Handler) unmarshalBearer(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.Errf("bearer takes no arguments, only a block; got %q", d.Val())
 	}
 	b := &Bearer{}
-	single := map[string]*string{"issuer": &b.Issuer, "scopes_claim": &b.ScopesClaim, "groups_claim": &b.GroupsClaim}
-	err := eachSetting(d, "bearer", "issuer, audience, algorithms, scopes_claim, require_scopes, groups_claim, plain_jwt", func(sub string) error {
+	single := map[string]*string{"issuer": &b.Issuer, "scopes_claim": &b.ScopesClaim, "groups_claim": &b.GroupsClaim, "dpop": &b.DPoP}
+	err := eachSetting(d, "bearer", "issuer, audience, algorithms, scopes_claim, require_scopes, groups_claim, plain_jwt, dpop", func(sub string) error {
 		switch {
 		case single[sub] != nil:
 			return oneArg(d, single[sub])

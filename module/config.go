@@ -62,12 +62,19 @@ type Bearer struct {
 	// PlainJWT also accepts tokens typed JWT (or untyped), from issuers
 	// that do not follow RFC 9068; ID tokens are still refused.
 	PlainJWT bool `json:"plain_jwt,omitempty"`
+	// DPoP "required" refuses tokens not bound to a key (RFC 9449).
+	// Whatever it says, a token bound to a key (cnf.jkt) is only
+	// accepted with a proof of that key.
+	DPoP string `json:"dpop,omitempty"`
 }
 
 // check applies the rules a bearer block's own values must follow.
 func (b *Bearer) check() error {
 	if len(b.Audiences) == 0 {
 		return errors.New("audience is required: the aud value(s) tokens for this site carry")
+	}
+	if b.DPoP != "" && b.DPoP != "required" && b.DPoP != "optional" {
+		return fmt.Errorf("dpop must be required or optional, got %q", b.DPoP)
 	}
 	for _, a := range b.Algorithms {
 		if !slices.Contains(bearerAlgorithms, a) {
@@ -205,6 +212,14 @@ func (h *Handler) resolvePlaceholders() error {
 			b.Issuer = strings.TrimSpace(b.Issuer)
 		}
 	}
+	for _, p := range h.IdPs {
+		if p != nil {
+			resolve("idp "+p.Name+" issuer", &p.Issuer)
+			resolve("idp "+p.Name+" client_id", &p.ClientID)
+			resolve("idp "+p.Name+" client_secret", &p.ClientSecret)
+			p.Issuer = strings.TrimSpace(p.Issuer)
+		}
+	}
 	for name, p := range h.Providers {
 		if p != nil {
 			resolve("provider "+name+" issuer", &p.Issuer)
@@ -233,11 +248,24 @@ func (h *Handler) setDefaults() {
 	if h.CookieName == "" {
 		h.CookieName = defaultCookieName
 	}
-	if h.GroupsClaim == "" {
-		h.GroupsClaim = defaultGroupsClaim
+	if len(h.IdPs) == 0 {
+		if h.GroupsClaim == "" {
+			h.GroupsClaim = defaultGroupsClaim
+		}
+		if len(h.Scopes) == 0 {
+			h.Scopes = append([]string(nil), defaultScopes...)
+		}
 	}
-	if len(h.Scopes) == 0 {
-		h.Scopes = append([]string(nil), defaultScopes...)
+	for _, p := range h.IdPs {
+		if p == nil {
+			continue
+		}
+		if p.GroupsClaim == "" {
+			p.GroupsClaim = defaultGroupsClaim
+		}
+		if len(p.Scopes) == 0 {
+			p.Scopes = append([]string(nil), defaultScopes...)
+		}
 	}
 	if h.IdleActivity == "" {
 		h.IdleActivity = "navigation"
@@ -304,7 +332,11 @@ func (h *Handler) gateConfig(ctx caddy.Context) (gate.Config, error) {
 		need := a.requirement()
 		cfg.ApprovalStepUp = &need
 	}
-	if cfg.IdP, err = h.idp(h.Issuer); err != nil {
+	if len(h.IdPs) > 0 {
+		if cfg.IdPs, err = h.gateIdPs(); err != nil {
+			return cfg, err
+		}
+	} else if cfg.IdP, err = h.idp(h.Issuer); err != nil {
 		return cfg, err
 	}
 	names := make([]string, 0, len(h.Providers))
@@ -324,7 +356,7 @@ func (h *Handler) gateConfig(ctx caddy.Context) (gate.Config, error) {
 	}
 	seen := map[string]bool{}
 	for _, b := range h.Bearer {
-		iss := firstNonEmpty(b.Issuer, h.Issuer)
+		iss := h.bearerIssuer(b)
 		if seen[iss] {
 			return cfg, fmt.Errorf("gatehouse: bearer: two blocks for the issuer %s", iss)
 		}
@@ -337,9 +369,15 @@ func (h *Handler) gateConfig(ctx caddy.Context) (gate.Config, error) {
 		if groups == "" && iss == h.Issuer {
 			groups = h.GroupsClaim
 		}
+		for _, p := range h.IdPs {
+			if groups == "" && p != nil && p.Issuer == iss {
+				groups = p.GroupsClaim
+			}
+		}
 		cfg.Bearer = append(cfg.Bearer, &authn.BearerIssuer{Discovery: idp.Discovery, Audiences: b.Audiences, Algorithms: b.Algorithms,
 			ScopesClaim: b.ScopesClaim, RequireScopes: b.RequireScopes, PlainJWT: b.PlainJWT, GroupsClaim: firstNonEmpty(groups, "groups"),
-			Now: h.now})
+			DPoPRequired: b.DPoP == "required",
+			Now:          h.now})
 	}
 	cfg.PassAuthorization = h.PassAuthorization
 	if cfg.Grants, err = h.grantCache(); err != nil {
@@ -358,7 +396,7 @@ func (h *Handler) gateConfig(ctx caddy.Context) (gate.Config, error) {
 
 // assertion loads the assertion's keys and publishes them.
 func (h *Handler) assertion(cfg *gate.Config, a *Assertion) error {
-	ac := authn.AssertionConfig{Audience: h.App, IdP: h.Issuer, Claims: a.Claims, TTL: time.Duration(a.TTL)}
+	ac := authn.AssertionConfig{Audience: h.App, Claims: a.Claims, TTL: time.Duration(a.TTL)}
 	var err error
 	if ac.Issuer, err = authn.NormalizeOrigin(firstNonEmpty(a.Issuer, h.ExternalURL)); err != nil {
 		return fmt.Errorf("issuer: %v", err)
@@ -387,10 +425,37 @@ func firstNonEmpty(a, b string) string {
 	return b
 }
 
+// bearerIssuer is the issuer a bearer block accepts tokens of: its own,
+// else the one IdP users sign in at ("" with several: Validate refuses
+// that).
+func (h *Handler) bearerIssuer(b *Bearer) string {
+	if b.Issuer != "" {
+		return b.Issuer
+	}
+	if iss := h.issuers(); len(iss) == 1 {
+		return iss[0]
+	}
+	return ""
+}
+
+// issuers are the issuers users sign in at: the idp blocks', or the
+// one issuer.
+func (h *Handler) issuers() []string {
+	if len(h.IdPs) == 0 {
+		return []string{h.Issuer}
+	}
+	out := make([]string, 0, len(h.IdPs))
+	for _, p := range h.IdPs {
+		out = append(out, p.Issuer)
+	}
+	return out
+}
+
 // formOrigins are the IdPs' origins, where the pages' forms may be
-// redirected (the CSP's form-action).
+// redirected (the CSP's form-action): the sign-in page's forms go on
+// to the IdP chosen.
 func (h *Handler) formOrigins() []string {
-	issuers := []string{h.Issuer}
+	issuers := h.issuers()
 	for _, p := range h.Providers {
 		if p != nil {
 			issuers = append(issuers, p.Issuer)

@@ -41,10 +41,14 @@ type Handler struct {
 
 	// Issuer is the OpenID Provider's issuer URL; discovery reads
 	// <issuer>/.well-known/openid-configuration on first use. HTTPS, or
-	// HTTP on a loopback address for local testing. Required.
+	// HTTP on a loopback address for local testing. Required, unless
+	// IdPs names the IdPs: Issuer, ClientID, ClientSecret, Scopes,
+	// GroupsClaim and TrustUnverifiedEmail are the shorthand for one IdP
+	// (named primary), and a configuration uses one form or the other.
 	Issuer string `json:"issuer,omitempty"`
 
-	// ClientID is this gateway's client registration at the IdP. Required.
+	// ClientID is this gateway's client registration at the IdP. Required
+	// with Issuer.
 	ClientID string `json:"client_id,omitempty"`
 
 	// ClientSecret is the client's secret; empty for a public client (PKCE
@@ -60,6 +64,11 @@ type Handler struct {
 	// dotted path reaches into nested objects (realm_access.roles).
 	// Default: groups.
 	GroupsClaim string `json:"groups_claim,omitempty"`
+
+	// IdPs are the identity providers users sign in with, when there are
+	// several (or one named otherwise than primary), in the order the
+	// sign-in page shows them. See IdP.
+	IdPs []*IdP `json:"idps,omitempty"`
 
 	// CookieSecrets seal the session cookies. The first seals; all open,
 	// so secrets rotate without logging anyone out. Each must be at least
@@ -215,9 +224,10 @@ type Handler struct {
 	RedactQuery []string `json:"redact_query,omitempty"`
 
 	// PagesDir is a directory whose layout.html, request.html,
-	// access.html, approvals.html, resubmit.html and style.css, where present, replace
-	// Gatehouse's own page templates (docs/pages.md). They are read and
-	// checked at start; placeholders are resolved.
+	// access.html, approvals.html, resubmit.html, signin.html and
+	// style.css, where present, replace Gatehouse's own page templates
+	// (docs/pages.md). They are read and checked at start; placeholders
+	// are resolved.
 	PagesDir string `json:"pages_dir,omitempty"`
 
 	// SupportContact says whom to ask for help ("IT helpdesk, ext. 4040,
@@ -282,7 +292,7 @@ func (h *Handler) provision(ctx caddy.Context, logger *zap.Logger) error {
 	h.metrics = newAppMetrics(h.App)
 	if h.gate.Everyone() {
 		h.logger.Warn("EVERY AUTHENTICATED USER IS ALLOWED: no policy, allow_groups or allow_email_domains is configured",
-			zap.String("app", h.App), zap.String("issuer", h.Issuer))
+			zap.String("app", h.App), zap.Strings("issuers", h.issuers()))
 	}
 	return nil
 }

@@ -38,11 +38,11 @@ type pages struct {
 // may replace. layout.html defines "page" (the whole document) and the
 // default "content" (the message page); each of the others redefines
 // "content" for the page of its name.
-var pageFiles = []string{"layout.html", "request.html", "access.html", "approvals.html", "resubmit.html", "style.css"}
+var pageFiles = []string{"layout.html", "request.html", "access.html", "approvals.html", "resubmit.html", "signin.html", "style.css"}
 
 // pageNames are the pages with content of their own; "message" is the
 // layout's default content.
-var pageNames = []string{"request", "access", "approvals", "resubmit"}
+var pageNames = []string{"request", "access", "approvals", "resubmit", "signin"}
 
 // pageOptions are what the pages are made of.
 type pageOptions struct {
@@ -133,6 +133,9 @@ func samplePage(p *pages, name string) pageData {
 	case "request":
 		extra = gate.RequestForm{CSRF: "c", Offer: "o", Resource: "r", MaxDuration: "1 hour",
 			Durations: []gate.DurationChoice{{Value: "1h0m0s", Label: "1 hour"}}}
+	case "signin":
+		extra = &gate.SignInPage{Return: "/", IdPs: []gate.IdPChoice{{Name: "corp", Label: "Corp", URL: "/.gatehouse/login?idp=corp&rd=%2F"}},
+			ByEmail: true, Typed: "a@example.com"}
 	case "access", "approvals":
 		extra = gate.AccessPage{CSRF: "c", Grants: []gate.GrantView{{ID: "g", Resource: "r"}},
 			Requests: []gate.RequestView{{ID: "q", Resource: "r"}}}

@@ -44,16 +44,24 @@ func (h *Handler) Validate() error {
 	} else {
 		check("app", checkApp(h.App))
 	}
-	if h.Issuer == "" {
-		bad("issuer", "required: the OpenID Provider's issuer URL (empty after placeholders?)")
-	} else {
+	switch {
+	case len(h.IdPs) > 0:
+		if h.shorthandUsed() {
+			bad("idp", "%s", errMixedIdPs)
+		}
+		h.validateIdPs(bad, check)
+	case h.Issuer == "":
+		bad("issuer", "required: the OpenID Provider's issuer URL (empty after placeholders?), or idp blocks")
+	default:
 		check("issuer", checkOriginURL(h.Issuer, true))
 	}
-	if h.ClientID == "" {
-		bad("client_id", "required (empty after placeholders?)")
-	}
-	if !slices.Contains(h.Scopes, "openid") {
-		bad("scopes", "must include openid")
+	if len(h.IdPs) == 0 {
+		if h.ClientID == "" {
+			bad("client_id", "required (empty after placeholders?)")
+		}
+		if !slices.Contains(h.Scopes, "openid") {
+			bad("scopes", "must include openid")
+		}
 	}
 	if len(h.CookieSecrets) == 0 {
 		bad("cookie_secret", "required: at least one secret of %d bytes or more (for example {env.GATEHOUSE_COOKIE_SECRET}; generate one with: openssl rand -base64 48)", authn.MinSecretLen)
@@ -178,9 +186,13 @@ func (h *Handler) validateStepUp(bad func(string, string, ...any), check func(st
 			continue
 		}
 		check("bearer", b.check())
-		if iss := firstNonEmpty(b.Issuer, h.Issuer); issuers[iss] {
+		iss := h.bearerIssuer(b)
+		switch {
+		case iss == "":
+			bad("bearer", "issuer is required with several idp blocks: name the issuer whose tokens this block accepts")
+		case issuers[iss]:
 			bad("bearer", "two blocks for the issuer %s: give one its audiences and scopes", iss)
-		} else {
+		default:
 			issuers[iss] = true
 		}
 	}

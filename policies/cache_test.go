@@ -47,7 +47,7 @@ import input.user as u
 decision := {"allow": u.acr == "mfa"}`}, "user.acr"},
 		{"deeper references read their field", map[string]string{"p.rego": pkg + `decision := {"allow": input.request.query.page[0] == "1"}`}, "request.query"},
 		{"a variable key reads the whole object", map[string]string{"p.rego": pkg + `decision := {"allow": input.user[k] == "x"} if some k in ["sub", "email"]
-default decision := false`}, "user.acr,user.amr,user.auth_time,user.email,user.groups,user.iss,user.name,user.sub,user.verifications"},
+default decision := false`}, "user.acr,user.amr,user.auth_time,user.email,user.groups,user.idp,user.iss,user.name,user.sub,user.verifications"},
 		{"a variable key in a field reads it", map[string]string{"p.rego": pkg + `decision := {"allow": input.request.headers[input.app] == "x"}`}, "app,request.headers"},
 		{"input[x] reads everything", map[string]string{"p.rego": pkg + `decision := {"allow": count(input[k]) > 0} if some k in ["user"]
 default decision := false`}, "off: the policy reads input with a variable key (input[__local2__])"},

@@ -21,9 +21,10 @@ import (
 // README. It changes only when a field changes meaning or disappears.
 //
 // Version 2 added principal (who or what is asking: a person's session, a
-// person's token, a service's token) and token (a bearer token's client
-// and scopes): with bearer tokens, user and session may describe a
-// service and a token's age.
+// person's token, a service's token), token (a bearer token's client and
+// scopes) and user.idp: with bearer tokens, user and session may describe
+// a service and a token's age, and with several IdPs, user.groups and
+// user.email are what the user's IdP (user.idp) asserts.
 const InputVersion = 2
 
 // Input is the document every policy evaluates, documented in the README.
@@ -69,8 +70,11 @@ type Token struct {
 
 // User is who made the request, from the verified session.
 type User struct {
-	Sub      string   `json:"sub"`
-	Iss      string   `json:"iss"`
+	Sub string `json:"sub"`
+	Iss string `json:"iss"`
+	// IdP names the IdP the user signed in with, as the configuration
+	// names it (primary for the one-IdP settings).
+	IdP      string   `json:"idp"`
 	Email    string   `json:"email"` // verified email, or ""
 	Name     string   `json:"name"`
 	Groups   []string `json:"groups"`

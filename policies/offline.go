@@ -74,13 +74,19 @@ func ReadInput(r io.Reader, partial bool) (*Replay, error) {
 		doc = in
 	}
 	if v, ok := doc["version"].(json.Number); ok && v.String() == "1" {
-		// Version 1 knew sessions only: a person, signed in by a browser.
+		// Version 1 knew sessions only: a person, signed in by a browser,
 		doc["version"] = json.Number(strconv.Itoa(InputVersion))
 		if _, ok := doc["principal"]; !ok {
 			doc["principal"] = map[string]any{"kind": "user", "via": "session"}
 		}
 		if _, ok := doc["token"]; !ok {
 			doc["token"] = map[string]any{"client_id": "", "scopes": []any{}}
+		}
+		// ... and one IdP, which is named primary now.
+		if u, ok := doc["user"].(map[string]any); ok {
+			if _, ok := u["idp"]; !ok {
+				u["idp"] = "primary"
+			}
 		}
 	}
 	if v, ok := doc["version"].(json.Number); ok && v.String() != strconv.Itoa(InputVersion) {

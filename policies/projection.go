@@ -49,6 +49,7 @@ var fields = []field{
 	{"user", "auth_time", func(in *Input) *ast.Term { return ast.IntNumberTerm(int(in.User.AuthTime)) }, func(b []byte, in *Input) []byte { return keyInt(b, in.User.AuthTime) }},
 	{"user", "email", func(in *Input) *ast.Term { return ast.StringTerm(in.User.Email) }, func(b []byte, in *Input) []byte { return keyString(b, in.User.Email) }},
 	{"user", "groups", func(in *Input) *ast.Term { return stringsTerm(in.User.Groups) }, func(b []byte, in *Input) []byte { return keyStrings(b, in.User.Groups) }},
+	{"user", "idp", func(in *Input) *ast.Term { return ast.StringTerm(in.User.IdP) }, func(b []byte, in *Input) []byte { return keyString(b, in.User.IdP) }},
 	{"user", "iss", func(in *Input) *ast.Term { return ast.StringTerm(in.User.Iss) }, func(b []byte, in *Input) []byte { return keyString(b, in.User.Iss) }},
 	{"user", "name", func(in *Input) *ast.Term { return ast.StringTerm(in.User.Name) }, func(b []byte, in *Input) []byte { return keyString(b, in.User.Name) }},
 	{"user", "sub", func(in *Input) *ast.Term { return ast.StringTerm(in.User.Sub) }, func(b []byte, in *Input) []byte { return keyString(b, in.User.Sub) }},

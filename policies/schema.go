@@ -38,10 +38,11 @@ const inputSchemaJSON = `{
     "user": {
       "type": "object",
       "additionalProperties": false,
-      "required": ["sub", "iss", "email", "name", "groups", "acr", "amr", "auth_time", "verifications"],
+      "required": ["sub", "iss", "idp", "email", "name", "groups", "acr", "amr", "auth_time", "verifications"],
       "properties": {
         "sub": {"type": "string"},
         "iss": {"type": "string"},
+        "idp": {"type": "string"},
         "email": {"type": "string"},
         "name": {"type": "string"},
         "groups": {"type": "array", "items": {"type": "string"}},

@@ -6,8 +6,10 @@
 //   IDP_CLIENTS    JSON list of clients: [{client_id, client_secret,
 //                  redirect_uris, post_logout_redirect_uris}]
 //   IDP_PROFILE    "corp" (default: the company IdP, with an OTP second
-//                  factor) or "eid" (a national-eID-like provider: verified
-//                  identity claims, acr urn:eid:loa:high)
+//                  factor), "eid" (a national-eID-like provider: verified
+//                  identity claims, acr urn:eid:loa:high) or "partner" (a
+//                  partner company's IdP: @partner.example users, and one
+//                  hostile user who claims a corp address)
 //   IDP_ACR_HINT_ONLY=1  ignore acr_values, as oidc-provider does by
 //                  default: never ask for the second factor (for testing
 //                  relying parties against an IdP that ignores them)
@@ -48,6 +50,12 @@ const PROFILES = {
     carol: { name: 'Carol Manager', email: 'carol@example.com', email_verified: true, groups: ['staff', 'managers'], otp: '333333' },
     dave: { name: 'Dave Partner, "Ltd"', email: 'dave@partner.example', email_verified: true, groups: ['partners', 'weird,group'], otp: '444444' },
     erin: { name: 'Erin Trusted', email: 'erin@contractor.example', email_verified: true, groups: ['contractors', 'trusted-contractors'], otp: '555555' },
+  },
+  // bob is also a corp login: the same subject at two IdPs is two people.
+  partner: {
+    bob: { name: 'Bob Partner', email: 'bob@partner.example', email_verified: true, groups: ['partners'] },
+    pat: { name: 'Pat Partner', email: 'pat@partner.example', email_verified: true, groups: ['partners'] },
+    mallory: { name: 'Mallory Partner', email: 'alice@example.com', email_verified: true, groups: ['staff'] },
   },
   eid: {
     alice: { name: 'Alice Example', given_name: 'Alice', family_name: 'Example', birthdate: '1990-04-01', email: 'alice@example.com', email_verified: true },
@@ -101,6 +109,9 @@ const provider = new Provider(issuer, {
     backchannelLogout: { enabled: true },
     ...(apiResources.length ? {
       clientCredentials: { enabled: true },
+      // Sender-constrained tokens (RFC 9449): a token request with a
+      // DPoP proof gets a token bound to its key (cnf.jkt).
+      dPoP: { enabled: true },
       resourceIndicators: {
         enabled: true,
         defaultResource: () => undefined,
@@ -237,10 +248,11 @@ function wantsMFA(params) {
   return profile === 'corp' && !acrHintOnly && String(params.acr_values || '').split(' ').includes(MFA);
 }
 
-function loginPage(uid, mfa, error) {
-  const title = profile === 'eid' ? 'Sign in with your national eID (test)' : 'Sign in to the test IdP';
+function loginPage(uid, mfa, error, hint) {
+  const title = { eid: 'Sign in with your national eID (test)', partner: 'Sign in to Partner Ltd (test IdP)' }[profile] || 'Sign in to the test IdP';
   return page('Sign in', `<h1>${title}</h1>
 ${error ? `<p role="alert" class="error">${esc(error)}</p>` : ''}
+${hint ? `<p class="hint">Signing in as ${esc(hint)}</p>` : ''}
 <form method="post" action="/interaction/${esc(uid)}/login" autocomplete="off">
 <label for="login">User name</label> <input id="login" name="login" required autofocus>
 <label for="password">Password</label> <input id="password" name="password" type="password" required>
@@ -272,7 +284,7 @@ server.on('request', async (req, res) => {
     const details = await provider.interactionDetails(req, res);
     if (details.uid !== m[1]) return send(res, 400, page('Error', '<p>interaction mismatch</p>'));
     const mfa = wantsMFA(details.params);
-    if (req.method === 'GET') return send(res, 200, loginPage(details.uid, mfa));
+    if (req.method === 'GET') return send(res, 200, loginPage(details.uid, mfa, '', details.params.login_hint));
     if (req.method !== 'POST' || !m[2]) return send(res, 405, page('Error', '<p>method not allowed</p>'));
     const form = await readForm(req);
     const login = form.get('login') || '';

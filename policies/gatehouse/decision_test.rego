@@ -45,7 +45,7 @@ fixture := {"apps": {"payroll": {
 
 req(user_groups, method, path, grants, now) := {
 	"app": "payroll",
-	"version": 1,
+	"version": 2,
 	"user": {"sub": "u1", "iss": "https://idp", "email": "u1@example.com", "groups": user_groups},
 	"request": {"method": method, "path": path, "path_lower": lower(path)},
 	"grants": grants,

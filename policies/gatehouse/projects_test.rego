@@ -6,7 +6,7 @@ import data.gatehouse
 
 projects_req(user, groups, method, path, grants) := {
 	"app": "projects",
-	"version": 1,
+	"version": 2,
 	"user": {"sub": user, "iss": "https://idp", "groups": groups},
 	"request": {"method": method, "path": path, "path_lower": lower(path)},
 	"grants": grants,
