@@ -32,6 +32,7 @@ var metrics = struct {
 	policyErrors    *prometheus.CounterVec
 	jit             *prometheus.CounterVec
 	sessionsRevoked *prometheus.CounterVec
+	forms           *prometheus.CounterVec
 	storeCalls      *prometheus.CounterVec
 	storeLatency    *prometheus.HistogramVec
 	storeUp         *prometheus.GaugeVec
@@ -56,6 +57,9 @@ var metrics = struct {
 		[]string{"app", "event"}),
 	sessionsRevoked: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "gatehouse", Name: "sessions_revoked_total",
 		Help: "Sessions ended: a logout (one session), a user logged out everywhere, a user de-provisioned, a back-channel logout from the IdP."}, []string{"app", "how"}),
+	forms: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "gatehouse", Name: "forms_total",
+		Help: "Forms posted after a session ended: kept while the user signs in again, restored (offered to send again), dropped."},
+		[]string{"app", "event"}),
 	storeCalls: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "gatehouse", Name: "grant_store_calls_total",
 		Help: "Calls to the grant store, by store, operation and result (error: the store failed or could not be reached)."},
 		[]string{"store", "op", "result"}),
@@ -75,7 +79,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 		return nil
 	}
 	for _, c := range []prometheus.Collector{metrics.decisions, metrics.latency, metrics.logins, metrics.stepUps,
-		metrics.policyEvals, metrics.policyErrors, metrics.jit, metrics.sessionsRevoked, metrics.storeCalls,
+		metrics.policyEvals, metrics.policyErrors, metrics.jit, metrics.sessionsRevoked, metrics.forms, metrics.storeCalls,
 		metrics.storeLatency, metrics.storeUp, metrics.pools} {
 		if err := reg.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
 			return err
@@ -179,6 +183,9 @@ var eventMetrics = map[string]struct {
 	gate.EventUserLoggedOut:     {metrics.sessionsRevoked, "everywhere"},
 	gate.EventUserDeprovisioned: {metrics.sessionsRevoked, "deprovisioned"},
 	gate.EventBackchannelLogout: {metrics.sessionsRevoked, "backchannel"},
+	gate.EventFormKept:          {metrics.forms, "kept"},
+	gate.EventFormRestored:      {metrics.forms, "restored"},
+	gate.EventFormDropped:       {metrics.forms, "dropped"},
 }
 
 // countEvent moves the counter of an event that happened (a failed one

@@ -139,3 +139,20 @@ func BenchmarkMetricsObserve(b *testing.B) {
 		m.observe(out, 5*time.Microsecond)
 	}
 }
+
+// TestEventMetrics: every event with a counter moves it once, a failed
+// one never.
+func TestEventMetrics(t *testing.T) {
+	for msg, m := range eventMetrics {
+		c := m.vec.WithLabelValues("events-test", m.label)
+		before := testutil.ToFloat64(c)
+		countEvent("events-test", gate.Event{Msg: msg})
+		countEvent("events-test", gate.Event{Msg: msg, Failed: true})
+		if got := testutil.ToFloat64(c) - before; got != 1 {
+			t.Errorf("%s moved %s{%s} by %v", msg, "counter", m.label, got)
+		}
+	}
+	if len(eventMetrics) < 15 {
+		t.Errorf("only %d events are counted", len(eventMetrics))
+	}
+}
