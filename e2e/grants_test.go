@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -246,6 +247,7 @@ func TestGrants(t *testing.T) {
 		{"the requester cannot approve their own request", grantsNoSelfApproval},
 		{"revocation and de-provisioning reach the other node within 2s", grantsRevocation},
 		{"a cookie replayed after logout is refused", grantsLogoutReplay},
+		{"the evidence export shows who had what, who approved it and when", grantsEvidence},
 		{"Redis down: standing access works, JIT access 503, revocations hold, nothing hangs", grantsRedisDown},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.run(t, e) })
@@ -653,4 +655,73 @@ func TestEmbeddedStore(t *testing.T) {
 	if out := cli("grants", "list", "--all"); !strings.Contains(out, "dave@partner.example") {
 		t.Errorf("grants list on the file directly:\n%s", out)
 	}
+}
+
+// grantsEvidence exports the history of the subtests before it (through
+// the CLI, from Redis) and checks it row by row: bob's request and
+// carol's... alice's approval, erin's auto-approval and the operator's
+// revocation of it, erin's rejected request, the grants an operator
+// added, bob's de-provisioning.
+func grantsEvidence(t *testing.T, e *grantsEnv) {
+	needs(t, e.alice != nil, "a request is made once and shows on both nodes", "an approver steps up and approves it once")
+	run := func(format string) string {
+		t.Helper()
+		out, err := exec.Command(gatehouseBin, "gatehouse", "evidence", "export", "--store", e.store, "--app", "projects",
+			"--since", "1d", "--format", format).Output()
+		if err != nil {
+			t.Fatalf("evidence export: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	rows, err := csv.NewReader(strings.NewReader(run("csv"))).ReadAll()
+	if err != nil || len(rows) < 2 {
+		t.Fatalf("evidence CSV: %v, %d rows", err, len(rows))
+	}
+	col := map[string]int{}
+	for i, c := range rows[0] {
+		col[c] = i
+	}
+	find := func(event string, kv ...string) []string {
+		for _, r := range rows[1:] {
+			if r[col["event"]] != event {
+				continue
+			}
+			ok := true
+			for i := 0; i+1 < len(kv); i += 2 {
+				if !strings.Contains(r[col[kv[i]]], kv[i+1]) {
+					ok = false
+				}
+			}
+			if ok {
+				return r
+			}
+		}
+		return nil
+	}
+	for _, c := range []struct {
+		event string
+		kv    []string
+	}{
+		{"grant requested", []string{"user", "bob", "resource", "projects-app", "app", "projects"}},
+		{"grant approved", []string{"user", "bob", "approved_by", "alice@example.com", "resource", "projects-app"}},
+		{"grant auto-approved", []string{"user", "erin", "reason", "hotfix"}},
+		{"grant revoked", []string{"user", "erin"}},
+		{"grant rejected", []string{"user", "erin"}},
+		{"grant approved", []string{"user", "bob", "reason", "e2e"}},
+		{"user de-provisioned", []string{"user", "bob"}},
+	} {
+		r := find(c.event, c.kv...)
+		if r == nil {
+			t.Errorf("no %q row with %v in the export", c.event, c.kv)
+			continue
+		}
+		if _, err := time.Parse(time.RFC3339, r[col["time"]]); err != nil {
+			t.Errorf("%q row: time %q", c.event, r[col["time"]])
+		}
+	}
+	var entries []map[string]any
+	if err := json.Unmarshal([]byte(run("json")), &entries); err != nil || len(entries) != len(rows)-1 {
+		t.Errorf("the JSON export has %d entries (%v), the CSV %d rows", len(entries), err, len(rows)-1)
+	}
+	t.Logf("evidence: %d rows for app projects in the last day", len(rows)-1)
 }

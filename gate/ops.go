@@ -19,7 +19,7 @@ import (
 // it directly against Redis (or a file no process holds), or sends it to
 // the admin API of the running Caddy that holds an embedded store.
 type StoreOp struct {
-	Op       string `json:"op"` // list-grants, add-grant, revoke-grant, deprovision, logout-user, list-requests
+	Op       string `json:"op"` // list-grants, add-grant, revoke-grant, deprovision, logout-user, list-requests, evidence
 	Store    string `json:"store"`
 	Email    string `json:"email,omitempty"`
 	Sub      string `json:"sub,omitempty"`
@@ -32,15 +32,18 @@ type StoreOp struct {
 	By       string `json:"by,omitempty"`
 	Status   string `json:"status,omitempty"`
 	All      bool   `json:"all,omitempty"`
+	// Since bounds the evidence export (Unix seconds).
+	Since int64 `json:"since,omitempty"`
 }
 
 // StoreOpResult is what an operation returns, and the audit events it
 // caused (the caller logs them where it logs).
 type StoreOpResult struct {
-	Grants   []grants.Grant   `json:"grants,omitempty"`
-	Requests []grants.Request `json:"requests,omitempty"`
-	Users    []grants.User    `json:"users,omitempty"`
-	Events   []Event          `json:"-"`
+	Grants   []grants.Grant        `json:"grants,omitempty"`
+	Requests []grants.Request      `json:"requests,omitempty"`
+	Users    []grants.User         `json:"users,omitempty"`
+	History  []grants.HistoryEntry `json:"history,omitempty"`
+	Events   []Event               `json:"-"`
 }
 
 // ErrUnknownEmail: no user the store knows has the email an operation
@@ -122,6 +125,10 @@ func (o *StoreOp) apply(ctx context.Context, s grants.Store, now time.Time, res 
 	case "list-requests":
 		rs, err := s.Requests(ctx, grants.RequestFilter{App: o.App, Status: grants.Status(o.Status)})
 		res.Requests = rs
+		return err
+	case "evidence":
+		hs, err := s.History(ctx, grants.HistoryFilter{Since: time.Unix(o.Since, 0), App: o.App})
+		res.History = hs
 		return err
 	case "add-grant":
 		u, err := o.resolveUser(ctx, s)

@@ -26,6 +26,51 @@ var (
 func conformance(t *testing.T, open func(t *testing.T) Store) {
 	ctx := context.Background()
 
+	t.Run("history: kept in order, by app, for as long as asked", func(t *testing.T) {
+		s := open(t)
+		const day = 24 * time.Hour
+		add := func(at time.Time, app, event string, fields map[string]string) {
+			t.Helper()
+			if err := s.AppendHistory(ctx, HistoryEntry{At: at.Unix(), App: app, Event: event, Fields: fields}, 30*day); err != nil {
+				t.Fatal(err)
+			}
+		}
+		add(t0.Add(-40*day), "projects", "grant approved", map[string]string{"grant_id": "g0"}) // forgotten by the next append
+		add(t0.Add(-2*day), "projects", "grant approved", map[string]string{"grant_id": "g1", "approved_by": "carol@example.com"})
+		add(t0.Add(-day), "", "user de-provisioned", map[string]string{"user": "bob"})
+		add(t0.Add(-day), "payroll", "grant revoked", map[string]string{"grant_id": "g2"})
+		add(t0, "projects", "grant revoked", map[string]string{"grant_id": "g1"})
+		if err := s.AppendHistory(ctx, HistoryEntry{App: "x"}, day); !errors.Is(err, ErrInvalid) {
+			t.Errorf("an entry without event and time: %v", err)
+		}
+		all, err := s.History(ctx, HistoryFilter{Since: t0.Add(-365 * day)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, e := range all {
+			got = append(got, e.App+":"+e.Event+":"+e.Fields["grant_id"]+e.Fields["user"])
+			if e.ID == "" {
+				t.Error("an entry without an id")
+			}
+		}
+		want := "projects:grant approved:g1 :user de-provisioned:bob payroll:grant revoked:g2 projects:grant revoked:g1"
+		if g := strings.Join(got, " "); g != want && g != strings.Replace(want, ":user de-provisioned:bob payroll:grant revoked:g2", "payroll:grant revoked:g2 :user de-provisioned:bob", 1) {
+			t.Errorf("history %q\nwant %q (older than 30 days forgotten, oldest first)", g, want)
+		}
+		projects, _ := s.History(ctx, HistoryFilter{Since: t0.Add(-365 * day), App: "projects"})
+		if len(projects) != 3 {
+			t.Errorf("projects' history (with operators' actions): %d entries, want 3", len(projects))
+		}
+		recent, _ := s.History(ctx, HistoryFilter{Since: t0.Add(-time.Hour)})
+		if len(recent) != 1 || recent[0].Fields["grant_id"] != "g1" {
+			t.Errorf("since an hour ago: %+v", recent)
+		}
+		if last, _ := s.History(ctx, HistoryFilter{Since: t0.Add(-365 * day), Limit: 1}); len(last) != 1 || last[0].At != t0.Unix() {
+			t.Errorf("limit 1: %+v", last)
+		}
+	})
+
 	t.Run("grants and the exact expiry boundary", func(t *testing.T) {
 		s := open(t)
 		if _, err := s.AddGrant(ctx, Grant{User: alice, Resource: "db", CreatedAt: t0.Unix(), ExpiresAt: t0.Unix()}); !errors.Is(err, ErrInvalid) {

@@ -276,6 +276,12 @@ type Store interface {
 	// taken, or expired at now is ErrNotFound.
 	TakePending(ctx context.Context, key string, now time.Time) ([]byte, error)
 
+	// AppendHistory keeps e as evidence, and forgets entries older than
+	// keep (the history directive) at the same time.
+	AppendHistory(ctx context.Context, e HistoryEntry, keep time.Duration) error
+	// History lists kept entries, oldest first.
+	History(ctx context.Context, f HistoryFilter) ([]HistoryEntry, error)
+
 	// Events delivers changes made by any node (for cache invalidation).
 	Events() <-chan Event
 	Close() error

@@ -39,9 +39,10 @@ const (
 	bIdPSess    = "idp_sessions" // IdPSession.Key → until
 	bOnce       = "once"         // onceKey(id) → until
 	bPending    = "pending"      // key → expiry and a sealed value (PutPending)
+	bHistory    = "history"      // historyKey → HistoryEntry
 )
 
-var allBuckets = []string{bGrants, bUserGrants, bRequests, bSessions, bUsers, bEmails, bRevGrants, bIdPSess, bOnce, bPending}
+var allBuckets = []string{bGrants, bUserGrants, bRequests, bSessions, bUsers, bEmails, bRevGrants, bIdPSess, bOnce, bPending, bHistory}
 
 // kvStore is the Store of the embedded stores, on any kv.
 type kvStore struct {

@@ -34,6 +34,7 @@ import (
 //	gh:reqs           zset    index: request ids by creation time
 //	gh:grant_users    set     index: user keys that have grants
 //	gh:email:<email>  set     index: User JSON of users seen with this email
+//	gh:history        zset    evidence (history entries as JSON) by time; trimmed to the history setting on each append
 //	gh:revocations    zset    index: "s|<u>|<sid>", "u|<u>|<at>", "g|<u>|<id>|<at>|<by>", "i|<k>" by end of validity
 //	gh:pending:{<k>}  string  a pending value (PutPending): expiry and sealed bytes, taken with GETDEL
 //	gh:events         channel Event JSON

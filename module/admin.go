@@ -62,6 +62,7 @@ func serveStoreOp(w http.ResponseWriter, r *http.Request) error {
 	if store != nil {
 		res, err := op.Run(r.Context(), store, time.Now())
 		writeEvents(caddy.Log().Named(auditLogger), "", res.Events...)
+		recordHistory(caddy.Log().Named("http.handlers.gatehouse"), store, "", res.Events)
 		ans = storeOpAnswer{Held: true, Result: res}
 		if err != nil {
 			ans = storeOpAnswer{Held: true, Error: err.Error()}

@@ -1,12 +1,15 @@
 package module
 
 import (
+	"context"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/gatehouse-proxy/gatehouse/gate"
+	"github.com/gatehouse-proxy/gatehouse/grants"
 )
 
 // auditLogger is the name of the audit log (docs/audit-log.md): one
@@ -19,6 +22,9 @@ const auditLogger = "http.handlers.gatehouse.audit"
 // line) and counts it in the metrics.
 func (h *Handler) audit(out *gate.Outcome) {
 	writeEvents(h.auditLog, h.App, out.Events...)
+	if len(out.Events) > 0 {
+		recordHistory(h.logger, h.store, h.App, out.Events)
+	}
 	took := h.now().Sub(out.Audit.Start)
 	if h.metrics != nil {
 		h.metrics.observe(out, took)
@@ -92,6 +98,45 @@ func writeEvents(l *zap.Logger, app string, events ...gate.Event) {
 		}
 		if ce := l.Check(e.Level(), e.Msg); ce != nil {
 			ce.Write(fields...)
+		}
+	}
+}
+
+// historyKeeps holds, per grant store, the longest history any site
+// using it keeps: every append forgets what is older.
+var historyKeeps sync.Map // grants.Store → time.Duration
+
+// keepHistory registers that a site keeps s's history for keep.
+func keepHistory(s grants.Store, keep time.Duration) {
+	for {
+		old, loaded := historyKeeps.LoadOrStore(s, keep)
+		if !loaded || old.(time.Duration) >= keep || historyKeeps.CompareAndSwap(s, old, keep) {
+			return
+		}
+	}
+}
+
+// recordHistory keeps the evidential events (grants, requests,
+// de-provisionings, revocations: docs/evidence.md) in the store's
+// history. A failure is logged: the audit line was written anyway.
+func recordHistory(l *zap.Logger, s grants.Store, app string, events []gate.Event) {
+	if s == nil {
+		return
+	}
+	keep := grants.DefaultHistory
+	if v, ok := historyKeeps.Load(s); ok {
+		keep = v.(time.Duration)
+	}
+	now := time.Now()
+	for _, e := range events {
+		if !gate.Evidential(e) {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := s.AppendHistory(ctx, gate.HistoryEntryOf(app, e, now), keep)
+		cancel()
+		if err != nil {
+			l.Error("history: an event was not kept as evidence (it is in the audit log)", zap.String("event", e.Msg), zap.Error(err))
 		}
 	}
 }

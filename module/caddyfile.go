@@ -95,6 +95,7 @@ func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 //	    }
 //	    grants              <url>              # file:///…, redis://…
 //	    grants_timeout      <duration>
+//	    history             <duration>         # evidence kept, default 400 days
 //	    approval_step_up {
 //	        acr <value...>; amr <value...>; max_age <duration>; provider <name>
 //	    }
@@ -143,7 +144,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		"pages_dir": {one: &h.PagesDir}, "support_contact": {one: &h.SupportContact, check: checkSupportContact},
 	}
 	durations := map[string]*caddy.Duration{"idle_timeout": &h.IdleTimeout, "session_lifetime": &h.SessionLifetime,
-		"policy_timeout": &h.PolicyTimeout, "grants_timeout": &h.GrantsTimeout}
+		"policy_timeout": &h.PolicyTimeout, "grants_timeout": &h.GrantsTimeout, "history": &h.History}
 	seen := map[string]bool{}
 	for d.NextBlock(0) {
 		sub := d.Val()
@@ -191,7 +192,7 @@ var subdirectives = []string{
 	"cookie_domain", "idle_timeout", "idle_activity", "idle_ignore", "session_lifetime", "identity_header", "public",
 	"allow_groups", "allow_email_domains", "external_url", "upgrade_origins", "trust_unverified_email", "policy",
 	"policy_query", "policy_headers", "policy_timeout", "policy_cache", "decision_log", "input_headers", "redact_query",
-	"strip_headers", "keep_headers", "pages_dir", "support_contact", "bearer", "pass_authorization", "preserve_post", "step_up", "assertion_header", "grants", "grants_timeout", "approval_step_up", "provider",
+	"strip_headers", "keep_headers", "pages_dir", "support_contact", "bearer", "pass_authorization", "preserve_post", "step_up", "assertion_header", "grants", "grants_timeout", "history", "approval_step_up", "provider",
 }
 
 // nearest is the known name nearest to a misspelt one: at most two edits

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -114,7 +115,49 @@ func grantsCommands() []*cobra.Command {
 	reqsCmd.Flags().StringVar(&reqs.op.Status, "status", "", "pending, approved, auto_approved or rejected")
 	reqsCmd.Flags().StringVar(&reqs.op.App, "app", "", "only this app")
 	requestsCmd.AddCommand(reqsCmd)
-	return []*cobra.Command{grantsCmd, usersCmd, requestsCmd}
+
+	var evidence storeFlags
+	var since, format string
+	evidenceCmd := &cobra.Command{Use: "evidence", Short: "Evidence for auditors: who had what, who approved it, and when"}
+	exportCmd := &cobra.Command{Use: "export", Short: "Export the history of grants, approvals, de-provisionings and revocations (docs/evidence.md)",
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			d, err := parseSince(since)
+			if err != nil {
+				return err
+			}
+			evidence.op.Op, evidence.op.Since = "evidence", time.Now().Add(-d).Unix()
+			if evidence.op.Store == "" {
+				return errors.New("--store is required (or set GATEHOUSE_GRANTS)")
+			}
+			res, err := evidence.run()
+			if err != nil {
+				return err
+			}
+			return gate.WriteEvidence(c.OutOrStdout(), res.History, format)
+		}}
+	evidence.bind(exportCmd, false)
+	exportCmd.Flags().StringVar(&evidence.op.App, "app", "", "only this app (and operators' actions, which concern every app)")
+	exportCmd.Flags().StringVar(&since, "since", "90d", "how far back: a duration such as 90d or 720h")
+	exportCmd.Flags().StringVar(&format, "format", "csv", "csv or json")
+	evidenceCmd.AddCommand(exportCmd)
+	return []*cobra.Command{grantsCmd, usersCmd, requestsCmd, evidenceCmd}
+}
+
+// parseSince reads a duration, with d for days (90d).
+func parseSince(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.Atoi(n)
+		if err != nil || days <= 0 || days > 100*365 {
+			return 0, fmt.Errorf("--since %q: a number of days such as 90d, or a duration such as 720h", s)
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("--since %q: a number of days such as 90d, or a duration such as 720h", s)
+	}
+	return d, nil
 }
 
 // checkResource refuses a resource the policy in dir does not name as
@@ -208,6 +251,7 @@ func runDirect(op gate.StoreOp) (*gate.StoreOpResult, error) {
 	defer cancel()
 	res, err := op.Run(ctx, s, time.Now())
 	writeEvents(cliAuditLogger(), "", res.Events...)
+	recordHistory(cliAuditLogger(), s, "", res.Events)
 	return res, err
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gatehouse-proxy/gatehouse/authn"
 	"github.com/gatehouse-proxy/gatehouse/gate"
+	"github.com/gatehouse-proxy/gatehouse/grants"
 	"github.com/gatehouse-proxy/gatehouse/policies"
 )
 
@@ -245,6 +246,7 @@ func (h *Handler) setDefaults() {
 	setDuration(&h.IdleTimeout, defaultIdleTimeout)
 	setDuration(&h.SessionLifetime, defaultSessionLifetime)
 	setDuration(&h.GrantsTimeout, defaultGrantsTimeout)
+	setDuration(&h.History, grants.DefaultHistory)
 	if h.CookieName == "" {
 		h.CookieName = defaultCookieName
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/gatehouse-proxy/gatehouse/authn"
 	"github.com/gatehouse-proxy/gatehouse/gate"
+	"github.com/gatehouse-proxy/gatehouse/grants"
 )
 
 func init() {
@@ -164,6 +165,11 @@ type Handler struct {
 	// the upstream; by default it is removed.
 	PassAuthorization bool `json:"pass_authorization,omitempty"`
 
+	// History is how long the grant store keeps the evidence of who had
+	// what (grants, approvals, de-provisionings, revocations) for
+	// `gatehouse gatehouse evidence export`. Default 400 days.
+	History caddy.Duration `json:"history,omitempty"`
+
 	// AssertionHeader adds a signed identity assertion (an ES256 JWT) to
 	// upstream requests, besides the plain identity headers.
 	AssertionHeader *Assertion `json:"assertion_header,omitempty"`
@@ -247,7 +253,8 @@ type Handler struct {
 	gate     *gate.Gate
 	pages    *pages
 	metrics  *appMetrics
-	pooled   []pooled // usage-pool entries to release at Cleanup
+	store    grants.Store // the grant store, for the history of evidential events
+	pooled   []pooled     // usage-pool entries to release at Cleanup
 	asserter *authn.Asserter
 }
 
@@ -290,6 +297,8 @@ func (h *Handler) provision(ctx caddy.Context, logger *zap.Logger) error {
 		return err
 	}
 	h.metrics = newAppMetrics(h.App)
+	h.store = cfg.Grants.Store()
+	keepHistory(h.store, time.Duration(h.History))
 	if h.gate.Everyone() {
 		h.logger.Warn("EVERY AUTHENTICATED USER IS ALLOWED: no policy, allow_groups or allow_email_domains is configured",
 			zap.String("app", h.App), zap.Strings("issuers", h.issuers()))

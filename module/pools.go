@@ -113,7 +113,9 @@ func (h *Handler) grantCache() (*grants.Cache, error) {
 			audit.Warn(gate.EventRevocationsKept, fields...)
 		}
 		c.OnExpired = func(g grants.Grant) {
-			writeEvents(audit, g.App, gate.GrantEvent(gate.EventGrantExpired, &g, "", "its time ran out while in use"))
+			e := gate.GrantEvent(gate.EventGrantExpired, &g, "", "its time ran out while in use")
+			writeEvents(audit, g.App, e)
+			recordHistory(audit, c.Store(), g.App, []gate.Event{e})
 		}
 		return c, nil
 	})

@@ -106,6 +106,9 @@ func (h *Handler) Validate() error {
 	if t := time.Duration(h.GrantsTimeout); t < time.Millisecond || t > 10*time.Second {
 		bad("grants_timeout", "must be between 1ms and 10s, got %s", t)
 	}
+	if t := time.Duration(h.History); t < 24*time.Hour {
+		bad("history", "must be at least a day (evidence is kept for audits), got %s", t)
+	}
 	h.validatePages(bad, check)
 	if _, err := grants.ParseURL(h.Grants); err != nil {
 		bad("grants", "%q: want file:///path, redis://…, rediss://…, redis+cluster://… or memory: (%v)", redactURL(h.Grants), err)
