@@ -9,9 +9,12 @@ import (
 	"time"
 )
 
-func loadDiffPolicy(t *testing.T, dir string) *Revision {
+// loadDiffPolicy loads testdata/diff/<name>, whose package is
+// diff_<name> (opa test and opa check load testdata too: two packages
+// gatehouse would clash with the library).
+func loadDiffPolicy(t *testing.T, name string) *Revision {
 	t.Helper()
-	rev, err := Load(context.Background(), dir, Options{Timeout: 10 * time.Second})
+	rev, err := Load(context.Background(), "testdata/diff/"+name, Options{Query: "data.diff_" + name + ".decision", Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,14 +60,14 @@ func summarize(rep *DiffReport) []groupSummary {
 // grouped by the candidate's rule that decided; compared with the current
 // policy, the step-up it drops shows too.
 func TestDiff(t *testing.T) {
-	cand := loadDiffPolicy(t, "testdata/diff/candidate")
-	cur := loadDiffPolicy(t, "testdata/diff/current")
+	cand := loadDiffPolicy(t, "candidate")
+	cur := loadDiffPolicy(t, "current")
 	const (
-		denyRule    = "data.gatehouse.decision at decision.rego:27"
-		reportsRule = "data.gatehouse.decision at decision.rego:33 (via data.gatehouse.contractor at decision.rego:9, data.gatehouse.reports_path at decision.rego:13)"
+		denyRule    = "data.diff_candidate.decision at decision.rego:27"
+		reportsRule = "data.diff_candidate.decision at decision.rego:33 (via data.diff_candidate.contractor at decision.rego:9, data.diff_candidate.reports_path at decision.rego:13)"
 		// admin_path held too, but was decided before (rule 16 asked for
 		// it first) and OPA does not enter a rule twice.
-		adminsRule = "data.gatehouse.decision at decision.rego:22 (via data.gatehouse.admins at decision.rego:7)"
+		adminsRule = "data.diff_candidate.decision at decision.rego:22 (via data.diff_candidate.admins at decision.rego:7)"
 	)
 
 	logged := diffLog(t, DiffOptions{Candidate: cand, Examples: 2})
@@ -99,7 +102,7 @@ func TestDiff(t *testing.T) {
 			removed = g
 		}
 	}
-	if removed == nil || removed.Rule != adminsRule || !strings.HasPrefix(removed.Was, "data.gatehouse.decision at decision.rego:16") ||
+	if removed == nil || removed.Rule != adminsRule || !strings.HasPrefix(removed.Was, "data.diff_current.decision at decision.rego:16") ||
 		len(removed.Examples) != 1 || removed.Examples[0].User != "carol" || !strings.Contains(removed.Examples[0].Served, "needs step-up acr=[mfa]") {
 		t.Errorf("step-up removed: %+v", removed)
 	}
@@ -109,7 +112,7 @@ func TestDiff(t *testing.T) {
 // counts and each group's rule and examples; --summary only the counts;
 // JSON the same data.
 func TestDiffReport(t *testing.T) {
-	cand := loadDiffPolicy(t, "testdata/diff/candidate")
+	cand := loadDiffPolicy(t, "candidate")
 	rep := diffLog(t, DiffOptions{Candidate: cand})
 	var full, summary, js strings.Builder
 	if err := WriteDiff(&full, rep, "candidate/", "", "text", false); err != nil {
@@ -121,7 +124,7 @@ func TestDiffReport(t *testing.T) {
 		"11 lines: 7 decisions replayed, 4 changed; 1 skipped without input (decision_log minimal); 1 not decided by a policy; 1 other lines; 1 unreadable",
 		"unreadable line 9: not a JSON log line",
 		"changes    allow_to_deny 3, deny_to_allow 1",
-		"allow_to_deny  app payroll  3 decisions\n  decided by data.gatehouse.decision at decision.rego:27",
+		"allow_to_deny  app payroll  3 decisions\n  decided by data.diff_candidate.decision at decision.rego:27",
 		"  d000000000000002  bob <bob@example.com>  GET /admin/users\n      served:    ALLOW\n      candidate: DENY; reason \"admin needs the admins group\"",
 		"deny_to_allow  app payroll  1 decision\n",
 	} {
@@ -147,7 +150,7 @@ func TestDiffReport(t *testing.T) {
 // TestDiffStreamsLongLines: a line over the limit is counted unreadable
 // and skipped to its end; the lines after it are read.
 func TestDiffStreamsLongLines(t *testing.T) {
-	cand := loadDiffPolicy(t, "testdata/diff/candidate")
+	cand := loadDiffPolicy(t, "candidate")
 	b, err := os.ReadFile("testdata/diff/audit.jsonl")
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,6 @@
 # The candidate of policy diff's tests: /admin is for the admins group
 # only (and without a step-up), and contractors may read /reports.
-package gatehouse
+package diff_candidate
 
 staff if "staff" in input.user.groups
 

@@ -1,6 +1,6 @@
 # The serving policy of policy diff's tests: staff may use the app, and
 # /admin with a step-up.
-package gatehouse
+package diff_current
 
 staff if "staff" in input.user.groups
 
