@@ -412,6 +412,9 @@ func WriteDiff(w io.Writer, rep *DiffReport, candidateDir, currentDir, format st
 			}
 		}
 	}
+	if !summary && len(rep.Groups) > 0 {
+		fmt.Fprintf(&b, "\nwhy one of them changed, rule by rule: gatehouse policy eval --policy %s --input <its audit line>\n", candidateDir)
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }
