@@ -224,7 +224,7 @@ func policyDiff(ctx context.Context, w io.Writer, f policyDiffFlags) error {
 			return fmt.Errorf("--policy: %w", err)
 		}
 	}
-	d.Examples = f.examples
+	d.Examples, d.CountsOnly = f.examples, f.summary
 	var r io.Reader = os.Stdin
 	if f.log != "-" {
 		file, err := os.Open(f.log)

@@ -92,6 +92,11 @@ func TestDiff(t *testing.T) {
 		t.Errorf("group %+v", g)
 	}
 
+	counts := diffLog(t, DiffOptions{Candidate: cand, CountsOnly: true})
+	if counts.Lines != logged.Lines || len(counts.Groups) != 0 || counts.Changes[ChangeAllowToDeny] != 3 || counts.Changes[ChangeDenyToAllow] != 1 {
+		t.Errorf("counts only: %+v", counts)
+	}
+
 	current := diffLog(t, DiffOptions{Candidate: cand, Current: cur})
 	if current.Lines.Changed != 5 || current.Changes[ChangeStepUpRemoved] != 1 || current.Changes[ChangeAllowToDeny] != 3 || current.Current != cur.ID {
 		t.Errorf("with the current policy: %+v %v", current.Lines, current.Changes)
