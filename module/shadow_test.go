@@ -148,3 +148,28 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestPolicyDiffCommand: the command's flags, and a run on the policies
+// package's crafted log.
+func TestPolicyDiffCommand(t *testing.T) {
+	const log, cand = "../policies/testdata/diff/audit.jsonl", "../policies/testdata/diff/candidate"
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--log", log}, "--candidate and --log are required"},
+		{[]string{"--candidate", cand}, "--candidate and --log are required"},
+		{[]string{"--candidate", cand, "--log", log, "--format", "yaml"}, `--format "yaml": want text or json`},
+		{[]string{"--candidate", t.TempDir(), "--log", log}, "--candidate: policies: cannot load policy: no .rego files"},
+		{[]string{"--candidate", cand, "--log", log, "--policy-query", "data.diff_candidate.decision", "--policy", t.TempDir()}, "--policy: policies: cannot load policy"},
+		{[]string{"--candidate", cand, "--log", "/nonexistent/audit.log", "--policy-query", "data.diff_candidate.decision"}, "no such file"},
+	} {
+		if out, err := runCommand(policyDiffCommand(), c.args...); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v\n%s\nwant an error with %q", c.args, err, out, c.want)
+		}
+	}
+	out, err := runCommand(policyDiffCommand(), "--candidate", cand, "--log", log, "--policy-query", "data.diff_candidate.decision", "--summary")
+	if err != nil || !strings.Contains(out, "changes    allow_to_deny 3, deny_to_allow 1\n") || strings.Contains(out, "  decided by") {
+		t.Errorf("summary: %v\n%s", err, out)
+	}
+}
