@@ -326,27 +326,8 @@ func tokenSession(t *authn.AccessToken, now int64) *authn.Session {
 
 // decideToken evaluates the policy for a token's request.
 func (g *Gate) decideToken(req *Request, s *authn.Session, tok *authn.AccessToken, out *Outcome, gs []grants.Grant, grantsErr bool) (policies.Decision, error) {
-	rev := g.cfg.Policy.Current()
-	out.Audit.Revision = rev.ID
 	src := g.inputSource(req, s, gs, grantsErr)
 	src.Principal = policies.Principal{Kind: tok.Kind(), Via: "token"}
 	src.Token = &policies.Token{ClientID: tok.ClientID, Scopes: tok.Scopes}
-	input := policies.NewInput(&src, rev, g.cfg.DecisionLogFull)
-	if g.cfg.DecisionLogFull {
-		out.Audit.Input = input.Redacted(g.redact)
-	}
-	dec, cached, err := rev.DecideInput(req.HTTP.Context(), input)
-	out.Audit.Cached = cached
-	if out.Audit.Input == nil {
-		policies.Release(input)
-	}
-	if err != nil {
-		return dec, err
-	}
-	for name := range dec.Headers {
-		if _, ok := g.policyHdrs[NormalizeHeaderName(name)]; !ok {
-			return dec, fmt.Errorf("%w: the decision sets header %q, which policy_headers does not declare", policies.ErrPolicy, name)
-		}
-	}
-	return dec, nil
+	return g.decideFor(req, &src, out)
 }

@@ -96,6 +96,12 @@ type Config struct {
 
 	Grants *grants.Cache    // required: a memory store at least
 	Policy *policies.Engine // nil: no policy
+	// PolicyShadow decides every request Policy decides with a candidate
+	// policy, never enforced (docs/policy-changes.md); nil: none.
+	// OnShadow receives each verdict: a dropped one on the request path
+	// (it must be quick), a decided one on a shadow worker.
+	PolicyShadow *policies.Shadow
+	OnShadow     func(ShadowVerdict)
 
 	// PreservePost is the largest body of a form posted after the session
 	// ended that is kept while its user signs in again (bytes); 0 keeps
@@ -167,6 +173,7 @@ type Gate struct {
 	redact     map[string]bool
 	grantsDown atomic.Bool // the last grant lookup failed: log changes, not every request
 	ready      readiness
+	shadowState
 }
 
 // builtinClaims are the claims every session holds; others named by an
@@ -183,6 +190,9 @@ func New(cfg Config) (*Gate, error) {
 		return nil, errors.New("gate: a grant store is required (grants.NewCache of a memory store at least)")
 	}
 	g := &Gate{cfg: cfg, now: cfg.Now, log: cfg.Logger}
+	if cfg.PolicyShadow != nil {
+		g.shadowRep = &shadowReporter{g}
+	}
 	if g.now == nil {
 		g.now = time.Now
 	}

@@ -439,4 +439,5 @@ var Events = []string{EventStepUpStarted, EventStepUpRefused, EventStepUpSucceed
 	EventGrantAutoApproved, EventGrantApproved, EventGrantRejected, EventGrantRevoked, EventGrantExpired,
 	EventApprovalRefused, EventUserLoggedOut, EventUserDeprovisioned, EventRevocationsKept, EventRevocationsLost,
 	EventBackchannelLogout, EventBackchannelLogoutFailed,
-	EventFormKept, EventFormRestored, EventFormDropped, EventKeepFormFailed}
+	EventFormKept, EventFormRestored, EventFormDropped, EventKeepFormFailed,
+	EventPolicyShadowDisagreed}

@@ -16,28 +16,42 @@ import (
 // full, the input) in the audit. It returns the decision, or an error
 // that must deny (policy_error).
 func (g *Gate) decide(req *Request, s *authn.Session, out *Outcome, in signedIn) (policies.Decision, error) {
+	src := g.inputSource(req, s, in.Grants.Grants, in.GrantsErr)
+	return g.decideFor(req, &src, out)
+}
+
+// decideFor evaluates the serving policy for the input built from src,
+// recording the revision (and, with decision_log full, the input) in the
+// audit, and queues the same input for the shadow policy, if any.
+func (g *Gate) decideFor(req *Request, src *policies.Source, out *Outcome) (policies.Decision, error) {
 	rev := g.cfg.Policy.Current()
 	out.Audit.Revision = rev.ID
-	src := g.inputSource(req, s, in.Grants.Grants, in.GrantsErr)
-	input := policies.NewInput(&src, rev, g.cfg.DecisionLogFull)
+	input := policies.NewInput(src, rev, g.cfg.DecisionLogFull || g.shadowNeedsWhole(rev))
 	if g.cfg.DecisionLogFull {
 		out.Audit.Input = input.Redacted(g.redact)
 	}
 	// The decision is made and logged even if the client has gone.
 	dec, cached, err := rev.DecideInput(req.HTTP.Context(), input)
 	out.Audit.Cached = cached
+	if err == nil {
+		err = g.undeclaredHeader(dec)
+	}
+	g.shadow(input, out, rev, dec, err)
 	if out.Audit.Input == nil {
 		policies.Release(input) // no log line keeps it
 	}
-	if err != nil {
-		return dec, err
-	}
+	return dec, err
+}
+
+// undeclaredHeader refuses a decision that sets a header policy_headers
+// does not declare: a policy error.
+func (g *Gate) undeclaredHeader(dec policies.Decision) error {
 	for name := range dec.Headers {
 		if _, ok := g.policyHdrs[NormalizeHeaderName(name)]; !ok {
-			return dec, fmt.Errorf("%w: the decision sets header %q, which policy_headers does not declare", policies.ErrPolicy, name)
+			return fmt.Errorf("%w: the decision sets header %q, which policy_headers does not declare", policies.ErrPolicy, name)
 		}
 	}
-	return dec, nil
+	return nil
 }
 
 // inputSource is what the policy input of a request is built from.

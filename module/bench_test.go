@@ -25,6 +25,12 @@ import (
 // and an audit line per request encoded as JSON (to io.Discard).
 func benchHandler(b *testing.B, policy bool) *Handler {
 	b.Helper()
+	return benchHandlerWith(b, policy, nil)
+}
+
+// benchHandlerWith is benchHandler with change applied before Provision.
+func benchHandlerWith(b *testing.B, policy bool, change func(*Handler)) *Handler {
+	b.Helper()
 	h := &Handler{
 		App: "projects", Issuer: "https://idp.invalid/realms/corp", ClientID: "gatehouse",
 		CookieSecrets: []string{testSecret},
@@ -38,6 +44,9 @@ func benchHandler(b *testing.B, policy bool) *Handler {
 	}
 	if !policy {
 		h.Policy, h.PolicyHeaders = "", nil
+	}
+	if change != nil {
+		change(h)
 	}
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	b.Cleanup(cancel)

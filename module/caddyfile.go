@@ -79,6 +79,7 @@ func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 //	    policy_headers      <names...>         # repeatable
 //	    policy_timeout      <duration>
 //	    policy_cache        <decisions>|off
+//	    policy_shadow       <dir>
 //	    decision_log        minimal|full
 //	    input_headers       <names...>         # repeatable
 //	    redact_query        <names...>         # repeatable
@@ -135,7 +136,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		"cookie_name": {one: &h.CookieName, check: checkCookieName}, "cookie_domain": {one: &h.CookieDomain},
 		"external_url":  {one: &h.ExternalURL, check: func(v string) error { return checkOriginURL(v, false) }},
 		"idle_activity": {one: &h.IdleActivity, check: checkIdleActivity}, "decision_log": {one: &h.DecisionLog, check: checkDecisionLog},
-		"policy": {one: &h.Policy}, "policy_query": {one: &h.PolicyQuery}, "grants": {one: &h.Grants},
+		"policy": {one: &h.Policy}, "policy_query": {one: &h.PolicyQuery}, "policy_shadow": {one: &h.PolicyShadow}, "grants": {one: &h.Grants},
 		"scopes": {list: &h.Scopes}, "allow_groups": {list: &h.AllowGroups}, "allow_email_domains": {list: &h.AllowEmailDomains},
 		"policy_headers": {list: &h.PolicyHeaders, check: gate.CheckHeaderName}, "input_headers": {list: &h.InputHeaders},
 		"redact_query": {list: &h.RedactQuery}, "strip_headers": {list: &h.StripHeaders, check: gate.CheckHeaderPattern},
@@ -191,7 +192,7 @@ var subdirectives = []string{
 	"app", "issuer", "client_id", "client_secret", "scopes", "groups_claim", "idp", "cookie_secret", "cookie_name",
 	"cookie_domain", "idle_timeout", "idle_activity", "idle_ignore", "session_lifetime", "identity_header", "public",
 	"allow_groups", "allow_email_domains", "external_url", "upgrade_origins", "trust_unverified_email", "policy",
-	"policy_query", "policy_headers", "policy_timeout", "policy_cache", "decision_log", "input_headers", "redact_query",
+	"policy_query", "policy_headers", "policy_timeout", "policy_cache", "policy_shadow", "decision_log", "input_headers", "redact_query",
 	"strip_headers", "keep_headers", "pages_dir", "support_contact", "bearer", "pass_authorization", "preserve_post", "step_up", "assertion_header", "grants", "grants_timeout", "history", "approval_step_up", "provider",
 }
 

@@ -18,12 +18,12 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "gatehouse",
-		Usage: "policy check|eval|test | grants list|add|revoke | users deprovision|logout | requests list",
+		Usage: "policy check|eval|test|diff | grants list|add|revoke | users deprovision|logout | requests list",
 		Short: "Gatehouse tools: check and explain policies offline, manage grants and users",
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.Long = fmt.Sprintf(commandHelp, binaryName())
 			policy := &cobra.Command{Use: "policy", Short: "Check, evaluate, explain and test Rego policies offline"}
-			policy.AddCommand(policyCheckCommand(), policyEvalCommand(), policyTestCommand())
+			policy.AddCommand(policyCheckCommand(), policyEvalCommand(), policyTestCommand(), policyDiffCommand())
 			cmd.AddCommand(policy)
 			cmd.AddCommand(grantsCommands()...)
 		},
@@ -53,6 +53,16 @@ it is the command Gatehouse adds to Caddy's, as plugins do.
 
   %[1]s gatehouse policy test DIR
       Runs the *_test.rego tests under DIR, as 'opa test DIR' does.
+
+  %[1]s gatehouse policy diff --candidate DIR --log FILE [--policy CURRENT] [--summary] [--examples N] [--format text|json]
+      Replays a decision log (audit lines written with decision_log full)
+      against the candidate policy in DIR and reports which decisions it
+      changes (allow to deny, deny to allow, step-up added or removed, …),
+      grouped by the candidate's rule that decided and by app, with
+      example requests. Without --policy, each line's logged result is
+      what was served; with it, CURRENT decides each input again (and
+      step-up and header changes show too). Lines without an input are
+      counted and skipped. --summary prints only the counts.
 
   %[1]s gatehouse grants list|add|revoke --store URL …
   %[1]s gatehouse users deprovision|logout --store URL (--user EMAIL | --iss ISS --sub SUB)
@@ -162,4 +172,71 @@ func policyEval(w io.Writer, f policyEvalFlags) error {
 		return err
 	}
 	return rev.Report(w, rp, ex, f.format)
+}
+
+func policyDiffCommand() *cobra.Command {
+	var f policyDiffFlags
+	c := &cobra.Command{
+		Use:   "diff --candidate DIR --log FILE",
+		Short: "Replay a decision log against a candidate policy and report the decisions it changes",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if f.candidate == "" || f.log == "" {
+				return errors.New("--candidate and --log are required")
+			}
+			if f.format != "text" && f.format != "json" {
+				return fmt.Errorf("--format %q: want text or json", f.format)
+			}
+			return policyDiff(c.Context(), c.OutOrStdout(), f)
+		},
+	}
+	c.Flags().StringVar(&f.candidate, "candidate", "", "the candidate policy directory")
+	c.Flags().StringVar(&f.log, "log", "", "the audit log (JSON lines, decision_log full); - for stdin")
+	c.Flags().StringVar(&f.current, "policy", "", "the current policy directory: decide each input again with it, rather than read what the log says was served")
+	c.Flags().StringVar(&f.policyQuery, "policy-query", "", "the decision query, as the policy_query directive (default data.gatehouse.decision)")
+	c.Flags().BoolVar(&f.summary, "summary", false, "print only the counts")
+	c.Flags().IntVar(&f.examples, "examples", 3, "example requests shown per group")
+	c.Flags().StringVar(&f.format, "format", "text", "text or json")
+	return c
+}
+
+type policyDiffFlags struct {
+	candidate, log, current, policyQuery, format string
+	summary                                      bool
+	examples                                     int
+}
+
+// policyDiff replays f.log against f.candidate (and f.current) and
+// writes the report.
+func policyDiff(ctx context.Context, w io.Writer, f policyDiffFlags) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	// Offline, an evaluation has time.
+	opts := policies.Options{Query: f.policyQuery, Timeout: 10 * time.Second}
+	var err error
+	var d policies.DiffOptions
+	if d.Candidate, err = policies.Load(ctx, f.candidate, opts); err != nil {
+		return fmt.Errorf("--candidate: %w", err)
+	}
+	if f.current != "" {
+		if d.Current, err = policies.Load(ctx, f.current, opts); err != nil {
+			return fmt.Errorf("--policy: %w", err)
+		}
+	}
+	d.Examples, d.CountsOnly = f.examples, f.summary
+	var r io.Reader = os.Stdin
+	if f.log != "-" {
+		file, err := os.Open(f.log)
+		if err != nil {
+			return err
+		}
+		defer file.Close()
+		r = file
+	}
+	rep, err := policies.Diff(ctx, r, d)
+	if err != nil {
+		return fmt.Errorf("%s: %w", f.log, err)
+	}
+	return policies.WriteDiff(w, rep, f.candidate, f.current, f.format, f.summary)
 }

@@ -192,7 +192,7 @@ func (h *Handler) resolvePlaceholders() error {
 		}
 	}
 	for setting, s := range map[string]*string{"issuer": &h.Issuer, "client_id": &h.ClientID, "client_secret": &h.ClientSecret,
-		"external_url": &h.ExternalURL, "cookie_domain": &h.CookieDomain, "grants": &h.Grants, "policy": &h.Policy,
+		"external_url": &h.ExternalURL, "cookie_domain": &h.CookieDomain, "grants": &h.Grants, "policy": &h.Policy, "policy_shadow": &h.PolicyShadow,
 		"pages_dir": &h.PagesDir, "support_contact": &h.SupportContact} {
 		resolve(setting, s)
 	}
@@ -387,6 +387,12 @@ func (h *Handler) gateConfig(ctx caddy.Context) (gate.Config, error) {
 	}
 	if cfg.Policy, err = h.policyEngine(); err != nil {
 		return cfg, err
+	}
+	if cfg.PolicyShadow, err = h.policyShadow(); err != nil {
+		return cfg, err
+	}
+	if cfg.PolicyShadow != nil {
+		cfg.OnShadow = h.shadowVerdicts()
 	}
 	if a := h.AssertionHeader; a != nil {
 		if err := h.assertion(&cfg, a); err != nil {

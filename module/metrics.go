@@ -78,9 +78,9 @@ func registerMetrics(reg *prometheus.Registry) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{metrics.decisions, metrics.latency, metrics.logins, metrics.stepUps,
+	for _, c := range append([]prometheus.Collector{metrics.decisions, metrics.latency, metrics.logins, metrics.stepUps,
 		metrics.policyEvals, metrics.policyErrors, metrics.jit, metrics.sessionsRevoked, metrics.forms, metrics.storeCalls,
-		metrics.storeLatency, metrics.storeUp, metrics.pools} {
+		metrics.storeLatency, metrics.storeUp, metrics.pools}, shadowCollectors()...) {
 		if err := reg.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
 			return err
 		}

@@ -212,6 +212,14 @@ type Handler struct {
 	// README): 0 means 10000, -1 turns the cache off.
 	PolicyCache int `json:"policy_cache,omitempty"`
 
+	// PolicyShadow is a directory of a candidate policy, decided beside
+	// Policy on every request it decides and never enforced: each
+	// request the candidate would decide otherwise is audited ("policy
+	// shadow disagreed") and counted, off the request path
+	// (docs/policy-changes.md). Loaded and watched like Policy, with its
+	// query, timeout and cache settings.
+	PolicyShadow string `json:"policy_shadow,omitempty"`
+
 	// DecisionLog is "minimal" (default: the decision without its input)
 	// or "full" (the whole policy input too, query values named in
 	// redact_query masked, so that any decision can be replayed offline

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -168,6 +169,9 @@ func (h *Handler) validatePolicy(bad func(string, string, ...any), check func(st
 		if len(h.PolicyHeaders) > 0 || h.PolicyQuery != "" {
 			bad("policy", "policy_query and policy_headers need a policy directory")
 		}
+		if h.PolicyShadow != "" {
+			bad("policy_shadow", "a candidate policy is decided beside the serving one: set policy too")
+		}
 		return
 	}
 	if _, err := ast.ParseRef(h.PolicyQuery); err != nil {
@@ -177,6 +181,9 @@ func (h *Handler) validatePolicy(bad func(string, string, ...any), check func(st
 		bad("policy_timeout", "must be at least 1ms")
 	}
 	check("policy_cache", checkPolicyCache(h.PolicyCache))
+	if h.PolicyShadow != "" && filepath.Clean(h.PolicyShadow) == filepath.Clean(h.Policy) {
+		bad("policy_shadow", "%s is the policy directory itself: point it at a copy with the change to try", h.PolicyShadow)
+	}
 }
 
 // validateStepUp checks step_up rules, approval_step_up, providers and

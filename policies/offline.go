@@ -55,6 +55,13 @@ func ReadInput(r io.Reader, partial bool) (*Replay, error) {
 	if err := dec.Decode(&doc); err != nil {
 		return nil, fmt.Errorf("not a JSON object: %v", err)
 	}
+	return replayDoc(doc, partial)
+}
+
+// replayDoc is ReadInput for a document already decoded (with numbers
+// as json.Number).
+func replayDoc(doc map[string]any, partial bool) (*Replay, error) {
+	var err error
 	rp := &Replay{}
 	if isAuditLine(doc) {
 		rp.DecisionID, _ = doc["decision_id"].(string)
