@@ -41,7 +41,8 @@ const (
 	bPending    = "pending"      // key → expiry and a sealed value (PutPending)
 )
 
-var allBuckets = []string{bGrants, bUserGrants, bRequests, bSessions, bUsers, bEmails, bRevGrants, bIdPSess, bOnce, bPending}
+var allBuckets = []string{bGrants, bUserGrants, bRequests, bSessions, bUsers, bEmails, bRevGrants, bIdPSess, bOnce, bPending,
+	bSCIM, bSCIMNames, bSCIMIndex}
 
 // kvStore is the Store of the embedded stores, on any kv.
 type kvStore struct {
