@@ -118,6 +118,9 @@ func (g *Gate) scim(req *Request, out Outcome) Outcome {
 		return scimRefused(out, &scimProblem{Status: http.StatusUnauthorized, Detail: "a valid SCIM bearer token is required", Reason: ReasonSCIMUnauthorized})
 	}
 	s := &scimCall{g: g, req: req, base: origin + PathSCIM, token: token}
+	if len(req.path) < len(PathSCIM) || !strings.EqualFold(req.path[:len(PathSCIM)], PathSCIM) {
+		return scimRefused(out, &scimProblem{Status: http.StatusNotFound, Detail: "there is no such SCIM endpoint", Reason: ReasonSCIMNotFound})
+	}
 	segs := strings.Split(strings.Trim(req.path[len(PathSCIM):], "/"), "/")
 	resource := strings.ToLower(segs[0])
 	methods := ""
@@ -305,7 +308,7 @@ func (s *scimCall) create(out Outcome) Outcome {
 	if problem != nil {
 		return scimRefused(out, problem)
 	}
-	u, err := parseSCIMUser(body)
+	u, err := parseSCIMUser(body, true)
 	if err != nil {
 		return scimRefused(out, err.(*scimProblem))
 	}
@@ -342,7 +345,7 @@ func (s *scimCall) update(out Outcome, id string) Outcome {
 	var next grants.SCIMUser
 	var err error
 	if s.req.HTTP.Method == http.MethodPut {
-		next, err = parseSCIMUser(body)
+		next, err = parseSCIMUser(body, prev.Active)
 	} else {
 		next, err = applySCIMPatch(prev, body)
 	}

@@ -243,6 +243,14 @@ func TestSCIMLinkSub(t *testing.T) {
 		"id":"`+u.ID+`","userName":"a.employee","externalId":"alice","active":false}`))
 	want(t, "PUT active false", out, Page, http.StatusOK, ResultInternal, ReasonSCIMDeactivated)
 	want(t, "alice's session after", tg.handle(request(http.MethodGet, "/payroll", false, jar...)), Login, http.StatusUnauthorized, ResultUnauthenticated, "revoked")
+	// A replacement that leaves active out keeps it as it was: only an
+	// explicit true lets her in again.
+	out = tg.handle(scimRequest(http.MethodPut, "/Users/"+u.ID, `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],
+		"userName":"a.employee","externalId":"alice","displayName":"Alice"}`))
+	want(t, "PUT without active", out, Page, http.StatusOK, ResultInternal, ReasonSCIMUpdated)
+	if m := scimDoc(t, out); m["active"] != false {
+		t.Errorf("PUT without active: %s", out.Body)
+	}
 	tg.clock.add(time.Second)
 	out, _ = tg.signIn(t, "/payroll", nil)
 	want(t, "alice signing in", out, Deny, http.StatusForbidden, ResultLoginFailed, ReasonDeprovisioned)

@@ -143,12 +143,14 @@ func hasSchema(m map[string]json.RawMessage, urn string) (bool, error) {
 }
 
 // parseSCIMUser reads a User resource (the body of POST and PUT):
-// userName (required), externalId, emails and active (true when left
-// out). id and meta are the service's, and ignored (RFC 7644 section
-// 3.3); every other attribute (name, displayName, password, the
-// enterprise extension, …) is dropped.
-func parseSCIMUser(body []byte) (grants.SCIMUser, error) {
-	u := grants.SCIMUser{Active: true}
+// userName (required), externalId, emails and active (active when left
+// out: true for a new user; for a replacement, as it was, so that only
+// an explicit active: true lets a deactivated user in again). id and
+// meta are the service's, and ignored (RFC 7644 section 3.3); every
+// other attribute (name, displayName, password, the enterprise
+// extension, …) is dropped.
+func parseSCIMUser(body []byte, active bool) (grants.SCIMUser, error) {
+	u := grants.SCIMUser{Active: active}
 	m, err := scimObject(body)
 	if err != nil {
 		return u, err
