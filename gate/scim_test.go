@@ -465,3 +465,18 @@ func TestSCIMStoreDown(t *testing.T) {
 		t.Errorf("503: %v %s", out.Header, out.Result)
 	}
 }
+
+// TestSCIMRefusesAccessTokens: a person's access token issued before
+// they were made inactive is refused, as their sessions are; and the
+// SCIM service's own bearer token is never taken for an access token.
+func TestSCIMRefusesAccessTokens(t *testing.T) {
+	tg := bearerGate(t, func(c *Config) { c.SCIM = &SCIMConfig{Tokens: []string{scimTestToken}, Link: SCIMLinkSub} })
+	tok := tg.accessToken(t, map[string]any{"sub": "alice", "client_id": "app"})
+	want(t, "alice's token", tg.handle(bearerRequest(http.MethodGet, "/x", "Bearer "+tok)), Allow, 0, ResultAllow, ReasonNone)
+	tg.clock.add(time.Second)
+	out := tg.handle(scimRequest(http.MethodPost, "/Users", `{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],
+		"userName":"alice@example.com","externalId":"alice","active":false}`))
+	want(t, "an inactive alice, with a bearer block", out, Page, http.StatusCreated, ResultInternal, ReasonSCIMCreated)
+	out = tg.handle(bearerRequest(http.MethodGet, "/x", "Bearer "+tok))
+	want(t, "alice's token after", out, Deny, http.StatusUnauthorized, ResultUnauthenticated, ReasonBearerRevoked)
+}
