@@ -51,7 +51,7 @@ for spec in authn:FuzzCanonicalPath:150000 authn:FuzzSafeReturnPath:120000 authn
 	module:FuzzUnmarshalCaddyfile:20000 gate:FuzzStripManagedHeaders:20000 module:FuzzStepUpPath:30000 gate:FuzzStripOwnCookies:20000 \
 	policies:FuzzParseDecision:40000 policies:FuzzProjectionKey:40000 policies:FuzzReadInput:40000 grants:FuzzGrantMemo:30000 \
 	gate:FuzzBearerHeader:20000 authn:FuzzParseBearer:20000 gate:FuzzParseFormBody:20000 gate:FuzzChooseIdP:30000 \
-	authn:FuzzVerifyDPoP:10000; do
+	authn:FuzzVerifyDPoP:10000 gate:FuzzSCIMFilter:20000 gate:FuzzSCIMPatch:20000; do
 	IFS=: read -r pkg target count <<<"$spec"
 	go test -run='^$' -fuzz="^${target}\$" -fuzztime="${FUZZTIME:-${count}x}" -fuzzminimizetime=2000x "./${pkg}/"
 done

@@ -24,7 +24,7 @@ var (
 	mdLinkRE        = regexp.MustCompile(`\[[^\]]*\]\(([^)\s]+)\)`)
 	headingRE       = regexp.MustCompile(`(?m)^#{1,6} (.+)$`)
 	anchorDropRE    = regexp.MustCompile(`[^\w\- ]`)
-	subdirectiveRE  = regexp.MustCompile(`^(step_up|provider|assertion_header|approval_step_up)\b`)
+	subdirectiveRE  = regexp.MustCompile(`^(step_up|provider|assertion_header|approval_step_up|scim)\b`)
 	placeholderArgs = regexp.MustCompile(`<[a-zA-Z.]+>`)
 )
 

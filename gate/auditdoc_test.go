@@ -32,10 +32,10 @@ func TestAuditLogIsDocumented(t *testing.T) {
 	for _, r := range Results {
 		listed("result", string(r))
 	}
-	for _, r := range Reasons {
+	for _, r := range append(Reasons, SCIMReasons...) {
 		listed("reason", string(r))
 	}
-	for _, e := range Events {
+	for _, e := range append(Events, SCIMEvents...) {
 		listed("event", e)
 	}
 	for _, op := range []string{"add-grant", "revoke-grant", "deprovision", "logout-user"} {

@@ -116,6 +116,15 @@ func (g *Gate) callback(req *Request, out Outcome) Outcome {
 		return loginFailed(out, http.StatusForbidden, ReasonDomainNotAllowed,
 			"This sign-in service cannot sign in an account with this email address here. Sign in with your own organisation's sign-in service.")
 	}
+	switch refused, err := g.deprovisioned(r.Context(), id); {
+	case err != nil:
+		g.log.Error("SCIM: the grant store cannot say whether this user is active: sign-in refused", zap.String("user", id.Subject), zap.Error(err))
+		return out.refuse(Unavailable, http.StatusServiceUnavailable, ResultLoginFailed, ReasonDeprovisionUnsure, &Answer{Error: "login_failed",
+			Title: "Sign-in failed", Message: "Your sign-in cannot be checked right now. Please try again in a minute.", ActionURL: "/", ActionText: "Try again"})
+	case refused:
+		return loginFailed(out, http.StatusForbidden, ReasonDeprovisioned,
+			"Your account has been deactivated by your organisation, so you cannot sign in here. If you think this is a mistake, contact your helpdesk with the reference below.")
+	}
 	sess := authn.NewSession(id, now)
 	sess.IdP = idp.Name
 	sess.IdPSession = idpSession(id)

@@ -40,6 +40,9 @@ var endpointMethods = map[string]string{
 func (g *Gate) endpoint(req *Request, out Outcome) Outcome {
 	out.Result = ResultInternal
 	path := strings.ToLower(req.path)
+	if g.cfg.SCIM != nil && isSCIMPath(path) {
+		return g.scim(req, out)
+	}
 	methods, ok := endpointMethods[path]
 	if !ok {
 		return out.refuse(BadRequest, http.StatusNotFound, ResultInternal, ReasonNotFound, &Answer{Error: "not_found",

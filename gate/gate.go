@@ -94,6 +94,10 @@ type Config struct {
 	StepUp         authn.StepUpRules
 	ApprovalStepUp *authn.Requirement // for the approvals page
 
+	// SCIM turns on the SCIM 2.0 service for a provisioning system
+	// (PathSCIM); nil: off.
+	SCIM *SCIMConfig
+
 	Grants *grants.Cache    // required: a memory store at least
 	Policy *policies.Engine // nil: no policy
 	// PolicyShadow decides every request Policy decides with a candidate

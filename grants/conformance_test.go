@@ -161,6 +161,8 @@ func conformance(t *testing.T, open func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("SCIM users", func(t *testing.T) { scimConformance(t, open) })
+
 	t.Run("pending values: taken once, kept until the caller's clock says", func(t *testing.T) {
 		s := open(t)
 		big := make([]byte, 700<<10) // a large form, sealed

@@ -281,6 +281,23 @@ type Store interface {
 	AppendHistory(ctx context.Context, e HistoryEntry, keep time.Duration) error
 	// History lists kept entries, oldest first.
 	History(ctx context.Context, f HistoryFilter) ([]HistoryEntry, error)
+	// PutSCIMUser records a user of the HR or IAM provisioning system
+	// (SCIM) at now: without an id a new one (the store assigns it),
+	// else a replacement of that user (ErrNotFound if there is none, or
+	// it was deleted). A userName is unique, ignoring case, among users
+	// not deleted (ErrConflict); a deleted user's is taken over, and the
+	// deleted user forgotten. It returns the user as stored: id, created,
+	// modified and version set.
+	PutSCIMUser(ctx context.Context, u SCIMUser, now time.Time) (SCIMUser, error)
+	// SCIMUser returns one SCIM user, deleted or not (ErrNotFound).
+	SCIMUser(ctx context.Context, id string) (SCIMUser, error)
+	// SCIMUsers lists the SCIM users f selects, deleted ones too, in the
+	// order they were created.
+	SCIMUsers(ctx context.Context, f SCIMFilter) ([]SCIMUser, error)
+	// DeleteSCIMUser marks a SCIM user deleted (and not active) at now;
+	// the record stays until a new user takes its userName. ErrNotFound
+	// if there is none, or it was deleted already.
+	DeleteSCIMUser(ctx context.Context, id string, now time.Time) (SCIMUser, error)
 
 	// Events delivers changes made by any node (for cache invalidation).
 	Events() <-chan Event

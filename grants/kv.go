@@ -42,7 +42,8 @@ const (
 	bHistory    = "history"      // historyKey → HistoryEntry
 )
 
-var allBuckets = []string{bGrants, bUserGrants, bRequests, bSessions, bUsers, bEmails, bRevGrants, bIdPSess, bOnce, bPending, bHistory}
+var allBuckets = []string{bGrants, bUserGrants, bRequests, bSessions, bUsers, bEmails, bRevGrants, bIdPSess, bOnce, bPending, bHistory,
+	bSCIM, bSCIMNames, bSCIMIndex}
 
 // kvStore is the Store of the embedded stores, on any kv.
 type kvStore struct {

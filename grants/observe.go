@@ -15,7 +15,8 @@ type Observer func(op string, took time.Duration, err error)
 // failed, rather than an answer about the data (not found, already
 // decided, invalid).
 func Outage(err error) bool {
-	return err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrAlreadyDecided) && !errors.Is(err, ErrInvalid)
+	return err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrAlreadyDecided) && !errors.Is(err, ErrInvalid) &&
+		!errors.Is(err, ErrConflict)
 }
 
 // Pinger is a store that can check it is reachable in one round trip.
@@ -163,6 +164,34 @@ func (w *observed) TakePending(ctx context.Context, key string, now time.Time) (
 	start := time.Now()
 	v, err := w.s.TakePending(ctx, key, now)
 	w.observe("take_pending", start, err)
+	return v, err
+}
+
+func (w *observed) PutSCIMUser(ctx context.Context, u SCIMUser, now time.Time) (SCIMUser, error) {
+	start := time.Now()
+	v, err := w.s.PutSCIMUser(ctx, u, now)
+	w.observe("put_scim_user", start, err)
+	return v, err
+}
+
+func (w *observed) SCIMUser(ctx context.Context, id string) (SCIMUser, error) {
+	start := time.Now()
+	v, err := w.s.SCIMUser(ctx, id)
+	w.observe("scim_user", start, err)
+	return v, err
+}
+
+func (w *observed) SCIMUsers(ctx context.Context, f SCIMFilter) ([]SCIMUser, error) {
+	start := time.Now()
+	v, err := w.s.SCIMUsers(ctx, f)
+	w.observe("scim_users", start, err)
+	return v, err
+}
+
+func (w *observed) DeleteSCIMUser(ctx context.Context, id string, now time.Time) (SCIMUser, error) {
+	start := time.Now()
+	v, err := w.s.DeleteSCIMUser(ctx, id, now)
+	w.observe("delete_scim_user", start, err)
 	return v, err
 }
 

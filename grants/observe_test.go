@@ -31,7 +31,8 @@ func TestObservedStore(t *testing.T) {
 	defer mu.Unlock()
 	for _, op := range []string{"lookup", "add_grant", "revoke_grant", "grants", "create_request", "request", "requests",
 		"decide", "revoke_session", "revoke_user", "users", "revocations", "note_email", "revoke_idp_session", "first_use",
-		"put_pending", "take_pending", "append_history", "history"} {
+		"put_pending", "take_pending", "append_history", "history",
+		"put_scim_user", "scim_user", "scim_users", "delete_scim_user"} {
 		if calls[op] == 0 {
 			t.Errorf("no %s call observed (observed %v)", op, calls)
 		}
@@ -43,7 +44,7 @@ func TestOutage(t *testing.T) {
 		err  error
 		want bool
 	}{
-		{nil, false}, {ErrNotFound, false}, {ErrAlreadyDecided, false}, {fmt.Errorf("grant g1: %w", ErrInvalid), false},
+		{nil, false}, {ErrNotFound, false}, {ErrAlreadyDecided, false}, {ErrConflict, false}, {fmt.Errorf("grant g1: %w", ErrInvalid), false},
 		{ErrUnavailable, true}, {context.DeadlineExceeded, true}, {errors.New("dial tcp: connection refused"), true},
 		{ErrNotDurable, true},
 	} {

@@ -160,7 +160,7 @@ func noMaintNotifications() *maintnotifications.Config {
 }
 
 func unavailable(err error) error {
-	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrAlreadyDecided) || errors.Is(err, ErrInvalid) ||
+	if err == nil || errors.Is(err, ErrNotFound) || errors.Is(err, ErrAlreadyDecided) || errors.Is(err, ErrInvalid) || errors.Is(err, ErrConflict) ||
 		errors.Is(err, ErrNotDurable) || errors.Is(err, ErrUnavailable) {
 		return err
 	}

@@ -109,6 +109,9 @@ func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 //	        require_scopes <scope...>; groups_claim <claim>; plain_jwt; dpop required|optional
 //	    }
 //	    pass_authorization
+//	    scim {
+//	        token <secret...>; link email|sub
+//	    }
 //	}
 //
 // Secrets take placeholders ({env.X}, {file./path}), resolved at start.
@@ -193,7 +196,7 @@ var subdirectives = []string{
 	"cookie_domain", "idle_timeout", "idle_activity", "idle_ignore", "session_lifetime", "identity_header", "public",
 	"allow_groups", "allow_email_domains", "external_url", "upgrade_origins", "trust_unverified_email", "policy",
 	"policy_query", "policy_headers", "policy_timeout", "policy_cache", "policy_shadow", "decision_log", "input_headers", "redact_query",
-	"strip_headers", "keep_headers", "pages_dir", "support_contact", "bearer", "pass_authorization", "preserve_post", "step_up", "assertion_header", "grants", "grants_timeout", "history", "approval_step_up", "provider",
+	"strip_headers", "keep_headers", "pages_dir", "support_contact", "bearer", "pass_authorization", "preserve_post", "step_up", "assertion_header", "grants", "grants_timeout", "history", "approval_step_up", "provider", "scim",
 }
 
 // nearest is the known name nearest to a misspelt one: at most two edits
@@ -355,6 +358,8 @@ func (h *Handler) unmarshalSpecial(d *caddyfile.Dispenser, sub string) error {
 		h.PassAuthorization = true
 	case "idp":
 		return h.unmarshalIdP(d)
+	case "scim":
+		return h.unmarshalSCIM(d)
 	default:
 		if near := nearest(sub, subdirectives); near != "" {
 			return d.Errf("unknown gatehouse subdirective %q (did you mean %q?)", sub, near)

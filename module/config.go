@@ -229,6 +229,7 @@ func (h *Handler) resolvePlaceholders() error {
 			p.Issuer = strings.TrimSpace(p.Issuer)
 		}
 	}
+	h.resolveSCIM(resolve)
 	if len(empty) > 0 {
 		sort.Strings(empty)
 		return fmt.Errorf("gatehouse: a placeholder resolved to nothing: %s", strings.Join(empty, "; "))
@@ -382,6 +383,7 @@ func (h *Handler) gateConfig(ctx caddy.Context) (gate.Config, error) {
 			Now:          h.now})
 	}
 	cfg.PassAuthorization = h.PassAuthorization
+	cfg.SCIM = h.gateSCIM()
 	if cfg.Grants, err = h.grantCache(); err != nil {
 		return cfg, err
 	}

@@ -161,6 +161,10 @@ type Handler struct {
 	// request with Authorization: Bearer is checked with its token instead
 	// of a session, and never redirected.
 	Bearer []*Bearer `json:"bearer,omitempty"`
+
+	// SCIM turns on the SCIM 2.0 service for an HR or IAM provisioning
+	// system, which de-provisions leavers on every node.
+	SCIM *SCIM `json:"scim,omitempty"`
 	// PassAuthorization keeps a verified token's Authorization header for
 	// the upstream; by default it is removed.
 	PassAuthorization bool `json:"pass_authorization,omitempty"`

@@ -111,6 +111,7 @@ func (h *Handler) Validate() error {
 		bad("history", "must be at least a day (evidence is kept for audits), got %s", t)
 	}
 	h.validatePages(bad, check)
+	h.validateSCIM(bad, check)
 	if _, err := grants.ParseURL(h.Grants); err != nil {
 		bad("grants", "%q: want file:///path, redis://…, rediss://…, redis+cluster://… or memory: (%v)", redactURL(h.Grants), err)
 	}
