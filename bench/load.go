@@ -663,7 +663,7 @@ func measureMemory(ctx context.Context, c config, up *process, store string) (me
 		return m, err
 	}
 	proc, err := startCaddy(c, s, gatehouseCaddyfile("admin off", addr, up.addr, filepath.Join(c.work, s+"-audit.log"), storeURL,
-		filepath.Join(c.repo, "policies"), c.grantsTimeout, false, false), addr)
+		filepath.Join(c.repo, "policies"), "", c.grantsTimeout, false, false), addr)
 	if err != nil {
 		return m, err
 	}

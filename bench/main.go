@@ -119,7 +119,7 @@ func run(c config) error {
 	}
 	defer up.stop()
 
-	targets := []*target{plainTarget(c), accessLogTarget(c), gatehouseTarget(c, "file"), noCacheTarget(c), gatehouseTarget(c, "redis"), stepUpTarget(c)}
+	targets := []*target{plainTarget(c), accessLogTarget(c), gatehouseTarget(c, "file"), shadowTarget(c), noCacheTarget(c), gatehouseTarget(c, "redis"), stepUpTarget(c)}
 	defer func() {
 		for _, t := range targets {
 			t.stop()

@@ -36,6 +36,7 @@ type target struct {
 	stepUp    bool
 	plain     bool
 	noCache   bool // policy_cache off
+	shadow    bool // policy_shadow: a copy of the policy decided beside it
 	accessLog bool // plain Caddy with an access log
 	noRate    bool // left out of the fixed-rate runs
 	slug      string
@@ -80,6 +81,10 @@ func gatehouseTarget(c config, store string) *target {
 
 func noCacheTarget(c config) *target {
 	return &target{name: "(2b) Gatehouse, embedded store, policy cache off", store: "file", noCache: true, noRate: true}
+}
+
+func shadowTarget(c config) *target {
+	return &target{name: "(2s) Gatehouse, embedded store, shadow policy", store: "file", shadow: true}
 }
 
 func stepUpTarget(c config) *target {
@@ -274,7 +279,7 @@ var cookieSecret = func() string {
 	return string(b)
 }()
 
-func gatehouseCaddyfile(admin, addr, upstream, auditLog, storeURL, policyDir string, grantsTimeout time.Duration, stepUp, noCache bool) string {
+func gatehouseCaddyfile(admin, addr, upstream, auditLog, storeURL, policyDir, shadowDir string, grantsTimeout time.Duration, stepUp, noCache bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, globalOptions, admin, auditLog)
 	fmt.Fprintf(&b, `
@@ -293,6 +298,9 @@ http://%s {
 `, addr, benchApp, benchIssuer, benchClient, cookieSecret, storeURL, policyDir, grantsTimeout)
 	if noCache {
 		b.WriteString("\t\tpolicy_cache off\n")
+	}
+	if shadowDir != "" {
+		fmt.Fprintf(&b, "\t\tpolicy_shadow %s\n", shadowDir)
 	}
 	if stepUp {
 		fmt.Fprintf(&b, `		step_up /admin/* {
@@ -482,8 +490,17 @@ func (t *target) start(ctx context.Context, c config, up *process, users int, sl
 	if err := pop.fill(ctx, storeURL); err != nil {
 		return nil, fmt.Errorf("filling the grant store: %w", err)
 	}
+	shadowDir := ""
+	if t.shadow {
+		// The same policy, as a candidate: every decision is evaluated
+		// twice, the second time off the request path.
+		shadowDir = filepath.Join(dir, "shadow-policies")
+		if err := os.CopyFS(shadowDir, os.DirFS(filepath.Join(c.repo, "policies"))); err != nil {
+			return nil, err
+		}
+	}
 	t.proc, err = startCaddy(c, slug, gatehouseCaddyfile(admin, addr, up.addr, filepath.Join(dir, "audit.log"), storeURL,
-		filepath.Join(c.repo, "policies"), c.grantsTimeout, t.stepUp, t.noCache), addr)
+		filepath.Join(c.repo, "policies"), shadowDir, c.grantsTimeout, t.stepUp, t.noCache), addr)
 	return pop, err
 }
 
