@@ -25,6 +25,7 @@ var (
 // conformance runs the one suite every Store must pass.
 func conformance(t *testing.T, open func(t *testing.T) Store) {
 	ctx := context.Background()
+	usageConformance(t, open)
 
 	t.Run("grants and the exact expiry boundary", func(t *testing.T) {
 		s := open(t)

@@ -39,9 +39,10 @@ const (
 	bIdPSess    = "idp_sessions" // IdPSession.Key → until
 	bOnce       = "once"         // onceKey(id) → until
 	bPending    = "pending"      // key → expiry and a sealed value (PutPending)
+	bUsage      = "usage"        // app, day, user key, via, resource → usageRecord (usage.go)
 )
 
-var allBuckets = []string{bGrants, bUserGrants, bRequests, bSessions, bUsers, bEmails, bRevGrants, bIdPSess, bOnce, bPending}
+var allBuckets = []string{bGrants, bUserGrants, bRequests, bSessions, bUsers, bEmails, bRevGrants, bIdPSess, bOnce, bPending, bUsage}
 
 // kvStore is the Store of the embedded stores, on any kv.
 type kvStore struct {
@@ -499,6 +500,11 @@ func (s *kvStore) purge(now time.Time) error {
 		errs = append(errs, err)
 		for _, k := range deadPending {
 			errs = append(errs, tx.del(bPending, k))
+		}
+		deadUsage, err := purgeUsage(tx, now)
+		errs = append(errs, err)
+		for _, k := range deadUsage {
+			errs = append(errs, tx.del(bUsage, k))
 		}
 		return errors.Join(errs...) // any failure rolls the whole purge back
 	})

@@ -166,6 +166,20 @@ func (w *observed) TakePending(ctx context.Context, key string, now time.Time) (
 	return v, err
 }
 
+func (w *observed) AddUsage(ctx context.Context, us []Usage) error {
+	start := time.Now()
+	err := w.s.AddUsage(ctx, us)
+	w.observe("add_usage", start, err)
+	return err
+}
+
+func (w *observed) Usage(ctx context.Context, app string, from, to time.Time) ([]Usage, error) {
+	start := time.Now()
+	v, err := w.s.Usage(ctx, app, from, to)
+	w.observe("usage", start, err)
+	return v, err
+}
+
 // Ping checks the observed store, if it can be checked.
 func (w *observed) Ping(ctx context.Context) error {
 	p, ok := w.s.(Pinger)
