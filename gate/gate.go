@@ -167,6 +167,8 @@ type Gate struct {
 	redact     map[string]bool
 	grantsDown atomic.Bool // the last grant lookup failed: log changes, not every request
 	ready      readiness
+	usage      *usageRecorder // usage.go
+	background background     // background.go
 }
 
 // builtinClaims are the claims every session holds; others named by an
@@ -232,6 +234,7 @@ func New(cfg Config) (*Gate, error) {
 		g.inputHdrs = append(g.inputHdrs, http.CanonicalHeaderKey(ih))
 		g.inputLower = append(g.inputLower, strings.ToLower(ih))
 	}
+	g.usage = newUsageRecorder(cfg.App, cfg.Grants.Store, UsageMaxEntries, g.log)
 	g.redact = make(map[string]bool, len(cfg.RedactQuery))
 	for _, q := range cfg.RedactQuery {
 		g.redact[q] = true

@@ -80,9 +80,10 @@ func usageDays(from, to time.Time) []string {
 	}
 }
 
-// cleanName reports whether s is usable as an app or resource name in
-// usage records and store keys.
-func cleanName(s string) bool {
+// UsageName reports whether s can name an app or a resource in usage
+// records (and store keys): 1 to 128 bytes, no control character, no
+// brace, no '|'.
+func UsageName(s string) bool {
 	if s == "" || len(s) > maxUsageName {
 		return false
 	}
@@ -98,7 +99,7 @@ func validateUsage(us []Usage) error {
 	for i := range us {
 		u := &us[i]
 		switch {
-		case !cleanName(u.App) || !cleanName(u.Resource):
+		case !UsageName(u.App) || !UsageName(u.Resource):
 			return fmt.Errorf("%w: usage needs an app and a resource of 1 to %d printable bytes without {, } or |", ErrInvalid, maxUsageName)
 		case !u.User.valid():
 			return fmt.Errorf("%w: usage needs a user (iss and sub)", ErrInvalid)
@@ -204,7 +205,7 @@ func (s *kvStore) AddUsage(_ context.Context, us []Usage) error {
 
 func (s *kvStore) Usage(_ context.Context, app string, from, to time.Time) ([]Usage, error) {
 	days := usageDays(from, to)
-	if len(days) == 0 || !cleanName(app) {
+	if len(days) == 0 || !UsageName(app) {
 		return []Usage{}, nil
 	}
 	sum := usageSum{}
@@ -297,7 +298,7 @@ func (s *RedisStore) AddUsage(ctx context.Context, us []Usage) error {
 
 func (s *RedisStore) Usage(ctx context.Context, app string, from, to time.Time) ([]Usage, error) {
 	days := usageDays(from, to)
-	if len(days) == 0 || !cleanName(app) {
+	if len(days) == 0 || !UsageName(app) {
 		return []Usage{}, nil
 	}
 	p := s.client.Pipeline()

@@ -290,6 +290,7 @@ func (h *Handler) provision(ctx caddy.Context, logger *zap.Logger) error {
 		return err
 	}
 	h.metrics = newAppMetrics(h.App)
+	h.gate.Start() // usage records; stopped by Cleanup
 	if h.gate.Everyone() {
 		h.logger.Warn("EVERY AUTHENTICATED USER IS ALLOWED: no policy, allow_groups or allow_email_domains is configured",
 			zap.String("app", h.App), zap.Strings("issuers", h.issuers()))
@@ -300,6 +301,9 @@ func (h *Handler) provision(ctx caddy.Context, logger *zap.Logger) error {
 // Cleanup releases the handler's shares of the IdPs, grant store, policy
 // engine and assertion keys. It works after a half-done Provision.
 func (h *Handler) Cleanup() error {
+	if h.gate != nil {
+		h.gate.Close() // writes the last usage records while the store is still open
+	}
 	if h.asserter != nil {
 		h.asserter.Release(time.Now())
 		h.asserter = nil
