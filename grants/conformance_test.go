@@ -26,6 +26,7 @@ var (
 func conformance(t *testing.T, open func(t *testing.T) Store) {
 	ctx := context.Background()
 	usageConformance(t, open)
+	reviewConformance(t, open)
 
 	t.Run("grants and the exact expiry boundary", func(t *testing.T) {
 		s := open(t)

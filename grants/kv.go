@@ -40,9 +40,14 @@ const (
 	bOnce       = "once"         // onceKey(id) → until
 	bPending    = "pending"      // key → expiry and a sealed value (PutPending)
 	bUsage      = "usage"        // app, day, user key, via, resource → usageRecord (usage.go)
+	// Access reviews (reviews.go).
+	bReviews         = "reviews"              // campaign id → Campaign
+	bReviewDecisions = "review_decisions"     // campaign id/item id → ItemDecision
+	bResourceRevs    = "resource_revocations" // user key|app|resource → ResourceRevocation
 )
 
-var allBuckets = []string{bGrants, bUserGrants, bRequests, bSessions, bUsers, bEmails, bRevGrants, bIdPSess, bOnce, bPending, bUsage}
+var allBuckets = []string{bGrants, bUserGrants, bRequests, bSessions, bUsers, bEmails, bRevGrants, bIdPSess, bOnce, bPending, bUsage,
+	bReviews, bReviewDecisions, bResourceRevs}
 
 // kvStore is the Store of the embedded stores, on any kv.
 type kvStore struct {
@@ -505,6 +510,14 @@ func (s *kvStore) purge(now time.Time) error {
 		errs = append(errs, err)
 		for _, k := range deadUsage {
 			errs = append(errs, tx.del(bUsage, k))
+		}
+		deadReviews, deadDecisions, err := purgeReviews(tx, now)
+		errs = append(errs, err)
+		for _, k := range deadReviews {
+			errs = append(errs, tx.del(bReviews, k))
+		}
+		for _, k := range deadDecisions {
+			errs = append(errs, tx.del(bReviewDecisions, k))
 		}
 		return errors.Join(errs...) // any failure rolls the whole purge back
 	})
