@@ -3,7 +3,8 @@ package gate
 import "sync"
 
 // background is the gate's work besides requests: writing usage records
-// (usage.go). Start runs it, Close stops it.
+// (usage.go) and the access reviews' schedule (reviews.go). Start runs
+// it, Close stops it.
 type background struct {
 	mu      sync.Mutex
 	stop    chan struct{}
@@ -12,8 +13,9 @@ type background struct {
 }
 
 // Start runs the gate's background work until Close: usage records are
-// written to the grant store every UsageFlushEvery. Calling it again does
-// nothing.
+// written to the grant store every UsageFlushEvery, and the reviews'
+// schedule is checked at once and every ReviewTick. Calling it again
+// does nothing.
 func (g *Gate) Start() {
 	b := &g.background
 	b.mu.Lock()
@@ -23,6 +25,9 @@ func (g *Gate) Start() {
 	}
 	b.started, b.stop = true, make(chan struct{})
 	b.done.Go(func() { g.usage.run(b.stop) })
+	if len(g.cfg.Reviews) > 0 {
+		b.done.Go(func() { g.runReviews(b.stop) })
+	}
 }
 
 // Close stops the background work, writing the usage counted since the

@@ -92,7 +92,16 @@ type Config struct {
 	PassAuthorization bool
 
 	StepUp         authn.StepUpRules
-	ApprovalStepUp *authn.Requirement // for the approvals page
+	ApprovalStepUp *authn.Requirement // for the approvals and reviews pages
+
+	// Reviews are the app's access reviews (reviews.go).
+	Reviews []ReviewConfig
+	// OnEvent receives the audit events nothing but the gate's own
+	// schedule caused (a review opened, on_timeout applied).
+	OnEvent func(Event)
+	// OnReviewItems is told, at each check of the reviews' schedule, how
+	// many items of each review's open campaigns nobody decided yet.
+	OnReviewItems func(review string, open int)
 
 	Grants *grants.Cache    // required: a memory store at least
 	Policy *policies.Engine // nil: no policy
@@ -168,6 +177,7 @@ type Gate struct {
 	grantsDown atomic.Bool // the last grant lookup failed: log changes, not every request
 	ready      readiness
 	usage      *usageRecorder // usage.go
+	reviews    reviewState    // reviews.go
 	background background     // background.go
 }
 
