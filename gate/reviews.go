@@ -38,7 +38,7 @@ type ReviewConfig struct {
 
 // PeriodStart is the start of the period that holds t: periods of Every
 // counted from the Unix epoch, so every node agrees on them.
-func (rc *ReviewConfig) PeriodStart(t time.Time) time.Time {
+func (rc ReviewConfig) PeriodStart(t time.Time) time.Time {
 	secs := int64(rc.Every / time.Second)
 	if secs <= 0 {
 		return t
@@ -173,7 +173,7 @@ func (g *Gate) runReviews(stop <-chan struct{}) {
 	defer t.Stop()
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		g.reviewTick(ctx)
+		g.CheckReviews(ctx)
 		cancel()
 		select {
 		case <-stop:
@@ -183,12 +183,13 @@ func (g *Gate) runReviews(stop <-chan struct{}) {
 	}
 }
 
-// reviewTick opens each review's campaign for the current period if it
-// is not open yet (also the period a node missed while it was down),
+// CheckReviews runs the reviews' schedule once (Start runs it every
+// ReviewTick): it opens each review's campaign for the current period if
+// it is not open yet (also the period a node missed while it was down),
 // applies on_timeout to the undecided items of campaigns that ended,
 // carries out revokes decided but not carried out, and counts the items
-// still open.
-func (g *Gate) reviewTick(ctx context.Context) {
+// still open (OnReviewItems).
+func (g *Gate) CheckReviews(ctx context.Context) {
 	now := g.now()
 	store := g.cfg.Grants.Store()
 	for _, rc := range g.cfg.Reviews {

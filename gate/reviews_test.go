@@ -121,9 +121,9 @@ func TestAccessReview(t *testing.T) {
 	}
 
 	// Two nodes check the schedule: one campaign.
-	rg.reviewTick(ctx)
-	node2.reviewTick(ctx)
-	rg.reviewTick(ctx)
+	rg.CheckReviews(ctx)
+	node2.CheckReviews(ctx)
+	rg.CheckReviews(ctx)
 	cs, _ := store.Reviews(ctx, "payroll")
 	if len(cs) != 1 || len(rg.eventsNamed(EventReviewOpened))+len(node2.eventsNamed(EventReviewOpened)) != 1 {
 		t.Fatalf("campaigns %d, opened events %d+%d", len(cs), len(rg.eventsNamed(EventReviewOpened)), len(node2.eventsNamed(EventReviewOpened)))
@@ -227,7 +227,7 @@ func TestAccessReview(t *testing.T) {
 	// alice's is kept.
 	want(t, "keep alice's", decide(items["alice"].ID, "keep", "", cc, csrf), Redirect, http.StatusSeeOther, ResultReviewKept, ReasonNone)
 
-	rg.reviewTick(ctx)
+	rg.CheckReviews(ctx)
 	if rg.open["quarterly"] != 1 { // carol's own, which someone else must review
 		t.Errorf("open items after carol's review: %v", rg.open)
 	}
@@ -245,7 +245,7 @@ func TestAccessReview(t *testing.T) {
 		node.clock.add(quarterly.Every + 24*time.Hour) // down over the period's start
 	}
 	for _, node := range []*reviewGate{node2, rg, node2} {
-		node.reviewTick(ctx)
+		node.CheckReviews(ctx)
 	}
 	cs, _ = store.Reviews(ctx, "payroll")
 	if len(cs) != 2 || cs[0].Undecided() != 0 || cs[0].Item(items["carol"].ID).Decision.By != reviewByTimeout {
@@ -288,7 +288,7 @@ func TestReviewBulkAndStepUp(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	rg.reviewTick(ctx)
+	rg.CheckReviews(ctx)
 	cs, _ := rg.store.Reviews(ctx, "payroll")
 	if len(cs) != 1 || len(cs[0].Items) != 2 {
 		t.Fatalf("campaign: %+v", cs)

@@ -114,7 +114,7 @@ func grantsCommands() []*cobra.Command {
 	reqsCmd.Flags().StringVar(&reqs.op.Status, "status", "", "pending, approved, auto_approved or rejected")
 	reqsCmd.Flags().StringVar(&reqs.op.App, "app", "", "only this app")
 	requestsCmd.AddCommand(reqsCmd)
-	return []*cobra.Command{grantsCmd, usersCmd, requestsCmd}
+	return []*cobra.Command{grantsCmd, usersCmd, requestsCmd, reviewsCommand()}
 }
 
 // checkResource refuses a resource the policy in dir does not name as

@@ -291,6 +291,11 @@ func (h *Handler) setDefaults() {
 	if h.PreservePost == 0 {
 		h.PreservePost = gate.DefaultPreservePost
 	}
+	for _, r := range h.Reviews {
+		if r != nil {
+			r.setDefaults()
+		}
+	}
 }
 
 // gateConfig turns the validated configuration into the gate's, with
@@ -380,6 +385,7 @@ func (h *Handler) gateConfig(ctx caddy.Context) (gate.Config, error) {
 			Now:          h.now})
 	}
 	cfg.PassAuthorization = h.PassAuthorization
+	h.reviewConfig(&cfg)
 	if cfg.Grants, err = h.grantCache(); err != nil {
 		return cfg, err
 	}

@@ -224,7 +224,7 @@ type Handler struct {
 	RedactQuery []string `json:"redact_query,omitempty"`
 
 	// PagesDir is a directory whose layout.html, request.html,
-	// access.html, approvals.html, resubmit.html, signin.html and
+	// access.html, approvals.html, resubmit.html, signin.html, reviews.html and
 	// style.css, where present, replace Gatehouse's own page templates
 	// (docs/pages.md). They are read and checked at start; placeholders
 	// are resolved.
@@ -234,6 +234,9 @@ type Handler struct {
 	// help@corp.example"): shown on every error page, and in JSON error
 	// answers as support.
 	SupportContact string `json:"support_contact,omitempty"`
+
+	// Reviews are the app's access reviews (docs/reviews.md).
+	Reviews []*Review `json:"reviews,omitempty"`
 
 	// PreservePost is the largest body (bytes) of a form posted after the
 	// session idled out or reached its lifetime that is kept while the

@@ -107,6 +107,7 @@ func (h *Handler) Validate() error {
 		bad("grants_timeout", "must be between 1ms and 10s, got %s", t)
 	}
 	h.validatePages(bad, check)
+	h.validateReviews(bad)
 	if _, err := grants.ParseURL(h.Grants); err != nil {
 		bad("grants", "%q: want file:///path, redis://…, rediss://…, redis+cluster://… or memory: (%v)", redactURL(h.Grants), err)
 	}
