@@ -70,7 +70,9 @@ func (o *StoreOp) applyReview(ctx context.Context, s grants.Store, now time.Time
 			return err
 		}
 		id := "manual-" + strings.ToLower(rand.Text())
-		c, _, err := OpenCampaign(ctx, s, o.App, rc, id, now.Add(-rc.Every), now, now, o.by())
+		// Up to and including this second: a grant made in it is in.
+		end := now.Truncate(time.Second).Add(time.Second)
+		c, _, err := OpenCampaign(ctx, s, o.App, rc, id, end.Add(-rc.Every), end, now, o.by())
 		if err != nil {
 			return err
 		}

@@ -239,7 +239,7 @@ func (g *Gate) CheckReviews(ctx context.Context) {
 				g.timeOut(ctx, c, it, now)
 			case it.Decision != nil && it.Decision.Action == grants.ActionRevoke && !it.Decision.Applied && now.Unix()-it.Decision.At > 60:
 				// Decided, not carried out (the store failed in between).
-				if events, err := g.revokeItem(ctx, c, *it, it.Decision.By, it.Decision.Reason, now); err != nil {
+				if events, err := g.revokeItem(ctx, c, *it, it.Decision.By, it.Decision.By, it.Decision.Reason, now); err != nil {
 					g.log.Warn("access review: a revoke is not carried out yet; the schedule tries again", zap.String("campaign", c.ID), zap.Error(err))
 				} else {
 					g.event(events...)
@@ -276,7 +276,7 @@ func (g *Gate) timeOut(ctx context.Context, c *grants.Campaign, it *grants.Revie
 	case grants.ActionFlag:
 		g.event(ReviewEvent(EventReviewFlagged, c, &decided, reviewByTimeout, why))
 	case grants.ActionRevoke:
-		events, err := g.revokeItem(ctx, c, decided, reviewByTimeout, why, now)
+		events, err := g.revokeItem(ctx, c, decided, reviewByTimeout, reviewByTimeout, why, now)
 		if err != nil {
 			g.log.Warn("access review: a revoke is not carried out yet; the schedule tries again", zap.String("campaign", c.ID), zap.Error(err))
 		}
@@ -285,13 +285,15 @@ func (g *Gate) timeOut(ctx context.Context, c *grants.Campaign, it *grants.Revie
 }
 
 // revokeItem carries out a revoke: a grant ends at once (on every node),
-// standing access becomes a resource revocation every node mirrors. The
-// events are what happened, or the failure.
-func (g *Gate) revokeItem(ctx context.Context, c *grants.Campaign, it grants.ReviewItem, by, why string, now time.Time) ([]Event, error) {
+// standing access becomes a resource revocation every node mirrors. by
+// is recorded with the revocation (the reviewer's email, or "timeout"),
+// actor in the events (the reviewer's subject). The events are what
+// happened, or the failure.
+func (g *Gate) revokeItem(ctx context.Context, c *grants.Campaign, it grants.ReviewItem, by, actor, why string, now time.Time) ([]Event, error) {
 	store := g.cfg.Grants.Store()
 	var events []Event
 	fail := func(err error) ([]Event, error) {
-		e := ReviewEvent(EventReviewRevokeFailed, c, &it, by, why)
+		e := ReviewEvent(EventReviewRevokeFailed, c, &it, actor, why)
 		e.Failed, e.Fields = true, append(e.Fields, zap.String("error", err.Error()))
 		return append(events, e), err
 	}
@@ -308,7 +310,7 @@ func (g *Gate) revokeItem(ctx context.Context, c *grants.Campaign, it grants.Rev
 			return fail(err)
 		default:
 			g.cfg.Grants.NoteGrantRevoked(gr)
-			events = append(events, GrantEvent(EventGrantRevoked, &gr, by, "revoked in access review "+c.Review))
+			events = append(events, GrantEvent(EventGrantRevoked, &gr, actor, "revoked in access review "+c.Review))
 		}
 	default:
 		rr := grants.ResourceRevocation{User: it.User, Email: it.Email, App: c.App, Resource: it.Resource, At: now.Unix(), By: by,
@@ -324,7 +326,7 @@ func (g *Gate) revokeItem(ctx context.Context, c *grants.Campaign, it grants.Rev
 	if err := store.ReviewItemApplied(ctx, c.ID, it.ID); err != nil {
 		return fail(err)
 	}
-	return append(events, ReviewEvent(EventReviewRevoked, c, &it, by, why)), nil
+	return append(events, ReviewEvent(EventReviewRevoked, c, &it, actor, why)), nil
 }
 
 // revokedResources are the app's resources access reviews took away from
@@ -625,7 +627,7 @@ func (g *Gate) decideReview(ctx context.Context, req *Request, out Outcome, in s
 		out.Events = append(out.Events, g.reviewEvent(EventReviewKept, &out, &c, &decided, reason))
 		return out.redirect(Redirect, http.StatusSeeOther, PathReviews+"?notice=kept")
 	}
-	events, err := g.revokeItem(ctx, &c, decided, by, reason, now)
+	events, err := g.revokeItem(ctx, &c, decided, by, out.Audit.User, reason, now)
 	out.Events = append(out.Events, g.withDecision(&out, events)...)
 	if err != nil {
 		return g.storeDown(out, err)
@@ -656,7 +658,7 @@ func (g *Gate) revokeUnused(ctx context.Context, req *Request, out Outcome, in s
 		if err != nil {
 			return g.storeDown(out, err)
 		}
-		events, err := g.revokeItem(ctx, c, decided, by, why, now)
+		events, err := g.revokeItem(ctx, c, decided, by, out.Audit.User, why, now)
 		out.Events = append(out.Events, g.withDecision(&out, events)...)
 		if err != nil {
 			return g.storeDown(out, err)
