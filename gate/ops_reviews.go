@@ -49,7 +49,7 @@ func (o *StoreOp) applyReview(ctx context.Context, s grants.Store, now time.Time
 	}
 	switch o.Op {
 	case "list-reviews":
-		cs, err := s.Reviews(ctx, o.App)
+		cs, err := s.Reviews(ctx, o.App, time.Time{})
 		if o.ReviewOp != nil && o.ReviewOp.Review != "" {
 			kept := cs[:0]
 			for _, c := range cs {
@@ -123,7 +123,7 @@ func (o *StoreOp) reviewConfig(ctx context.Context, s grants.Store) (ReviewConfi
 		return rc, err
 	}
 	if rc.Every == 0 || rc.Duration == 0 || len(rc.Reviewers) == 0 || rc.Scope == "" || rc.OnTimeout == "" {
-		cs, err := s.Reviews(ctx, o.App)
+		cs, err := s.Reviews(ctx, o.App, time.Time{})
 		if err != nil {
 			return rc, err
 		}

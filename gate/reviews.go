@@ -221,7 +221,7 @@ func (g *Gate) CheckReviews(ctx context.Context) {
 		g.reviews.opened[id] = true
 		g.reviews.mu.Unlock()
 	}
-	cs, err := store.Reviews(ctx, g.cfg.App)
+	cs, err := store.Reviews(ctx, g.cfg.App, g.reviewsSince(now))
 	if err != nil {
 		g.log.Warn("access review: campaigns cannot be read; the schedule tries again", zap.Error(err))
 		return
@@ -255,6 +255,18 @@ func (g *Gate) CheckReviews(ctx context.Context) {
 			g.cfg.OnReviewItems(name, n)
 		}
 	}
+}
+
+// reviewsSince is how far back the schedule and the page look for
+// campaigns: two of the longest period (a campaign lasts at most its
+// period), so that older ones, settled long ago, are not read again and
+// again.
+func (g *Gate) reviewsSince(now time.Time) time.Time {
+	var longest time.Duration
+	for _, rc := range g.cfg.Reviews {
+		longest = max(longest, rc.Every)
+	}
+	return now.Add(-2 * longest)
 }
 
 // timeOut applies the campaign's on_timeout to an item nobody decided.
@@ -447,7 +459,7 @@ func (g *Gate) reviewsPage(req *Request, out Outcome) Outcome {
 		}
 		return g.decideReview(ctx, req, out, in, store)
 	}
-	cs, err := store.Reviews(ctx, g.cfg.App)
+	cs, err := store.Reviews(ctx, g.cfg.App, g.reviewsSince(req.Start))
 	if err != nil {
 		return g.storeDown(out, err)
 	}

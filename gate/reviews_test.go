@@ -124,7 +124,7 @@ func TestAccessReview(t *testing.T) {
 	rg.CheckReviews(ctx)
 	node2.CheckReviews(ctx)
 	rg.CheckReviews(ctx)
-	cs, _ := store.Reviews(ctx, "payroll")
+	cs, _ := store.Reviews(ctx, "payroll", time.Time{})
 	if len(cs) != 1 || len(rg.eventsNamed(EventReviewOpened))+len(node2.eventsNamed(EventReviewOpened)) != 1 {
 		t.Fatalf("campaigns %d, opened events %d+%d", len(cs), len(rg.eventsNamed(EventReviewOpened)), len(node2.eventsNamed(EventReviewOpened)))
 	}
@@ -247,7 +247,7 @@ func TestAccessReview(t *testing.T) {
 	for _, node := range []*reviewGate{node2, rg, node2} {
 		node.CheckReviews(ctx)
 	}
-	cs, _ = store.Reviews(ctx, "payroll")
+	cs, _ = store.Reviews(ctx, "payroll", time.Time{})
 	if len(cs) != 2 || cs[0].Undecided() != 0 || cs[0].Item(items["carol"].ID).Decision.By != reviewByTimeout {
 		t.Fatalf("a period later: %d campaigns, the first %+v", len(cs), cs[0])
 	}
@@ -289,7 +289,7 @@ func TestReviewBulkAndStepUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	rg.CheckReviews(ctx)
-	cs, _ := rg.store.Reviews(ctx, "payroll")
+	cs, _ := rg.store.Reviews(ctx, "payroll", time.Time{})
 	if len(cs) != 1 || len(cs[0].Items) != 2 {
 		t.Fatalf("campaign: %+v", cs)
 	}

@@ -194,9 +194,9 @@ func (w *observed) Review(ctx context.Context, id string) (Campaign, error) {
 	return v, err
 }
 
-func (w *observed) Reviews(ctx context.Context, app string) ([]Campaign, error) {
+func (w *observed) Reviews(ctx context.Context, app string, since time.Time) ([]Campaign, error) {
 	start := time.Now()
-	v, err := w.s.Reviews(ctx, app)
+	v, err := w.s.Reviews(ctx, app, since)
 	w.observe("reviews", start, err)
 	return v, err
 }

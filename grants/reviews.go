@@ -145,9 +145,9 @@ type ReviewStore interface {
 	OpenReview(ctx context.Context, c Campaign) (Campaign, bool, error)
 	// Review returns the campaign with its decisions (ErrNotFound).
 	Review(ctx context.Context, id string) (Campaign, error)
-	// Reviews lists an app's campaigns, oldest first, with their
-	// decisions.
-	Reviews(ctx context.Context, app string) ([]Campaign, error)
+	// Reviews lists an app's campaigns opened at or after since (the
+	// zero time: all), oldest first, with their decisions.
+	Reviews(ctx context.Context, app string, since time.Time) ([]Campaign, error)
 	// DecideReviewItem records the decision of one item exactly once:
 	// of concurrent calls one wins, the others get ErrAlreadyDecided
 	// (an unknown campaign or item is ErrNotFound).
@@ -298,15 +298,16 @@ func (s *kvStore) Review(_ context.Context, id string) (Campaign, error) {
 	return c, err
 }
 
-func (s *kvStore) Reviews(_ context.Context, app string) ([]Campaign, error) {
+func (s *kvStore) Reviews(_ context.Context, app string, since time.Time) ([]Campaign, error) {
 	out := []Campaign{}
 	err := s.db.view(func(tx kvTx) error {
 		var ids []string
 		if err := tx.scan(bReviews, "", func(k string, b []byte) error {
 			var head struct {
-				App string `json:"app"`
+				App      string `json:"app"`
+				OpenedAt int64  `json:"opened_at"`
 			}
-			if json.Unmarshal(b, &head) == nil && head.App == app {
+			if json.Unmarshal(b, &head) == nil && head.App == app && (since.IsZero() || head.OpenedAt >= since.Unix()) {
 				ids = append(ids, k)
 			}
 			return nil

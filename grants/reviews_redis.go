@@ -99,8 +99,12 @@ func (s *RedisStore) Review(ctx context.Context, id string) (Campaign, error) {
 	return cs[0], nil
 }
 
-func (s *RedisStore) Reviews(ctx context.Context, app string) ([]Campaign, error) {
-	ids, err := s.client.ZRange(ctx, kReviews(app), 0, -1).Result()
+func (s *RedisStore) Reviews(ctx context.Context, app string, since time.Time) ([]Campaign, error) {
+	from := "-inf"
+	if !since.IsZero() {
+		from = strconv.FormatInt(since.Unix(), 10)
+	}
+	ids, err := s.client.ZRangeByScore(ctx, kReviews(app), &redis.ZRangeBy{Min: from, Max: "+inf"}).Result()
 	if err != nil {
 		return nil, unavailable(err)
 	}

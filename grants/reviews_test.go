@@ -85,9 +85,15 @@ func reviewConformance(t *testing.T, open func(t *testing.T) Store) {
 		if _, _, err := s.OpenReview(ctx, other); err != nil {
 			t.Fatal(err)
 		}
-		cs, err := s.Reviews(ctx, "payroll")
+		cs, err := s.Reviews(ctx, "payroll", time.Time{})
 		if err != nil || len(cs) != 2 {
 			t.Fatalf("Reviews: %d %v", len(cs), err)
+		}
+		if cs, err := s.Reviews(ctx, "payroll", t0.Add(time.Second)); err != nil || len(cs) != 0 {
+			t.Errorf("Reviews opened since after both: %d %v", len(cs), err)
+		}
+		if cs, err := s.Reviews(ctx, "payroll", t0); err != nil || len(cs) != 2 {
+			t.Errorf("Reviews opened since their opening: %d %v", len(cs), err)
 		}
 		if _, err := s.Review(ctx, "nope"); !errors.Is(err, ErrNotFound) {
 			t.Errorf("Review(unknown): %v", err)
@@ -142,7 +148,7 @@ func reviewConformance(t *testing.T, open func(t *testing.T) Store) {
 			!got.Item(aliceItem).Decision.Applied || got.Item(bobItem).Decision.Applied || got.Item(aliceItem).Decision.Action != ActionRevoke {
 			t.Errorf("the campaign read back: %+v %v", got, err)
 		}
-		if cs, _ := s.Reviews(ctx, "payroll"); len(cs) != 2 || cs[0].ID != id || cs[0].Undecided() != 0 || cs[1].Undecided() != 2 {
+		if cs, _ := s.Reviews(ctx, "payroll", time.Time{}); len(cs) != 2 || cs[0].ID != id || cs[0].Undecided() != 0 || cs[1].Undecided() != 2 {
 			t.Errorf("Reviews with decisions: %+v", cs)
 		}
 	})
