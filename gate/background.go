@@ -14,8 +14,8 @@ type background struct {
 
 // Start runs the gate's background work until Close: usage records are
 // written to the grant store every UsageFlushEvery, and the reviews'
-// schedule is checked at once and every ReviewTick. Calling it again
-// does nothing.
+// schedule is checked 2 s after Start and every ReviewTick. Calling it
+// again does nothing.
 func (g *Gate) Start() {
 	b := &g.background
 	b.mu.Lock()

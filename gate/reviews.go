@@ -52,6 +52,9 @@ const (
 	// a campaign opens at most this long after its period starts, and
 	// on_timeout applies at most this long after a campaign ends.
 	ReviewTick = 30 * time.Second
+	// reviewFirstCheck is how long after Start the schedule is first
+	// checked.
+	reviewFirstCheck = 2 * time.Second
 	// UnusedFor is "unused" for the bulk revoke.
 	UnusedFor = 30 * 24 * time.Hour
 	// reviewByTimeout decides what nobody did in time.
@@ -167,8 +170,18 @@ type reviewState struct {
 	opened map[string]bool
 }
 
-// runReviews runs the reviews' schedule every ReviewTick until stop.
+// runReviews runs the reviews' schedule every ReviewTick until stop,
+// the first time reviewFirstCheck after Start: a configuration only
+// validated (provisioned, then cleaned up at once) never reaches the
+// store.
 func (g *Gate) runReviews(stop <-chan struct{}) {
+	first := time.NewTimer(reviewFirstCheck)
+	defer first.Stop()
+	select {
+	case <-stop:
+		return
+	case <-first.C:
+	}
 	t := time.NewTicker(ReviewTick)
 	defer t.Stop()
 	for {

@@ -322,9 +322,22 @@ func TestReviewBulkAndStepUp(t *testing.T) {
 	})
 	want(t, "reviews without the step-up", su.handle(request(http.MethodGet, PathReviews, false, su.cookie(t, su.person("carol", "managers")))),
 		StepUp, http.StatusUnauthorized, ResultStepUpRequired, ReasonStepUpACR)
+	// The store down: the page says so.
+	down := grants.NewCache(deadReviews{grants.NewMemory()}, 10*time.Millisecond)
+	t.Cleanup(func() { _ = down.Close() })
+	dg := newReviewGate(t, nil, func(c *Config) { c.Grants = down })
+	want(t, "reviews, store down", dg.handle(request(http.MethodGet, PathReviews, false, dg.cookie(t, dg.person("carol", "managers")))),
+		Unavailable, http.StatusServiceUnavailable, ResultError, ReasonGrantsDown)
 	// A site without reviews says so.
 	none := newTestGate(t, nil)
 	want(t, "no reviews", none.handle(request(http.MethodGet, PathReviews, false, none.cookie(t, none.session()))), Page, http.StatusOK, ResultInternal, ReasonNoReviews)
+}
+
+// deadReviews is a store whose campaigns cannot be read.
+type deadReviews struct{ grants.Store }
+
+func (deadReviews) Reviews(context.Context, string, time.Time) ([]grants.Campaign, error) {
+	return nil, grants.ErrUnavailable
 }
 
 func TestReviewPeriods(t *testing.T) {

@@ -60,7 +60,7 @@ func TestReviewsConfig(t *testing.T) {
 	if r := h.Reviews[0]; r.Scope != grants.ScopeAll || r.OnTimeout != grants.ActionFlag || time.Duration(r.Duration) != 14*24*time.Hour {
 		t.Errorf("defaults: %+v", r)
 	}
-	h.gate.CheckReviews(context.Background()) // as Start does at once, and every 30 s
+	h.gate.CheckReviews(context.Background()) // as Start does after 2 s, and every 30 s
 	if got := testutil.ToFloat64(metrics.reviewItems.WithLabelValues("payroll", "monthly")); got != 1 {
 		t.Errorf("gatehouse_review_items_open = %v, want 1", got)
 	}
