@@ -62,6 +62,7 @@ func SafeReturnPath(raw string) string {
 var returnablePages = map[string]bool{
 	"/.gatehouse/access":    true,
 	"/.gatehouse/approvals": true,
+	"/.gatehouse/reviews":   true,
 	// The form kept while its user signed in again: shown, sent only by
 	// the user's click.
 	"/.gatehouse/resubmit": true,

@@ -89,7 +89,9 @@ func (g *Gate) check(req *Request, out Outcome) Outcome {
 		}
 	}
 
-	// 9. Allow: slide the idle clock on user activity, set identity.
+	// 9. Allow: count the use, slide the idle clock on user activity,
+	// set identity.
+	g.noteUsage(sess, dec.Resource, req.path, in.Grants.Grants, now)
 	if g.cfg.Lifetimes.ShouldSlide(sess, now) && g.isActivity(req) {
 		sess.LastSeen = now.Unix()
 		c, err := g.cookies.sessionCookie(sess, now)

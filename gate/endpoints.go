@@ -76,6 +76,8 @@ func (g *Gate) endpoint(req *Request, out Outcome) Outcome {
 		return g.backchannelLogout(req, out)
 	case PathResubmit:
 		return g.resubmit(req, out)
+	case PathReviews:
+		return g.reviewsPage(req, out)
 	default:
 		return g.approvals(req, out)
 	}

@@ -92,7 +92,16 @@ type Config struct {
 	PassAuthorization bool
 
 	StepUp         authn.StepUpRules
-	ApprovalStepUp *authn.Requirement // for the approvals page
+	ApprovalStepUp *authn.Requirement // for the approvals and reviews pages
+
+	// Reviews are the app's access reviews (reviews.go).
+	Reviews []ReviewConfig
+	// OnEvent receives the audit events nothing but the gate's own
+	// schedule caused (a review opened, on_timeout applied).
+	OnEvent func(Event)
+	// OnReviewItems is told, at each check of the reviews' schedule, how
+	// many items of each review's open campaigns nobody decided yet.
+	OnReviewItems func(review string, open int)
 
 	// SCIM turns on the SCIM 2.0 service for a provisioning system
 	// (PathSCIM); nil: off.
@@ -178,6 +187,9 @@ type Gate struct {
 	grantsDown atomic.Bool // the last grant lookup failed: log changes, not every request
 	ready      readiness
 	shadowState
+	usage      *usageRecorder // usage.go
+	reviews    reviewState    // reviews.go
+	background background     // background.go
 }
 
 // builtinClaims are the claims every session holds; others named by an
@@ -246,6 +258,7 @@ func New(cfg Config) (*Gate, error) {
 		g.inputHdrs = append(g.inputHdrs, http.CanonicalHeaderKey(ih))
 		g.inputLower = append(g.inputLower, strings.ToLower(ih))
 	}
+	g.usage = newUsageRecorder(cfg.App, cfg.Grants.Store, UsageMaxEntries, g.log)
 	g.redact = make(map[string]bool, len(cfg.RedactQuery))
 	for _, q := range cfg.RedactQuery {
 		g.redact[q] = true

@@ -34,6 +34,9 @@ type StoreOp struct {
 	All      bool   `json:"all,omitempty"`
 	// Since bounds the evidence export (Unix seconds).
 	Since int64 `json:"since,omitempty"`
+	// ReviewOp carries the access-review operations' own settings
+	// (ops_reviews.go).
+	ReviewOp *ReviewOp `json:"review_op,omitempty"`
 }
 
 // StoreOpResult is what an operation returns, and the audit events it
@@ -44,6 +47,12 @@ type StoreOpResult struct {
 	Users    []grants.User         `json:"users,omitempty"`
 	History  []grants.HistoryEntry `json:"history,omitempty"`
 	Events   []Event               `json:"-"`
+
+	// Campaigns, Revocations and Note are the access-review operations'
+	// (ops_reviews.go).
+	Campaigns   []grants.Campaign           `json:"campaigns,omitempty"`
+	Revocations []grants.ResourceRevocation `json:"revocations,omitempty"`
+	Note        string                      `json:"note,omitempty"`
 }
 
 // ErrUnknownEmail: no user the store knows has the email an operation
@@ -92,7 +101,7 @@ func (o *StoreOp) resolveUser(ctx context.Context, s grants.Store) (grants.User,
 func (o *StoreOp) Run(ctx context.Context, s grants.Store, now time.Time) (*StoreOpResult, error) {
 	res := &StoreOpResult{}
 	err := o.apply(ctx, s, now, res)
-	if err != nil && o.Op != "list-grants" && o.Op != "list-requests" {
+	if err != nil && o.Op != "list-grants" && o.Op != "list-requests" && o.Op != "list-reviews" {
 		res.Events = append(res.Events, Event{Msg: o.Op + " failed", Failed: true, Fields: withActor(o.by(), o.Reason,
 			zap.String("op", o.Op), zap.String("user", o.Sub), zap.String("iss", o.Iss), zap.String("email", o.Email),
 			zap.String("grant_id", o.ID), zap.String("error", err.Error()))})
@@ -196,6 +205,8 @@ func (o *StoreOp) apply(ctx context.Context, s grants.Store, now time.Time, res 
 		}
 		res.Events = append(res.Events, UserEvent(EventUserLoggedOut, u, by, o.Reason))
 		return nil
+	case "start-review", "list-reviews", "lift-revocation":
+		return o.applyReview(ctx, s, now, res)
 	}
 	return fmt.Errorf("unknown operation %q", o.Op)
 }
@@ -228,7 +239,8 @@ func (res *StoreOpResult) Print(w io.Writer, now time.Time) error {
 	for _, u := range res.Users {
 		fmt.Fprintf(tw, "user %s\n", u)
 	}
-	if len(res.Grants)+len(res.Requests)+len(res.Users) == 0 {
+	res.printReviews(tw)
+	if len(res.Grants)+len(res.Requests)+len(res.Users)+len(res.Campaigns)+len(res.Revocations) == 0 {
 		fmt.Fprintln(tw, "(none)")
 	}
 	return tw.Flush()

@@ -64,6 +64,7 @@ func (g *Gate) inputSource(req *Request, s *authn.Session, gs []grants.Grant, gr
 		HTTP: req.HTTP, Path: req.path, RemoteIP: req.ClientIP,
 		Headers: g.inputHdrs, HeadersLower: g.inputLower,
 		Grants: policyGrants(gs), GrantsError: grantsErr,
+		RevokedResources: g.revokedResources(s, gs),
 	}
 	if len(s.Verifications) > 0 {
 		src.Verifications = func() map[string]map[string]any {

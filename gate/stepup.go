@@ -147,7 +147,7 @@ func (g *Gate) upFront(req *Request, returnTo string) (authn.Requirement, bool) 
 // which a 401 from that page names, starts it too).
 func (g *Gate) requirementsFor(req *Request, dec policies.Decision) ([]authn.Requirement, error) {
 	extra := obligation(dec)
-	if g.cfg.ApprovalStepUp != nil && strings.EqualFold(req.path, PathApprovals) {
+	if g.cfg.ApprovalStepUp != nil && (strings.EqualFold(req.path, PathApprovals) || strings.EqualFold(req.path, PathReviews)) {
 		extra = append(extra, *g.cfg.ApprovalStepUp)
 	}
 	return g.cfg.StepUp.For(req.forMatch(), extra...)

@@ -38,6 +38,11 @@ type Cache struct {
 	gen      uint64                     // bumped by every event and invalidation: a store read older than it is not cached
 	ready    bool                       // the mirror was loaded once: until then nothing is served
 
+	// resources are the resource revocations of access reviews, by user
+	// key (reviews_mirror.go).
+	resources map[string][]ResourceRevocation
+	resGen    uint64 // bumped by every change to resources
+
 	refreshing sync.Mutex // one mirror refresh at a time
 	stop       chan struct{}
 	done       chan struct{}
@@ -86,7 +91,7 @@ func NewCache(store Store, timeout time.Duration) *Cache {
 	c := &Cache{
 		store: store, ttl: CacheTTL, timeout: timeout, now: time.Now,
 		entries: map[string]*cacheEntry{}, sessions: map[sessionKey]int64{}, users: map[string]int64{}, expired: map[string]int64{},
-		keys: map[User]string{}, revoked: map[string]GrantRevocation{}, idps: map[string]int64{},
+		keys: map[User]string{}, revoked: map[string]GrantRevocation{}, idps: map[string]int64{}, resources: map[string][]ResourceRevocation{},
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	c.refreshMirror()
@@ -155,11 +160,16 @@ func (c *Cache) apply(e Event) {
 		}
 	case "resync":
 		c.entries = map[string]*cacheEntry{}
+	case "resources":
+		c.resGen++
 	}
 	delete(c.entries, e.UserKey)
 	c.mu.Unlock()
-	if e.Kind == "resync" {
+	switch e.Kind {
+	case "resync":
 		go c.refreshMirror()
+	case "resources":
+		go c.reloadResources()
 	}
 }
 
@@ -171,7 +181,14 @@ func (c *Cache) refreshMirror() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	now := c.now()
+	c.mu.RLock()
+	resGen := c.resGen
+	c.mu.RUnlock()
 	rv, err := c.store.Revocations(ctx, now)
+	if err != nil {
+		return
+	}
+	rr, err := c.store.ResourceRevocations(ctx)
 	if err != nil {
 		return
 	}
@@ -184,6 +201,7 @@ func (c *Cache) refreshMirror() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.ready = true
+	c.setResources(rr, resGen)
 	for k, until := range rv.Sessions {
 		c.sessions[parseSessionKey(k)] = until
 	}

@@ -25,6 +25,8 @@ var (
 // conformance runs the one suite every Store must pass.
 func conformance(t *testing.T, open func(t *testing.T) Store) {
 	ctx := context.Background()
+	usageConformance(t, open)
+	reviewConformance(t, open)
 
 	t.Run("history: kept in order, by app, for as long as asked", func(t *testing.T) {
 		s := open(t)

@@ -225,6 +225,9 @@ type Event struct {
 // for concurrent use. Times are passed in, so that expiry is decided by
 // the caller's clock and tests are exact.
 type Store interface {
+	UsageStore  // usage.go
+	ReviewStore // reviews.go
+
 	// Lookup returns the user's active grants and revocation state, in one
 	// round trip where the store is remote.
 	Lookup(ctx context.Context, u User, sessionID string, now time.Time) (State, error)

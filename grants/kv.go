@@ -40,10 +40,15 @@ const (
 	bOnce       = "once"         // onceKey(id) → until
 	bPending    = "pending"      // key → expiry and a sealed value (PutPending)
 	bHistory    = "history"      // historyKey → HistoryEntry
+	bUsage      = "usage"        // app, day, user key, via, resource → usageRecord (usage.go)
+	// Access reviews (reviews.go).
+	bReviews         = "reviews"              // campaign id → Campaign
+	bReviewDecisions = "review_decisions"     // campaign id/item id → ItemDecision
+	bResourceRevs    = "resource_revocations" // user key|app|resource → ResourceRevocation
 )
 
 var allBuckets = []string{bGrants, bUserGrants, bRequests, bSessions, bUsers, bEmails, bRevGrants, bIdPSess, bOnce, bPending, bHistory,
-	bSCIM, bSCIMNames, bSCIMIndex}
+	bSCIM, bSCIMNames, bSCIMIndex, bUsage, bReviews, bReviewDecisions, bResourceRevs}
 
 // kvStore is the Store of the embedded stores, on any kv.
 type kvStore struct {
@@ -501,6 +506,19 @@ func (s *kvStore) purge(now time.Time) error {
 		errs = append(errs, err)
 		for _, k := range deadPending {
 			errs = append(errs, tx.del(bPending, k))
+		}
+		deadUsage, err := purgeUsage(tx, now)
+		errs = append(errs, err)
+		for _, k := range deadUsage {
+			errs = append(errs, tx.del(bUsage, k))
+		}
+		deadReviews, deadDecisions, err := purgeReviews(tx, now)
+		errs = append(errs, err)
+		for _, k := range deadReviews {
+			errs = append(errs, tx.del(bReviews, k))
+		}
+		for _, k := range deadDecisions {
+			errs = append(errs, tx.del(bReviewDecisions, k))
 		}
 		return errors.Join(errs...) // any failure rolls the whole purge back
 	})

@@ -195,6 +195,76 @@ func (w *observed) DeleteSCIMUser(ctx context.Context, id string, now time.Time)
 	return v, err
 }
 
+func (w *observed) AddUsage(ctx context.Context, us []Usage) error {
+	start := time.Now()
+	err := w.s.AddUsage(ctx, us)
+	w.observe("add_usage", start, err)
+	return err
+}
+
+func (w *observed) Usage(ctx context.Context, app string, from, to time.Time) ([]Usage, error) {
+	start := time.Now()
+	v, err := w.s.Usage(ctx, app, from, to)
+	w.observe("usage", start, err)
+	return v, err
+}
+
+func (w *observed) OpenReview(ctx context.Context, c Campaign) (Campaign, bool, error) {
+	start := time.Now()
+	v, opened, err := w.s.OpenReview(ctx, c)
+	w.observe("open_review", start, err)
+	return v, opened, err
+}
+
+func (w *observed) Review(ctx context.Context, id string) (Campaign, error) {
+	start := time.Now()
+	v, err := w.s.Review(ctx, id)
+	w.observe("review", start, err)
+	return v, err
+}
+
+func (w *observed) Reviews(ctx context.Context, app string, since time.Time) ([]Campaign, error) {
+	start := time.Now()
+	v, err := w.s.Reviews(ctx, app, since)
+	w.observe("reviews", start, err)
+	return v, err
+}
+
+func (w *observed) DecideReviewItem(ctx context.Context, campaign, item string, d ItemDecision) (ReviewItem, error) {
+	start := time.Now()
+	v, err := w.s.DecideReviewItem(ctx, campaign, item, d)
+	w.observe("decide_review_item", start, err)
+	return v, err
+}
+
+func (w *observed) ReviewItemApplied(ctx context.Context, campaign, item string) error {
+	start := time.Now()
+	err := w.s.ReviewItemApplied(ctx, campaign, item)
+	w.observe("review_item_applied", start, err)
+	return err
+}
+
+func (w *observed) RevokeResource(ctx context.Context, r ResourceRevocation) error {
+	start := time.Now()
+	err := w.s.RevokeResource(ctx, r)
+	w.observe("revoke_resource", start, err)
+	return err
+}
+
+func (w *observed) LiftResourceRevocation(ctx context.Context, u User, app, resource string) (ResourceRevocation, error) {
+	start := time.Now()
+	v, err := w.s.LiftResourceRevocation(ctx, u, app, resource)
+	w.observe("lift_resource_revocation", start, err)
+	return v, err
+}
+
+func (w *observed) ResourceRevocations(ctx context.Context) ([]ResourceRevocation, error) {
+	start := time.Now()
+	v, err := w.s.ResourceRevocations(ctx)
+	w.observe("resource_revocations", start, err)
+	return v, err
+}
+
 // Ping checks the observed store, if it can be checked.
 func (w *observed) Ping(ctx context.Context) error {
 	p, ok := w.s.(Pinger)

@@ -32,7 +32,9 @@ func TestObservedStore(t *testing.T) {
 	for _, op := range []string{"lookup", "add_grant", "revoke_grant", "grants", "create_request", "request", "requests",
 		"decide", "revoke_session", "revoke_user", "users", "revocations", "note_email", "revoke_idp_session", "first_use",
 		"put_pending", "take_pending", "append_history", "history",
-		"put_scim_user", "scim_user", "scim_users", "delete_scim_user"} {
+		"put_scim_user", "scim_user", "scim_users", "delete_scim_user",
+		"add_usage", "usage", "open_review", "review", "reviews", "decide_review_item", "review_item_applied",
+		"revoke_resource", "lift_resource_revocation", "resource_revocations"} {
 		if calls[op] == 0 {
 			t.Errorf("no %s call observed (observed %v)", op, calls)
 		}

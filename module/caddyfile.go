@@ -97,8 +97,12 @@ func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error)
 //	    grants              <url>              # file:///…, redis://…
 //	    grants_timeout      <duration>
 //	    history             <duration>         # evidence kept, default 400 days
-//	    approval_step_up {
+//	    approval_step_up {                     # also for the reviews page
 //	        acr <value...>; amr <value...>; max_age <duration>; provider <name>
+//	    }
+//	    review <name> {                        # repeatable
+//	        every <duration>; reviewers <group...>; scope standing|grants|all
+//	        on_timeout keep|revoke|flag; duration <duration>
 //	    }
 //	    provider <name> {                      # repeatable
 //	        issuer <url>; client_id <id>; client_secret <secret>; scopes <scope...>
@@ -197,6 +201,7 @@ var subdirectives = []string{
 	"allow_groups", "allow_email_domains", "external_url", "upgrade_origins", "trust_unverified_email", "policy",
 	"policy_query", "policy_headers", "policy_timeout", "policy_cache", "policy_shadow", "decision_log", "input_headers", "redact_query",
 	"strip_headers", "keep_headers", "pages_dir", "support_contact", "bearer", "pass_authorization", "preserve_post", "step_up", "assertion_header", "grants", "grants_timeout", "history", "approval_step_up", "provider", "scim",
+	"review",
 }
 
 // nearest is the known name nearest to a misspelt one: at most two edits
@@ -240,6 +245,7 @@ var repeatable = map[string]bool{
 	"cookie_secret": true, "idle_ignore": true, "identity_header": true, "public": true, "allow_groups": true,
 	"allow_email_domains": true, "policy_headers": true, "input_headers": true, "redact_query": true, "step_up": true,
 	"provider": true, "bearer": true, "idp": true, "strip_headers": true, "keep_headers": true, "upgrade_origins": true,
+	"review": true,
 }
 
 // checkValues applies a setting's rule to the values just read, so that
@@ -360,6 +366,8 @@ func (h *Handler) unmarshalSpecial(d *caddyfile.Dispenser, sub string) error {
 		return h.unmarshalIdP(d)
 	case "scim":
 		return h.unmarshalSCIM(d)
+	case "review":
+		return h.unmarshalReview(d)
 	default:
 		if near := nearest(sub, subdirectives); near != "" {
 			return d.Errf("unknown gatehouse subdirective %q (did you mean %q?)", sub, near)

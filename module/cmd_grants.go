@@ -141,7 +141,7 @@ func grantsCommands() []*cobra.Command {
 	exportCmd.Flags().StringVar(&since, "since", "90d", "how far back: a duration such as 90d or 720h")
 	exportCmd.Flags().StringVar(&format, "format", "csv", "csv or json")
 	evidenceCmd.AddCommand(exportCmd)
-	return []*cobra.Command{grantsCmd, usersCmd, requestsCmd, evidenceCmd}
+	return []*cobra.Command{grantsCmd, usersCmd, requestsCmd, evidenceCmd, reviewsCommand()}
 }
 
 // parseSince reads a duration, with d for days (90d).

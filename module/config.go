@@ -294,6 +294,11 @@ func (h *Handler) setDefaults() {
 	if h.PreservePost == 0 {
 		h.PreservePost = gate.DefaultPreservePost
 	}
+	for _, r := range h.Reviews {
+		if r != nil {
+			r.setDefaults()
+		}
+	}
 }
 
 // gateConfig turns the validated configuration into the gate's, with
@@ -384,6 +389,7 @@ func (h *Handler) gateConfig(ctx caddy.Context) (gate.Config, error) {
 	}
 	cfg.PassAuthorization = h.PassAuthorization
 	cfg.SCIM = h.gateSCIM()
+	h.reviewConfig(&cfg)
 	if cfg.Grants, err = h.grantCache(); err != nil {
 		return cfg, err
 	}

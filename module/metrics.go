@@ -36,6 +36,7 @@ var metrics = struct {
 	storeCalls      *prometheus.CounterVec
 	storeLatency    *prometheus.HistogramVec
 	storeUp         *prometheus.GaugeVec
+	reviewItems     *prometheus.GaugeVec
 	pools           prometheus.Collector
 }{
 	decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "gatehouse", Name: "decisions_total",
@@ -68,6 +69,9 @@ var metrics = struct {
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}}, []string{"store", "op"}),
 	storeUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "gatehouse", Name: "grant_store_up",
 		Help: "1 if the grant store answered its last call, 0 if it failed."}, []string{"store"}),
+	reviewItems: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "gatehouse", Name: "review_items_open",
+		Help: "Items of open access-review campaigns nobody decided yet, by app and review (the store's count: the same on every node)."},
+		[]string{"app", "review"}),
 	pools: poolCollector{},
 }
 
@@ -80,7 +84,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 	}
 	for _, c := range append([]prometheus.Collector{metrics.decisions, metrics.latency, metrics.logins, metrics.stepUps,
 		metrics.policyEvals, metrics.policyErrors, metrics.jit, metrics.sessionsRevoked, metrics.forms, metrics.storeCalls,
-		metrics.storeLatency, metrics.storeUp, metrics.pools}, shadowCollectors()...) {
+		metrics.storeLatency, metrics.storeUp, metrics.reviewItems, metrics.pools}, shadowCollectors()...) {
 		if err := reg.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
 			return err
 		}

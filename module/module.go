@@ -242,7 +242,7 @@ type Handler struct {
 	RedactQuery []string `json:"redact_query,omitempty"`
 
 	// PagesDir is a directory whose layout.html, request.html,
-	// access.html, approvals.html, resubmit.html, signin.html and
+	// access.html, approvals.html, resubmit.html, signin.html, reviews.html and
 	// style.css, where present, replace Gatehouse's own page templates
 	// (docs/pages.md). They are read and checked at start; placeholders
 	// are resolved.
@@ -252,6 +252,9 @@ type Handler struct {
 	// help@corp.example"): shown on every error page, and in JSON error
 	// answers as support.
 	SupportContact string `json:"support_contact,omitempty"`
+
+	// Reviews are the app's access reviews (docs/reviews.md).
+	Reviews []*Review `json:"reviews,omitempty"`
 
 	// PreservePost is the largest body (bytes) of a form posted after the
 	// session idled out or reached its lifetime that is kept while the
@@ -311,6 +314,7 @@ func (h *Handler) provision(ctx caddy.Context, logger *zap.Logger) error {
 	h.metrics = newAppMetrics(h.App)
 	h.store = cfg.Grants.Store()
 	keepHistory(h.store, time.Duration(h.History))
+	h.gate.Start() // usage records; stopped by Cleanup
 	if h.gate.Everyone() {
 		h.logger.Warn("EVERY AUTHENTICATED USER IS ALLOWED: no policy, allow_groups or allow_email_domains is configured",
 			zap.String("app", h.App), zap.Strings("issuers", h.issuers()))
@@ -321,6 +325,9 @@ func (h *Handler) provision(ctx caddy.Context, logger *zap.Logger) error {
 // Cleanup releases the handler's shares of the IdPs, grant store, policy
 // engine and assertion keys. It works after a half-done Provision.
 func (h *Handler) Cleanup() error {
+	if h.gate != nil {
+		h.gate.Close() // writes the last usage records while the store is still open
+	}
 	if h.asserter != nil {
 		h.asserter.Release(time.Now())
 		h.asserter = nil

@@ -38,11 +38,11 @@ type pages struct {
 // may replace. layout.html defines "page" (the whole document) and the
 // default "content" (the message page); each of the others redefines
 // "content" for the page of its name.
-var pageFiles = []string{"layout.html", "request.html", "access.html", "approvals.html", "resubmit.html", "signin.html", "style.css"}
+var pageFiles = []string{"layout.html", "request.html", "access.html", "approvals.html", "resubmit.html", "signin.html", "reviews.html", "style.css"}
 
 // pageNames are the pages with content of their own; "message" is the
 // layout's default content.
-var pageNames = []string{"request", "access", "approvals", "resubmit", "signin"}
+var pageNames = []string{"request", "access", "approvals", "resubmit", "signin", "reviews"}
 
 // pageOptions are what the pages are made of.
 type pageOptions struct {
@@ -139,6 +139,10 @@ func samplePage(p *pages, name string) pageData {
 	case "access", "approvals":
 		extra = gate.AccessPage{CSRF: "c", Grants: []gate.GrantView{{ID: "g", Resource: "r"}},
 			Requests: []gate.RequestView{{ID: "q", Resource: "r"}}}
+	case "reviews":
+		extra = gate.ReviewsPage{CSRF: "c", GroupsNote: "n", Campaigns: []gate.CampaignView{{ID: "c", Review: "r", Period: "p", Ends: "e",
+			OnTimeout: "o", Unused: 1, Items: []gate.ReviewItemView{{ID: "i", Who: "w", Resource: "r", Source: "s", LastUsed: "never", Unused: true},
+				{ID: "j", Decided: "kept by x"}}}}}
 	case "resubmit":
 		extra = gate.ResubmitForm{Action: "/a?b=c", Enctype: gate.EnctypeMultipart, Files: 1,
 			Fields: []gate.FormField{{Name: "n", Value: "v"}, {Name: "f", Value: "a.pdf", File: true, Chosen: true}}}

@@ -112,6 +112,7 @@ func (h *Handler) Validate() error {
 	}
 	h.validatePages(bad, check)
 	h.validateSCIM(bad, check)
+	h.validateReviews(bad)
 	if _, err := grants.ParseURL(h.Grants); err != nil {
 		bad("grants", "%q: want file:///path, redis://…, rediss://…, redis+cluster://… or memory: (%v)", redactURL(h.Grants), err)
 	}

@@ -15,7 +15,7 @@ func realisticInput() *Input {
 			Email: "alice@example.com", Name: "Alice Example", Groups: []string{"staff", "payroll-users", "vpn", "all-hands", "berlin"},
 			ACR: "urn:gatehouse:loa:mfa", AMR: []string{"pwd", "otp"}, AuthTime: 1795597000},
 		Session:   Session{AgeS: 3600, IdleS: 20},
-		Principal: Principal{Kind: "user", Via: "session"}, Token: Token{Scopes: []string{}},
+		Principal: Principal{Kind: "user", Via: "session"}, Token: Token{Scopes: []string{}}, RevokedResources: []string{},
 		Request: Request{Method: "GET", Host: "payroll.example.com", Path: "/admin/users", PathLower: "/admin/users",
 			RawPath: "/admin/users", Query: map[string][]string{"page": {"2"}}, RemoteIP: "203.0.113.9",
 			Headers: map[string]string{"user-agent": "Mozilla/5.0"}},

@@ -85,7 +85,7 @@ func TestCacheAnalysisOfTheLibrary(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := rev.CacheStats()
-	if want := "app,grant_resources,now_minute,request.method,request.path_lower,user.groups"; !st.Enabled || strings.Join(st.Reads, ",") != want {
+	if want := "app,grant_resources,now_minute,request.method,request.path_lower,revoked_resources,user.groups"; !st.Enabled || strings.Join(st.Reads, ",") != want {
 		t.Fatalf("the library's decision reads %v (cache on: %v, %s), want %s", st.Reads, st.Enabled, st.Why, want)
 	}
 	if off, _ := Load(context.Background(), ".", Options{CacheSize: -1}); off.CacheStats().Enabled {

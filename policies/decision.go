@@ -21,6 +21,10 @@ type Decision struct {
 	RequestGrant *GrantOffer
 	StepUp       *StepUp
 	Headers      map[string]string
+	// Resource names what an allowed request uses, for usage records and
+	// access reviews; "" lets Gatehouse name it by the path's first
+	// segment.
+	Resource string
 }
 
 // GrantOffer says which resource the user may ask temporary access to,
@@ -80,8 +84,10 @@ func parseDecision(v any) (Decision, error) {
 				d.StepUp, err = parseStepUp(fv)
 			case "headers":
 				d.Headers, err = parseHeaders(fv)
+			case "resource":
+				d.Resource, err = asString("decision.resource", fv)
 			default:
-				err = shapeError("decision has an unknown field %q (known: allow, reason, request_grant, step_up, headers)", k)
+				err = shapeError("decision has an unknown field %q (known: allow, reason, request_grant, step_up, headers, resource)", k)
 			}
 			if err != nil {
 				return Decision{}, err

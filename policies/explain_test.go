@@ -29,8 +29,8 @@ func TestExplain(t *testing.T) {
 	writeRules(&b, ex.Rules, 0)
 	why := b.String()
 	for _, want := range []string{
-		"data.gatehouse.decision at gatehouse/decision.rego:161: held",
-		"data.gatehouse.allow at gatehouse/decision.rego:105: did not hold: count(granted) > 0 (gatehouse/decision.rego:107)",
+		"data.gatehouse.decision at gatehouse/decision.rego:182: held",
+		"data.gatehouse.allow at gatehouse/decision.rego:123: did not hold: count(granted) > 0 (gatehouse/decision.rego:126)",
 		"data.gatehouse.deny_reason at gatehouse/decision.rego:",
 	} {
 		if !strings.Contains(why, want) {

@@ -51,6 +51,13 @@ type Input struct {
 	AccessReq *AccessRequest `json:"access_request,omitempty"`
 	Principal Principal      `json:"principal"`
 	Token     Token          `json:"token"`
+	// RevokedResources are the resources of this app an access review
+	// took away from the user (review.go), sorted: deny them. A grant
+	// for one, approved after the review, lifts it while it lasts
+	// (Gatehouse leaves the resource out then).
+	RevokedResources []string `json:"revoked_resources"`
+	// ReviewItem is the access a review query is about (review.go).
+	ReviewItem *ReviewItem `json:"review_item,omitempty"`
 }
 
 // Principal is who or what made the request.
@@ -176,6 +183,9 @@ type Source struct {
 	// token's, nil for a session.
 	Principal Principal
 	Token     *Token
+	// RevokedResources are the app's resources revoked for the user by
+	// access reviews (Input.RevokedResources).
+	RevokedResources []string
 }
 
 // NewInput builds the documented input for one request. With rev, parts
@@ -200,6 +210,10 @@ func NewInput(src *Source, rev *Revision, whole bool) *Input {
 		Version:     InputVersion,
 	}
 	in.SetGrants(src.Grants)
+	in.RevokedResources = src.RevokedResources
+	if in.RevokedResources == nil {
+		in.RevokedResources = []string{}
+	}
 	in.Principal = src.Principal
 	if in.Principal.Kind == "" {
 		in.Principal = Principal{Kind: "user", Via: "session"}

@@ -27,6 +27,7 @@ import (
 const (
 	DefaultQuery         = "data.gatehouse.decision"
 	DefaultApprovalQuery = "data.gatehouse.approval"
+	DefaultReviewQuery   = "data.gatehouse.review"
 )
 
 // ErrLoad marks a policy directory that cannot serve: unreadable, not
@@ -40,6 +41,9 @@ type Options struct {
 	// ApprovalQuery is asked about access requests; default
 	// DefaultApprovalQuery. A policy need not define it.
 	ApprovalQuery string
+	// ReviewQuery is asked who may review which access (review.go);
+	// default DefaultReviewQuery. A policy need not define it.
+	ReviewQuery string
 	// Timeout bounds one evaluation; default 100ms.
 	Timeout time.Duration
 	// CacheSize is how many decisions a revision keeps: 0 means
@@ -53,6 +57,9 @@ func (o *Options) defaults() {
 	}
 	if o.ApprovalQuery == "" {
 		o.ApprovalQuery = DefaultApprovalQuery
+	}
+	if o.ReviewQuery == "" {
+		o.ReviewQuery = DefaultReviewQuery
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 100 * time.Millisecond
@@ -87,6 +94,7 @@ type Revision struct {
 	store       storage.Store
 	decision    rego.PreparedEvalQuery
 	approval    *rego.PreparedEvalQuery
+	review      *rego.PreparedEvalQuery
 }
 
 // skipFile leaves out what is not policy: tests, hidden files (editor swap
@@ -208,6 +216,13 @@ func Load(ctx context.Context, dir string, opts Options) (*Revision, error) {
 		}
 		rev.approval = &pq
 	}
+	if reviewRef, err := ast.ParseRef(opts.ReviewQuery); err == nil && len(compiler.GetRules(reviewRef)) > 0 {
+		pq, err := rev.prepare(ctx, reviewRef)
+		if err != nil {
+			return nil, err
+		}
+		rev.review = &pq
+	}
 	rev.Warnings = nondeterministic(compiler, dir)
 	return rev, nil
 }
@@ -266,7 +281,7 @@ func checkDecisionType(c *ast.Compiler, ref ast.Ref, dir string) error {
 	return checkType(t, where, ref.String())
 }
 
-var decisionFields = map[string]bool{"allow": true, "reason": true, "request_grant": true, "step_up": true, "headers": true}
+var decisionFields = map[string]bool{"allow": true, "reason": true, "request_grant": true, "step_up": true, "headers": true, "resource": true}
 
 func checkType(t types.Type, where, name string) error {
 	switch tt := t.(type) {
@@ -276,7 +291,7 @@ func checkType(t types.Type, where, name string) error {
 		for _, p := range tt.StaticProperties() {
 			k, _ := p.Key.(string)
 			if !decisionFields[k] {
-				return fmt.Errorf("%w: %s%s has a field %q the decision does not know (known: allow, reason, request_grant, step_up, headers)", ErrLoad, where, name, k)
+				return fmt.Errorf("%w: %s%s has a field %q the decision does not know (known: allow, reason, request_grant, step_up, headers, resource)", ErrLoad, where, name, k)
 			}
 			if k == "allow" && !types.Contains(p.Value, types.B) {
 				return fmt.Errorf("%w: %s%s.allow is %s, must be a boolean", ErrLoad, where, name, types.Sprint(p.Value))

@@ -209,6 +209,9 @@ func TestInputValueMatchesJSON(t *testing.T) {
 			Query: map[string][]string{"b": {"2"}, "a": {"1", "3"}}, RemoteIP: "203.0.113.9", Headers: map[string]string{"user-agent": "x"}},
 		AccessReq: &AccessRequest{Requester: Requester{Sub: "alice", Iss: "https://idp"}, Resource: "r", Reason: "why", Duration: "1h"},
 		Principal: Principal{Kind: "user", Via: "token"}, Token: Token{ClientID: "mobile", Scopes: []string{"payroll:read"}},
+		RevokedResources: []string{"/payslips", "payroll-reports"},
+		ReviewItem: &ReviewItem{Review: "quarterly", User: Requester{Sub: "bob", Iss: "https://idp", Email: "bob@example.com"},
+			Resource: "payroll-reports", Source: "grant", ApprovedBy: "carol@example.com", LastUsed: 1763990000, Count: 12},
 	}
 	in.Version = InputVersion
 	in.SetGrants([]Grant{{Resource: "payroll-admin", ExpiresAt: 1764003600, ApprovedBy: "m@example.com"}, {Resource: "a", ExpiresAt: 1764003600}, {Resource: "a", ExpiresAt: 1764003700}})

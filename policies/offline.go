@@ -96,6 +96,11 @@ func replayDoc(doc map[string]any, partial bool) (*Replay, error) {
 			}
 		}
 	}
+	// Inputs written before access reviews had no revoked_resources
+	// (none was revoked then); an empty list may show as null.
+	if v := doc["revoked_resources"]; v == nil && doc["version"] != nil {
+		doc["revoked_resources"] = []any{}
+	}
 	if v, ok := doc["version"].(json.Number); ok && v.String() != strconv.Itoa(InputVersion) {
 		return nil, fmt.Errorf("%w: input version %s; this Gatehouse reads version %d", ErrInput, v, InputVersion)
 	}

@@ -39,6 +39,8 @@ var fields = []field{
 	{"request", "query", func(in *Input) *ast.Term { return queryTerm(in.Request.Query) }, func(b []byte, in *Input) []byte { return keyQuery(b, in.Request.Query) }},
 	{"request", "raw_path", func(in *Input) *ast.Term { return ast.StringTerm(in.Request.RawPath) }, func(b []byte, in *Input) []byte { return keyString(b, in.Request.RawPath) }},
 	{"request", "remote_ip", func(in *Input) *ast.Term { return ast.StringTerm(in.Request.RemoteIP) }, func(b []byte, in *Input) []byte { return keyString(b, in.Request.RemoteIP) }},
+	{"review_item", "", reviewItemTerm, reviewItemKey},
+	{"revoked_resources", "", func(in *Input) *ast.Term { return stringsTerm(in.RevokedResources) }, func(b []byte, in *Input) []byte { return keyStrings(b, in.RevokedResources) }},
 	{"session", "", func(in *Input) *ast.Term {
 		return ast.ObjectTerm(ast.Item(ast.StringTerm("age_s"), ast.IntNumberTerm(int(in.Session.AgeS))), ast.Item(ast.StringTerm("idle_s"), ast.IntNumberTerm(int(in.Session.IdleS))))
 	}, func(b []byte, in *Input) []byte { return keyInt(keyInt(b, in.Session.AgeS), in.Session.IdleS) }},
@@ -94,7 +96,7 @@ func (p *projection) value(in *Input) ast.Value {
 	items := make([][2]*ast.Term, 0, len(p.groups))
 	for _, g := range p.groups {
 		if !g.object {
-			if g.leaves[0].top == "access_request" && in.AccessReq == nil {
+			if g.leaves[0].top == "access_request" && in.AccessReq == nil || g.leaves[0].top == "review_item" && in.ReviewItem == nil {
 				continue
 			}
 			items = append(items, [2]*ast.Term{g.key, g.leaves[0].term(in)})

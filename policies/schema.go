@@ -10,7 +10,7 @@ import (
 const inputSchemaJSON = `{
   "type": "object",
   "additionalProperties": false,
-  "required": ["version", "app", "user", "session", "request", "grants", "grant_resources", "grants_error", "now", "now_minute", "principal", "token"],
+  "required": ["version", "app", "user", "session", "request", "grants", "grant_resources", "grants_error", "now", "now_minute", "principal", "token", "revoked_resources"],
   "properties": {
     "app": {"type": "string"},
     "principal": {
@@ -90,6 +90,30 @@ const inputSchemaJSON = `{
       }
     },
     "grant_resources": {"type": "array", "items": {"type": "string"}},
+    "revoked_resources": {"type": "array", "items": {"type": "string"}},
+    "review_item": {
+      "type": "object",
+      "additionalProperties": false,
+      "required": ["review", "user", "resource", "source", "approved_by", "last_used", "count"],
+      "properties": {
+        "review": {"type": "string"},
+        "user": {
+          "type": "object",
+          "additionalProperties": false,
+          "required": ["sub", "iss", "email"],
+          "properties": {
+            "sub": {"type": "string"},
+            "iss": {"type": "string"},
+            "email": {"type": "string"}
+          }
+        },
+        "resource": {"type": "string"},
+        "source": {"type": "string", "enum": ["standing", "grant"]},
+        "approved_by": {"type": "string"},
+        "last_used": {"type": "integer"},
+        "count": {"type": "integer"}
+      }
+    },
     "access_request": {
       "type": "object",
       "additionalProperties": false,

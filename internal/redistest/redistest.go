@@ -34,8 +34,8 @@ const (
 // runs, on gh:* keys and channels only. docs/redis.md shows the same line
 // for production.
 const ACLRules = "on >" + ACLPassword + " ~gh:* resetchannels &gh:* -@all " +
-	"+get +getdel +set +del +exists +expire +expireat +ttl +mget +hget +hset +hgetall +sadd +srem +smembers " +
-	"+zadd +zrange +zrangebyscore +zremrangebyscore +wait +publish +subscribe +unsubscribe " +
+	"+get +getdel +set +del +exists +expire +expireat +ttl +mget +hget +hset +hsetnx +hdel +hgetall +sadd +srem +smembers " +
+	"+zadd +zincrby +zrange +zrangebyscore +zremrangebyscore +wait +publish +subscribe +unsubscribe " +
 	"+ping +hello +auth +client|setname +info +role +cluster|slots +cluster|shards +cluster|nodes +readonly +readwrite +command"
 
 // Options shape a server.

@@ -97,13 +97,32 @@ within_hours(h) if {
 	hour < h.to_hour
 }
 
+# The resource a request uses, named in an allowed decision for usage
+# records and access reviews: a resource covering the path that the user
+# holds a grant for, else one covering the path, else the path's first
+# segment ("/payslips"; "/" for the root), which is also what Gatehouse
+# names a request by when a decision names no resource.
+resource := sort(granted)[0] if {
+	count(granted) > 0
+} else := sort(resources_here)[0] if {
+	count(resources_here) > 0
+} else := concat("", ["/", split(path, "/")[1]])
+
+# An access review took this resource away from the user. Gatehouse
+# lists it in input.revoked_resources until the revocation is lifted,
+# and leaves it out while a grant for it approved after the review is
+# active.
+revoked if resource in input.revoked_resources
+
 allow if {
 	not outside_hours
+	not revoked
 	standing
 }
 
 allow if {
 	not outside_hours
+	not revoked
 	count(granted) > 0
 }
 
@@ -123,6 +142,8 @@ deny_reason := "no access rules are defined for this app" if {
 	not app
 } else := "your access to this app is limited to working hours" if {
 	outside_hours
+} else := sprintf("your access to %s was removed in an access review", [resource]) if {
+	revoked
 } else := sprintf("%s needs a temporary grant", [offer.resource]) if {
 	offer
 } else := "your groups give no access to this page"
@@ -156,7 +177,7 @@ else := {}
 
 default decision := {"allow": false, "reason": "no rule grants access"}
 
-decision := object.union({"allow": true, "headers": headers}, step_up_part) if allow
+decision := object.union({"allow": true, "headers": headers, "resource": resource}, step_up_part) if allow
 
 decision := object.union({"allow": false, "reason": deny_reason}, offer_part) if not allow
 

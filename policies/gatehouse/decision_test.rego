@@ -69,7 +69,7 @@ cases := [
 	{
 		"note": "staff read their payslips",
 		"input": req(["staff"], "GET", "/payslips/2026-11", [], wednesday_10),
-		"want": {"allow": true, "headers": {}},
+		"want": {"allow": true, "headers": {}, "resource": "/payslips"},
 	},
 	{
 		"note": "staff cannot write where they may only read",
@@ -79,12 +79,12 @@ cases := [
 	{
 		"note": "payroll clerks get reports and a role header",
 		"input": req(["payroll-users"], "GET", "/reports/q3", [], wednesday_10),
-		"want": {"allow": true, "headers": {"X-Payroll-Role": "clerk"}},
+		"want": {"allow": true, "headers": {"X-Payroll-Role": "clerk"}, "resource": "payroll-reports"},
 	},
 	{
 		"note": "the first matching group sets the header",
 		"input": req(["payroll-users", "managers"], "GET", "/reports", [], wednesday_10),
-		"want": {"allow": true, "headers": {"X-Payroll-Role": "manager"}},
+		"want": {"allow": true, "headers": {"X-Payroll-Role": "manager"}, "resource": "payroll-reports"},
 	},
 	{
 		"note": "no rule for a path: least privilege",
@@ -109,7 +109,7 @@ cases := [
 	{
 		"note": "an active grant opens admin, behind a step-up",
 		"input": req(["staff"], "GET", "/admin/users", admin_grant, wednesday_10),
-		"want": {"allow": true, "headers": {}, "step_up": mfa},
+		"want": {"allow": true, "headers": {}, "step_up": mfa, "resource": "payroll-admin"},
 	},
 	{
 		"note": "an expired grant is no grant (Gatehouse leaves it out of input.grants)",
@@ -134,7 +134,7 @@ cases := [
 	{
 		"note": "contractors with a grant, in working hours",
 		"input": req(["contractors"], "GET", "/reports/q3", reports_grant, wednesday_10),
-		"want": {"allow": true, "headers": {}},
+		"want": {"allow": true, "headers": {}, "resource": "payroll-reports"},
 	},
 	{
 		"note": "contractors with a grant, on a Saturday",
@@ -149,7 +149,27 @@ cases := [
 	{
 		"note": "partners are not limited by the contractors' hours",
 		"input": req(["partners"], "GET", "/reports/q3", reports_grant, saturday_10),
-		"want": {"allow": true, "headers": {}},
+		"want": {"allow": true, "headers": {}, "resource": "payroll-reports"},
+	},
+	{
+		"note": "the root names the root",
+		"input": req(["payroll-users"], "GET", "/", [], wednesday_10),
+		"want": {"allow": true, "headers": {"X-Payroll-Role": "clerk"}, "resource": "payroll-reports"},
+	},
+	{
+		"note": "standing access an access review revoked",
+		"input": object.union(req(["staff"], "GET", "/payslips/2026-11", [], wednesday_10), {"revoked_resources": ["/payslips"]}),
+		"want": {"allow": false, "reason": "your access to /payslips was removed in an access review"},
+	},
+	{
+		"note": "another resource's revocation does not count",
+		"input": object.union(req(["staff"], "GET", "/payslips/2026-11", [], wednesday_10), {"revoked_resources": ["payroll-reports"]}),
+		"want": {"allow": true, "headers": {}, "resource": "/payslips"},
+	},
+	{
+		"note": "a revoked resource is offered again as a grant",
+		"input": object.union(req(["contractors"], "GET", "/reports", reports_grant, wednesday_10), {"revoked_resources": ["payroll-reports"]}),
+		"want": {"allow": false, "reason": "your access to payroll-reports was removed in an access review", "request_grant": reports_offer},
 	},
 	{
 		"note": "a user with no groups",

@@ -22,7 +22,7 @@ projects_cases := [
 	{
 		"note": "staff work with standing access",
 		"input": projects_req("alice", ["staff"], "GET", "/work/42", []),
-		"want": {"allow": true, "headers": {"X-Projects-Role": "member"}},
+		"want": {"allow": true, "headers": {"X-Projects-Role": "member"}, "resource": "projects-app"},
 	},
 	{
 		"note": "a contractor is offered the app",
@@ -32,7 +32,7 @@ projects_cases := [
 	{
 		"note": "a contractor with a grant",
 		"input": projects_req("bob", ["contractors"], "POST", "/work/42", projects_grant),
-		"want": {"allow": true, "headers": {"X-Projects-Role": "contractor"}},
+		"want": {"allow": true, "headers": {"X-Projects-Role": "contractor"}, "resource": "projects-app"},
 	},
 	{
 		"note": "the grant does not open admin",
