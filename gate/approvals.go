@@ -12,26 +12,37 @@ import (
 	"github.com/gatehouse-proxy/gatehouse/policies"
 )
 
+// approverPage opens the session of an approvers' page (approvals,
+// reviews at path) and holds it to approval_step_up; not ok, out is the
+// answer (sign in, step up, or an error).
+func (g *Gate) approverPage(req *Request, out Outcome, path string) (signedIn, Outcome, bool) {
+	in, ok := g.pageSession(req, &out, path)
+	if !ok {
+		return in, out, false
+	}
+	if g.cfg.ApprovalStepUp != nil {
+		reqs, err := g.requirementsFor(&Request{HTTP: req.HTTP, path: path}, policies.Decision{})
+		if err != nil {
+			return in, out.fail(err), false
+		}
+		if need, why := authn.FirstUnmet(reqs, in.Session, req.Start); why != "" {
+			return in, g.requireStepUp(req, out, in.Session, need, why, path), false
+		}
+	}
+	return in, out, true
+}
+
 // approvals is the approvers' page: the pending requests the policy lets
 // this user decide (never their own), with approve and reject. The
 // policy and the approver's step-up (approval_step_up) are checked again
 // on every submit.
 func (g *Gate) approvals(req *Request, out Outcome) Outcome {
 	r := req.HTTP
-	in, ok := g.pageSession(req, &out, PathApprovals)
+	in, out, ok := g.approverPage(req, out, PathApprovals)
 	if !ok {
 		return out
 	}
 	sess := in.Session
-	if g.cfg.ApprovalStepUp != nil {
-		reqs, err := g.requirementsFor(&Request{HTTP: r, path: PathApprovals}, policies.Decision{})
-		if err != nil {
-			return out.fail(err)
-		}
-		if need, why := authn.FirstUnmet(reqs, sess, req.Start); why != "" {
-			return g.requireStepUp(req, out, sess, need, why, PathApprovals)
-		}
-	}
 	if g.cfg.Policy == nil {
 		out.Kind, out.Status, out.Reason = Page, http.StatusOK, ReasonNoPolicy
 		out.Answer = &Answer{Title: "Approvals",

@@ -444,20 +444,11 @@ const groupsNote = "Access through a group comes from your organisation's sign-i
 // review what are checked again on every submit.
 func (g *Gate) reviewsPage(req *Request, out Outcome) Outcome {
 	r := req.HTTP
-	in, ok := g.pageSession(req, &out, PathReviews)
+	in, out, ok := g.approverPage(req, out, PathReviews)
 	if !ok {
 		return out
 	}
 	sess := in.Session
-	if g.cfg.ApprovalStepUp != nil {
-		reqs, err := g.requirementsFor(&Request{HTTP: r, path: PathReviews}, policies.Decision{})
-		if err != nil {
-			return out.fail(err)
-		}
-		if need, why := authn.FirstUnmet(reqs, sess, req.Start); why != "" {
-			return g.requireStepUp(req, out, sess, need, why, PathReviews)
-		}
-	}
 	if len(g.cfg.Reviews) == 0 {
 		out.Kind, out.Status, out.Reason = Page, http.StatusOK, ReasonNoReviews
 		out.Answer = &Answer{Title: "Access reviews", Message: "Nobody reviews access here: this application has no access reviews."}
