@@ -54,6 +54,8 @@ type Server struct {
 	conf string // a config file (sentinels and cluster nodes rewrite theirs)
 	cmd  *exec.Cmd
 	done chan struct{}
+	// started: the server ran once; a restart keeps its port.
+	started bool
 }
 
 // Require fails the test unless redis-server (and redis-cli) are installed.
@@ -121,8 +123,30 @@ func (s *Server) Client() *redis.Client {
 	return redis.NewClient(o)
 }
 
-// Start (re)starts the process and waits until it answers PING.
+// Start (re)starts the process and waits until it answers PING. A first
+// start whose port (or, for a cluster node, the bus port 10000 above it)
+// was taken since FreePort chose it, by another test's process, tries
+// other ports, up to three times.
 func (s *Server) Start() {
+	s.t.Helper()
+	for try := 1; ; try++ {
+		exited := s.start()
+		if !exited {
+			s.started = true
+			return
+		}
+		if s.started || s.conf != "" || try == 3 || !strings.Contains(s.Log(), "Address already in use") {
+			s.t.Fatalf("redis-server on %d exited at start:\n%s", s.Port, s.Log())
+		}
+		s.t.Logf("redis-server on %d: its port was taken since it was chosen; trying another", s.Port)
+		_ = os.Remove(filepath.Join(s.Dir, "redis.log"))
+		s.Port = FreePort(s.t)
+	}
+}
+
+// start starts the process once and waits until it answers PING; it
+// reports whether the process exited instead.
+func (s *Server) start() (exited bool) {
 	s.t.Helper()
 	var args []string
 	if s.conf != "" {
@@ -149,15 +173,16 @@ func (s *Server) Start() {
 	for time.Now().Before(deadline) {
 		select {
 		case <-s.done:
-			s.t.Fatalf("redis-server on %d exited at start:\n%s", s.Port, s.Log())
+			return true
 		default:
 		}
 		if s.ping() == nil {
-			return
+			return false
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	s.t.Fatalf("redis-server on %d did not answer within 15s:\n%s", s.Port, s.Log())
+	return false
 }
 
 func (s *Server) ping() error {
