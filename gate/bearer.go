@@ -3,7 +3,6 @@ package gate
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -190,25 +189,9 @@ func (g *Gate) checkBearer(req *Request, out Outcome, raw string, bad bool) Outc
 		}
 	}
 
-	hvs := make([]HeaderValue, 0, len(g.identity)+len(dec.Headers)+2)
-	for _, ih := range g.identity {
-		v := g.claimValue(sess, ih.Claim)
-		if ih.Claim == "iss" {
-			v = tok.Issuer
-		}
-		if v != "" {
-			hvs = append(hvs, HeaderValue{ih.Header, []string{v}})
-		}
-	}
-	for name, v := range dec.Headers {
-		hvs = append(hvs, HeaderValue{g.policyHdrs[NormalizeHeaderName(name)], []string{headerValue(v)}})
-	}
-	if g.cfg.Asserter != nil {
-		assertion, err := g.cfg.Asserter.Token(sess, now)
-		if err != nil {
-			return out.fail(fmt.Errorf("signing the assertion: %w", err))
-		}
-		hvs = append(hvs, HeaderValue{g.assertion, []string{assertion}})
+	hvs, err := g.upstreamHeaders(sess, dec, now, 1)
+	if err != nil {
+		return out.fail(err)
 	}
 	if !g.cfg.PassAuthorization {
 		hvs = append(hvs, HeaderValue{Name: "Authorization"}) // removed: the upstream never sees the token
@@ -230,7 +213,7 @@ func (g *Gate) checkDPoP(req *Request, out Outcome, raw string, tok *authn.Acces
 	refuse := func(err error) (Outcome, bool) {
 		be := err.(*authn.BearerError)
 		o := bearerRefused(out, http.StatusUnauthorized, be.Code, Reason(be.Reason), be.Description)
-		o.Header.Set("WWW-Authenticate", `DPoP error="`+be.Code+`", error_description="`+be.Description+`", algs="`+dpopAlgs+`"`)
+		o.Header.Set("WWW-Authenticate", challenge("DPoP", be.Code, be.Description)+`, algs="`+dpopAlgs+`"`)
 		return o, false
 	}
 	switch {
@@ -312,9 +295,36 @@ func bearerRefused(out Outcome, status int, code string, reason Reason, desc str
 		result = ResultReject
 	}
 	o := out.refuse(Deny, status, result, reason, &Answer{Error: code, Message: desc})
-	o.setHeader("WWW-Authenticate", `Bearer error="`+code+`", error_description="`+strings.ReplaceAll(desc, `"`, "'")+`"`)
+	o.setHeader("WWW-Authenticate", challenge("Bearer", code, desc))
 	o.setHeader("Cache-Control", "no-store")
 	return o
+}
+
+// challenge is a WWW-Authenticate challenge of scheme with RFC 6750's
+// error and error_description, the description a quoted-string (RFC
+// 9110 5.6.4) whatever it holds: it may name a value the client sent
+// (an alg).
+func challenge(scheme, code, desc string) string {
+	return scheme + ` error="` + code + `", error_description=` + quotedString(desc)
+}
+
+// quotedString quotes s, escaping quotes and backslashes and leaving out
+// control characters.
+func quotedString(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r < ' ' || r == 0x7f:
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
 }
 
 // tokenSession is the token's principal as the pipeline reads a session: its

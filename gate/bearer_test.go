@@ -327,3 +327,33 @@ func TestBearerDPoP(t *testing.T) {
 	out = req.handle(bearerRequest(http.MethodGet, "/orders/1", "Bearer "+req.accessToken(t, nil)))
 	want(t, "an unbound token where DPoP is required", out, Deny, http.StatusUnauthorized, ResultUnauthenticated, authn.DPoPUnbound)
 }
+
+// TestChallengeQuoting: a description naming what the client sent is one
+// quoted-string, whatever it holds, so it can never add parameters to
+// the challenge.
+func TestChallengeQuoting(t *testing.T) {
+	for in, want := range map[string]string{
+		`plain`:                       `Bearer error="invalid_token", error_description="plain"`,
+		`tokens signed with "x" fail`: `Bearer error="invalid_token", error_description="tokens signed with \"x\" fail"`,
+		`a\", error="forged`:          `Bearer error="invalid_token", error_description="a\\\", error=\"forged"`,
+		"line\r\nSet-Cookie: x=1\x7f": `Bearer error="invalid_token", error_description="lineSet-Cookie: x=1"`,
+	} {
+		if got := challenge("Bearer", "invalid_token", in); got != want {
+			t.Errorf("challenge(%q) =\n %s\nwant\n %s", in, got, want)
+		}
+	}
+	// A DPoP proof naming a hostile algorithm gets a well-formed challenge.
+	tg := bearerGate(t, nil)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	_, jkt := dpopProof(t, key, "GET", "https://app.example.com/orders/1", "x")
+	bound := tg.accessToken(t, map[string]any{"cnf": map[string]string{"jkt": jkt}})
+	hostile := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"x\", error=\"y","typ":"dpop+jwt"}`)) + ".e30.c2ln"
+	r := bearerRequest(http.MethodGet, "/orders/1", "DPoP "+bound)
+	r.Header.Set("DPoP", hostile)
+	out := tg.handle(r)
+	h := out.Header.Get("WWW-Authenticate")
+	if out.Status != http.StatusUnauthorized || !strings.HasPrefix(h, `DPoP error="invalid_dpop_proof", error_description="`) ||
+		!strings.Contains(h, `signed with \"x\\\", error=\\\"y\" are not accepted", algs="`) {
+		t.Errorf("%d %s", out.Status, h)
+	}
+}

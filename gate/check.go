@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -101,8 +102,21 @@ func (g *Gate) check(req *Request, out Outcome) Outcome {
 			out.Cookies = append(out.Cookies, c)
 		}
 	}
-	// One array for the names and one for the values, however many.
-	n := len(g.identity) + len(dec.Headers)
+	hvs, err := g.upstreamHeaders(sess, dec, now, 0)
+	if err != nil {
+		return out.fail(err)
+	}
+	out.Upstream = hvs
+	out.Kind, out.Result = Allow, ResultAllow
+	return out
+}
+
+// upstreamHeaders are the headers an allowed request carries to the
+// upstream: the identity headers of sess, the decision's headers and the
+// signed assertion, with room for extra more. One array holds the names
+// and one the values, however many.
+func (g *Gate) upstreamHeaders(sess *authn.Session, dec policies.Decision, now time.Time, extra int) ([]HeaderValue, error) {
+	n := len(g.identity) + len(dec.Headers) + extra
 	if g.cfg.Asserter != nil {
 		n++
 	}
@@ -122,13 +136,11 @@ func (g *Gate) check(req *Request, out Outcome) Outcome {
 	if g.cfg.Asserter != nil {
 		token, err := g.cfg.Asserter.Token(sess, now)
 		if err != nil {
-			return out.fail(fmt.Errorf("signing the assertion: %w", err))
+			return nil, fmt.Errorf("signing the assertion: %w", err)
 		}
 		set(g.assertion, token)
 	}
-	out.Upstream = hvs
-	out.Kind, out.Result = Allow, ResultAllow
-	return out
+	return hvs, nil
 }
 
 // obligation is the step-up a decision asks for, if any.
