@@ -2,22 +2,43 @@ package grants
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 )
 
-// Cache sits in front of a Store on each node. A user's state is read at
-// most once a second per session; every change announced by any node
-// drops the affected entries at once. Revocations (of sessions, users and
-// grants) are also mirrored locally: loaded before the cache serves
-// anything, again on reconnect and every MirrorEvery, and updated by
-// events, so they hold while the store is unreachable; and when the store
-// lacks one the mirror holds (a Redis failover lost it), the mirror writes
-// it back.
+// Cache sits in front of a Store on each node, so that a warm user's
+// request needs no store round trip while every change still takes
+// effect within CacheTTL on every node.
+//
+// Every change announced by any node drops the affected entries at once.
+// While the store's heartbeats keep arriving (they follow its events, see
+// HeartbeatEvery), the cache has heard every change made up to the last
+// heartbeat, so an entry is kept until an event drops it (at most
+// LiveTTL). When they stop (the subscription died, or stalls without
+// closing), entries fall back to CacheTTL from when they were read, and
+// the mirror of revocations is reloaded every MirrorRetry until they come
+// back.
+//
+// Revocations (of sessions, users and grants) are mirrored locally:
+// loaded before the cache serves anything, again on reconnect and every
+// MirrorEvery, and updated by events, so they hold while the store is
+// unreachable; and when the store lacks one the mirror holds (a Redis
+// failover lost it), the mirror writes it back.
+//
+// A store read that fails opens a circuit: until one probe at a time (every
+// ProbeEvery) finds the store answering again, lookups that need the store
+// answer at once with the mirror's revocations and ErrUnavailable, instead
+// of each waiting the timeout. Concurrent reads of one user's session are
+// made once.
 type Cache struct {
 	store   Store
 	ttl     time.Duration
+	liveTTL time.Duration
 	timeout time.Duration
 	now     func() time.Time
 	// OnExpired is told, once per grant and node, that a user came back
@@ -42,6 +63,12 @@ type Cache struct {
 	// key (reviews_mirror.go).
 	resources map[string][]ResourceRevocation
 	resGen    uint64 // bumped by every change to resources
+
+	heard    atomic.Int64 // the latest heartbeat applied: sent at (Unix ns)
+	reloaded atomic.Int64 // when the last mirror reload that succeeded started (Unix ns)
+	open     atomic.Bool  // the circuit: the store failed, and no probe found it answering since
+	probing  atomic.Bool  // one probe at a time
+	flight   singleflight.Group
 
 	refreshing sync.Mutex // one mirror refresh at a time
 	stop       chan struct{}
@@ -81,15 +108,30 @@ func (e *cacheEntry) seen(sid string) time.Time {
 
 // Cache defaults.
 const (
-	CacheTTL    = time.Second
+	// CacheTTL bounds how long a change takes to reach every node.
+	CacheTTL = time.Second
+	// LiveTTL bounds how long an entry is kept while heartbeats say that
+	// every event was heard: the same as MirrorEvery, so that a change
+	// whose announcement failed (the store reports it, see
+	// RedisStore.announce) reaches every node within the same bound.
+	LiveTTL     = 30 * time.Second
 	MirrorEvery = 30 * time.Second
+	// MirrorRetry is how often the mirror is reloaded while heartbeats
+	// are missing: a revocation made elsewhere then still reaches this
+	// node within CacheTTL.
+	MirrorRetry = 100 * time.Millisecond
+	// ProbeEvery is how often an open circuit probes the store.
+	ProbeEvery = 250 * time.Millisecond
 )
+
+// errCircuitOpen is returned while the circuit is open.
+var errCircuitOpen = fmt.Errorf("%w: it failed just now, and is probed every %s", ErrUnavailable, ProbeEvery)
 
 // NewCache puts a cache in front of store. timeout bounds each store
 // call made for a request.
 func NewCache(store Store, timeout time.Duration) *Cache {
 	c := &Cache{
-		store: store, ttl: CacheTTL, timeout: timeout, now: time.Now,
+		store: store, ttl: CacheTTL, liveTTL: LiveTTL, timeout: timeout, now: time.Now,
 		entries: map[string]*cacheEntry{}, sessions: map[sessionKey]int64{}, users: map[string]int64{}, expired: map[string]int64{},
 		keys: map[User]string{}, revoked: map[string]GrantRevocation{}, idps: map[string]int64{}, resources: map[string][]ResourceRevocation{},
 		stop: make(chan struct{}), done: make(chan struct{}),
@@ -115,8 +157,9 @@ func (c *Cache) run() {
 	defer close(c.done)
 	t := time.NewTicker(MirrorEvery)
 	defer t.Stop()
-	// Until the mirror is loaded, try every second.
-	retry := time.NewTicker(time.Second)
+	// Until the mirror is loaded, and while heartbeats are missing, try
+	// every MirrorRetry.
+	retry := time.NewTicker(MirrorRetry)
 	defer retry.Stop()
 	events := c.store.Events()
 	for {
@@ -124,13 +167,11 @@ func (c *Cache) run() {
 		case <-c.stop:
 			return
 		case <-retry.C:
-			if c.Ready() {
-				retry.Stop()
-				continue
+			if !c.Ready() || c.heard.Load() != 0 && !c.mirrorCurrent() {
+				go c.tryRefreshMirror()
 			}
-			c.refreshMirror()
 		case <-t.C:
-			c.refreshMirror()
+			go c.tryRefreshMirror()
 		case e, ok := <-events:
 			if !ok {
 				events = nil
@@ -143,6 +184,12 @@ func (c *Cache) run() {
 
 // apply takes an event from any node into this node's cache.
 func (c *Cache) apply(e Event) {
+	if e.Kind == "heartbeat" {
+		if e.At > c.heard.Load() {
+			c.heard.Store(e.At)
+		}
+		return
+	}
 	c.mu.Lock()
 	c.gen++
 	switch e.Kind {
@@ -173,6 +220,27 @@ func (c *Cache) apply(e Event) {
 	}
 }
 
+// live reports whether a heartbeat sent within the last CacheTTL was
+// applied: every change made before then has been heard.
+func (c *Cache) live() bool {
+	return c.now().UnixNano()-c.heard.Load() < int64(c.ttl)
+}
+
+// mirrorCurrent reports whether the mirror holds every revocation made
+// more than half a CacheTTL ago: heard through events, or read by a
+// reload since.
+func (c *Cache) mirrorCurrent() bool {
+	return c.now().UnixNano()-max(c.heard.Load(), c.reloaded.Load()) < int64(c.ttl/2)
+}
+
+// tryRefreshMirror refreshes the mirror unless a refresh is running.
+func (c *Cache) tryRefreshMirror() {
+	if c.refreshing.TryLock() {
+		c.refreshing.Unlock() // a refresh that starts in between is as good
+		c.refreshMirror()
+	}
+}
+
 // refreshMirror reloads the revocations in force from the store, and
 // writes back those the mirror holds and the store lost.
 func (c *Cache) refreshMirror() {
@@ -198,6 +266,7 @@ func (c *Cache) refreshMirror() {
 			c.OnRestore(lost, err)
 		}
 	}
+	c.reloaded.Store(now.UnixNano())
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.ready = true
@@ -242,7 +311,7 @@ func (c *Cache) refreshMirror() {
 	}
 	// Users who stopped coming: their entries are stale anyway.
 	for k, e := range c.entries {
-		if now.Sub(e.fetched) >= c.ttl {
+		if now.Sub(e.fetched) >= c.liveTTL {
 			delete(c.entries, k)
 		}
 	}
@@ -311,20 +380,23 @@ func (c *Cache) Lookup(ctx context.Context, u User, sid string, now time.Time) (
 	}
 	e := c.entries[uk]
 	mirror := State{UserRevokedAt: c.users[uk], SessionRevoked: c.sessions[sk] > 0}
-	fresh := e != nil && now.Sub(e.fetched) < c.ttl && now.Sub(e.seen(sid)) < c.ttl
+	live := c.live()
+	fresh := e != nil && c.fresh(e.fetched, now, live) && c.fresh(e.seen(sid), now, live)
 	var st State
 	if fresh {
 		st = State{Grants: c.unrevoked(e.grants), UserRevokedAt: max(e.userRevokedAt, mirror.UserRevokedAt), SessionRevoked: mirror.SessionRevoked}
 	}
-	gen := c.gen
 	c.mu.RUnlock()
 	if fresh {
 		return c.active(st, e, now), nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	got, err := c.store.Lookup(ctx, u, sid, now)
+	if c.open.Load() {
+		c.probe(u, sid)
+		return mirror, errCircuitOpen
+	}
+	got, gen, err := c.read(ctx, u, uk, sid, now)
 	if err != nil {
+		c.trip(u, sid)
 		return mirror, err
 	}
 	c.mu.Lock()
@@ -335,7 +407,7 @@ func (c *Cache) Lookup(ctx context.Context, u User, sid string, now time.Time) (
 	ne := &cacheEntry{grants: got.Grants, userRevokedAt: got.UserRevokedAt, fetched: now, sessions: []seenSession{{sid, now}}}
 	if prev != nil {
 		for _, s := range prev.sessions {
-			if s.sid != sid && now.Sub(s.at) < c.ttl {
+			if s.sid != sid && c.fresh(s.at, now, live) {
 				ne.sessions = append(ne.sessions, s)
 			}
 		}
@@ -357,6 +429,76 @@ func (c *Cache) Lookup(ctx context.Context, u User, sid string, now time.Time) (
 	c.mu.Unlock()
 	c.reportExpired(got.Expired, nil, now)
 	return got, nil
+}
+
+// fresh reports whether what was read at at may be served at now: read
+// within CacheTTL, or within LiveTTL while heartbeats say that every
+// change since was heard (and would have dropped it).
+func (c *Cache) fresh(at, now time.Time, live bool) bool {
+	if at.IsZero() {
+		return false
+	}
+	age := now.Sub(at)
+	return age < c.ttl || live && age < c.liveTTL
+}
+
+// read reads the user's state from the store, within the cache's timeout
+// whatever the request's context: concurrent reads of one session share
+// one store call, which a client that goes away does not cancel for the
+// others. It returns the event generation from before the call: what was
+// read may be cached only if no event came since. (The state is shared by
+// the callers: nothing changes a State's Grants in place.)
+func (c *Cache) read(ctx context.Context, u User, uk, sid string, now time.Time) (State, uint64, error) {
+	v, err, _ := c.flight.Do(uk+"/"+sid, func() (any, error) {
+		c.mu.RLock()
+		gen := c.gen
+		c.mu.RUnlock()
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
+		defer cancel()
+		st, err := c.store.Lookup(ctx, u, sid, now)
+		return flightResult{st, gen}, err
+	})
+	r, _ := v.(flightResult)
+	return r.st, r.gen, err
+}
+
+type flightResult struct {
+	st  State
+	gen uint64
+}
+
+// trip opens the circuit after a store read failed, and starts probing.
+func (c *Cache) trip(u User, sid string) {
+	c.open.Store(true)
+	c.probe(u, sid)
+}
+
+// probe starts the one probe of an open circuit, unless it runs: it reads
+// u's state every ProbeEvery until the store answers, then closes the
+// circuit.
+func (c *Cache) probe(u User, sid string) {
+	if !c.probing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer c.probing.Store(false)
+		t := time.NewTicker(ProbeEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-c.stop:
+				return
+			case <-t.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+			_, err := c.store.Lookup(ctx, u, sid, c.now())
+			cancel()
+			if err == nil {
+				c.open.Store(false)
+				return
+			}
+		}
+	}()
 }
 
 // unrevoked drops the grants the mirror knows are revoked (the store may

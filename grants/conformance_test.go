@@ -715,6 +715,7 @@ func conformance(t *testing.T, open func(t *testing.T) Store) {
 			t.Errorf("the read the change overtook was served from the cache: %+v %v", st, err)
 		}
 	})
+	cacheConformance(t, open)
 }
 
 // waitSubscribed waits until a remote store hears other nodes' events.

@@ -214,11 +214,15 @@ func newRevocations() Revocations {
 
 // Event tells caches that something about a user changed.
 type Event struct {
-	Kind      string `json:"kind"` // "user", "session_revoked", "user_revoked", "grant_revoked", "idp_session_revoked", "resync"
+	Kind      string `json:"kind"` // "user", "session_revoked", "user_revoked", "grant_revoked", "idp_session_revoked", "resources", "resync", "heartbeat"
 	UserKey   string `json:"user,omitempty"`
 	SessionID string `json:"sid,omitempty"` // a session id; for idp_session_revoked, the IdPSession.Key
 	GrantID   string `json:"gid,omitempty"`
-	At        int64  `json:"at,omitempty"` // until (session, grant) or revoked at (user)
+	At        int64  `json:"at,omitempty"` // until (session, grant), revoked at (user), sent at (heartbeat, Unix ns)
+	// Node and Via name a heartbeat's sender (a random id per store) and,
+	// on a Cluster, the master it was published on.
+	Node string `json:"node,omitempty"`
+	Via  string `json:"via,omitempty"`
 }
 
 // Store keeps grants, requests and revocations. Implementations are safe

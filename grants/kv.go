@@ -63,7 +63,7 @@ type kvStore struct {
 const purgeEvery = 10 * time.Minute
 
 func newKVStore(db kv) *kvStore {
-	s := &kvStore{db: db, events: newBroadcaster(), stop: make(chan struct{}), done: make(chan struct{})}
+	s := &kvStore{db: db, events: newLocalBroadcaster(), stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		t := time.NewTicker(purgeEvery)

@@ -69,6 +69,9 @@ type RedisStore struct {
 	memo        grantMemo // decoded grants for Lookup
 	events      *broadcaster
 	subscribed  atomic.Int32 // subscriptions to gh:events that are live
+	node        string       // this store's name in its heartbeats
+	beatsMu     sync.Mutex
+	beats       map[string]int64 // subscription (master address, or "") → its latest heartbeat heard (Unix ns)
 	cancel      context.CancelFunc
 	done        chan struct{}
 	once        sync.Once
@@ -104,7 +107,7 @@ func OpenRedis(rawURL string, o RedisOptions) (*RedisStore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnsupportedURL, err)
 	}
-	s := &RedisStore{durableWait: o.DurableWait, events: newBroadcaster(), done: make(chan struct{})}
+	s := &RedisStore{durableWait: o.DurableWait, events: newBroadcaster(), done: make(chan struct{}), node: newID(), beats: map[string]int64{}}
 	// A retry would take a request past its bound; the next request tries
 	// again.
 	switch {
@@ -285,7 +288,9 @@ func (s *RedisStore) AddGrant(ctx context.Context, g Grant) (Grant, error) {
 	if err := s.writeGrant(ctx, g); err != nil {
 		return g, err
 	}
-	s.publish(ctx, Event{Kind: "user", UserKey: g.User.Key()})
+	// A new grant that other nodes do not hear of reaches them when their
+	// entry for the user is read again: access given late, never wrongly.
+	_ = s.publish(ctx, Event{Kind: "user", UserKey: g.User.Key()})
 	return g, nil
 }
 
@@ -332,10 +337,7 @@ func (s *RedisStore) RevokeGrant(ctx context.Context, id, by string, now time.Ti
 		return g, err
 	}
 	g, err = s.revokeGrant(ctx, g, GrantRevocation{At: now.Unix(), By: by})
-	if applied(err) {
-		s.publish(ctx, Event{Kind: "grant_revoked", UserKey: g.User.Key(), GrantID: g.ID, At: g.ExpiresAt})
-	}
-	return g, err
+	return g, s.announce(ctx, err, Event{Kind: "grant_revoked", UserKey: g.User.Key(), GrantID: g.ID, At: g.ExpiresAt})
 }
 
 // applied reports whether a revocation took effect on the master: done,

@@ -31,7 +31,7 @@ func (s *RedisStore) CreateRequest(ctx context.Context, r Request) (Request, err
 	if err := s.client.Set(ctx, kReq(r.ID), b, keep).Err(); err != nil {
 		return r, unavailable(err)
 	}
-	s.publish(ctx, Event{Kind: "user", UserKey: r.User.Key()})
+	_ = s.publish(ctx, Event{Kind: "user", UserKey: r.User.Key()}) // as in AddGrant
 	return r, nil
 }
 
@@ -120,6 +120,6 @@ func (s *RedisStore) Decide(ctx context.Context, id string, d Decision) (Request
 			return r, nil, err
 		}
 	}
-	s.publish(ctx, Event{Kind: "user", UserKey: r.User.Key()})
+	_ = s.publish(ctx, Event{Kind: "user", UserKey: r.User.Key()}) // as in AddGrant
 	return r, g, nil
 }

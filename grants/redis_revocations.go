@@ -18,10 +18,7 @@ import (
 
 func (s *RedisStore) RevokeSession(ctx context.Context, u User, sid string, until time.Time) error {
 	err := s.revokeSession(ctx, u.Key(), sid, until.Unix())
-	if applied(err) {
-		s.publish(ctx, Event{Kind: "session_revoked", UserKey: u.Key(), SessionID: sid, At: until.Unix()})
-	}
-	return err
+	return s.announce(ctx, err, Event{Kind: "session_revoked", UserKey: u.Key(), SessionID: sid, At: until.Unix()})
 }
 
 func (s *RedisStore) revokeSession(ctx context.Context, uk, sid string, until int64) error {
@@ -44,10 +41,7 @@ func (s *RedisStore) revokeSession(ctx context.Context, uk, sid string, until in
 
 func (s *RedisStore) RevokeUser(ctx context.Context, u User, at time.Time) error {
 	err := s.revokeUser(ctx, u.Key(), at.Unix())
-	if applied(err) {
-		s.publish(ctx, Event{Kind: "user_revoked", UserKey: u.Key(), At: at.Unix()})
-	}
-	return err
+	return s.announce(ctx, err, Event{Kind: "user_revoked", UserKey: u.Key(), At: at.Unix()})
 }
 
 func (s *RedisStore) revokeUser(ctx context.Context, uk string, at int64) error {
@@ -69,10 +63,7 @@ func (s *RedisStore) RevokeIdPSession(ctx context.Context, is IdPSession, until 
 	}
 	k := is.Key()
 	err := s.revokeIdPSession(ctx, k, until.Unix())
-	if applied(err) {
-		s.publish(ctx, Event{Kind: "idp_session_revoked", SessionID: k, At: until.Unix()})
-	}
-	return err
+	return s.announce(ctx, err, Event{Kind: "idp_session_revoked", SessionID: k, At: until.Unix()})
 }
 
 func (s *RedisStore) revokeIdPSession(ctx context.Context, k string, until int64) error {
@@ -225,7 +216,9 @@ func (s *RedisStore) present(ctx context.Context, rv *Revocations) error {
 }
 
 // Restore writes back revocations a node's mirror holds and the store
-// lost: a failover whose new master had not received the last writes. A
+// lost: a failover whose new master had not received the last writes
+// (every node's mirror holds them already, so an announcement that fails
+// changes nothing). A
 // user revocation is written only when later than the store's; a grant
 // revocation needs the grant (a grant the store lost is no grant).
 func (s *RedisStore) Restore(ctx context.Context, rv Revocations) error {
@@ -234,13 +227,13 @@ func (s *RedisStore) Restore(ctx context.Context, rv Revocations) error {
 		if err := s.revokeSession(ctx, uk, sid, until); !applied(err) {
 			return err
 		}
-		s.publish(ctx, Event{Kind: "session_revoked", UserKey: uk, SessionID: sid, At: until})
+		_ = s.publish(ctx, Event{Kind: "session_revoked", UserKey: uk, SessionID: sid, At: until})
 	}
 	for k, until := range rv.IdPSessions {
 		if err := s.revokeIdPSession(ctx, k, until); !applied(err) {
 			return err
 		}
-		s.publish(ctx, Event{Kind: "idp_session_revoked", SessionID: k, At: until})
+		_ = s.publish(ctx, Event{Kind: "idp_session_revoked", SessionID: k, At: until})
 	}
 	for uk, at := range rv.Users {
 		cur, err := s.client.Get(ctx, kUserRev(uk)).Int64()
@@ -253,7 +246,7 @@ func (s *RedisStore) Restore(ctx context.Context, rv Revocations) error {
 		if err := s.revokeUser(ctx, uk, at); !applied(err) {
 			return err
 		}
-		s.publish(ctx, Event{Kind: "user_revoked", UserKey: uk, At: at})
+		_ = s.publish(ctx, Event{Kind: "user_revoked", UserKey: uk, At: at})
 	}
 	for id, gr := range rv.Grants {
 		v, err := s.client.HGet(ctx, kGrants(gr.UserKey), id).Result()
@@ -270,7 +263,7 @@ func (s *RedisStore) Restore(ctx context.Context, rv Revocations) error {
 		if _, err := s.revokeGrant(ctx, g, gr); !applied(err) {
 			return err
 		}
-		s.publish(ctx, Event{Kind: "grant_revoked", UserKey: gr.UserKey, GrantID: id, At: g.ExpiresAt})
+		_ = s.publish(ctx, Event{Kind: "grant_revoked", UserKey: gr.UserKey, GrantID: id, At: g.ExpiresAt})
 	}
 	return nil
 }

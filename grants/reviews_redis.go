@@ -169,10 +169,7 @@ func (s *RedisStore) RevokeResource(ctx context.Context, r ResourceRevocation) e
 	}
 	b, _ := json.Marshal(r)
 	err := s.durable(ctx, keyResourceRevs, func(p redis.Pipeliner) { p.HSet(ctx, keyResourceRevs, r.key(), b) })
-	if applied(err) {
-		s.publish(ctx, Event{Kind: "resources", UserKey: r.User.Key()})
-	}
-	return err
+	return s.announce(ctx, err, Event{Kind: "resources", UserKey: r.User.Key()})
 }
 
 func (s *RedisStore) LiftResourceRevocation(ctx context.Context, u User, app, resource string) (ResourceRevocation, error) {
@@ -188,10 +185,7 @@ func (s *RedisStore) LiftResourceRevocation(ctx context.Context, u User, app, re
 		return r, err
 	}
 	err = s.durable(ctx, keyResourceRevs, func(p redis.Pipeliner) { p.HDel(ctx, keyResourceRevs, r.key()) })
-	if applied(err) {
-		s.publish(ctx, Event{Kind: "resources", UserKey: u.Key()})
-	}
-	return r, err
+	return r, s.announce(ctx, err, Event{Kind: "resources", UserKey: u.Key()})
 }
 
 func (s *RedisStore) ResourceRevocations(ctx context.Context) ([]ResourceRevocation, error) {
