@@ -30,10 +30,10 @@ import (
 // unreachable; and when the store lacks one the mirror holds (a Redis
 // failover lost it), the mirror writes it back.
 //
-// A store read that fails opens a circuit: until one probe at a time (every
-// ProbeEvery) finds the store answering again, lookups that need the store
-// answer at once with the mirror's revocations and ErrUnavailable, instead
-// of each waiting the timeout. Concurrent reads of one user's session are
+// TripAfter store reads failing in a row open a circuit: until one probe
+// at a time (every ProbeEvery) finds the store answering again, lookups
+// that need the store answer at once with the mirror's revocations and
+// ErrUnavailable, instead of each waiting the timeout. Concurrent reads of one user's session are
 // made once.
 type Cache struct {
 	store   Store
@@ -66,6 +66,7 @@ type Cache struct {
 
 	heard    atomic.Int64 // the latest heartbeat applied: sent at (Unix ns)
 	reloaded atomic.Int64 // when the last mirror reload that succeeded started (Unix ns)
+	failed   atomic.Int32 // store reads failed in a row
 	open     atomic.Bool  // the circuit: the store failed, and no probe found it answering since
 	probing  atomic.Bool  // one probe at a time
 	flight   singleflight.Group
@@ -120,6 +121,10 @@ const (
 	// are missing: a revocation made elsewhere then still reaches this
 	// node within CacheTTL.
 	MirrorRetry = 100 * time.Millisecond
+	// TripAfter is how many store reads failing in a row open the
+	// circuit: one slow answer (a pause, a starved CPU) costs only the
+	// request that waited for it.
+	TripAfter = 3
 	// ProbeEvery is how often an open circuit probes the store.
 	ProbeEvery = 250 * time.Millisecond
 )
@@ -380,8 +385,7 @@ func (c *Cache) Lookup(ctx context.Context, u User, sid string, now time.Time) (
 	}
 	e := c.entries[uk]
 	mirror := State{UserRevokedAt: c.users[uk], SessionRevoked: c.sessions[sk] > 0}
-	live := c.live()
-	fresh := e != nil && c.fresh(e.fetched, now, live) && c.fresh(e.seen(sid), now, live)
+	fresh := e != nil && c.fresh(e.fetched, now) && c.fresh(e.seen(sid), now)
 	var st State
 	if fresh {
 		st = State{Grants: c.unrevoked(e.grants), UserRevokedAt: max(e.userRevokedAt, mirror.UserRevokedAt), SessionRevoked: mirror.SessionRevoked}
@@ -396,7 +400,6 @@ func (c *Cache) Lookup(ctx context.Context, u User, sid string, now time.Time) (
 	}
 	got, gen, err := c.read(ctx, u, uk, sid, now)
 	if err != nil {
-		c.trip(u, sid)
 		return mirror, err
 	}
 	c.mu.Lock()
@@ -407,7 +410,7 @@ func (c *Cache) Lookup(ctx context.Context, u User, sid string, now time.Time) (
 	ne := &cacheEntry{grants: got.Grants, userRevokedAt: got.UserRevokedAt, fetched: now, sessions: []seenSession{{sid, now}}}
 	if prev != nil {
 		for _, s := range prev.sessions {
-			if s.sid != sid && c.fresh(s.at, now, live) {
+			if s.sid != sid && c.fresh(s.at, now) {
 				ne.sessions = append(ne.sessions, s)
 			}
 		}
@@ -434,18 +437,19 @@ func (c *Cache) Lookup(ctx context.Context, u User, sid string, now time.Time) (
 // fresh reports whether what was read at at may be served at now: read
 // within CacheTTL, or within LiveTTL while heartbeats say that every
 // change since was heard (and would have dropped it).
-func (c *Cache) fresh(at, now time.Time, live bool) bool {
+func (c *Cache) fresh(at, now time.Time) bool {
 	if at.IsZero() {
 		return false
 	}
 	age := now.Sub(at)
-	return age < c.ttl || live && age < c.liveTTL
+	return age < c.ttl || age < c.liveTTL && c.live()
 }
 
 // read reads the user's state from the store, within the cache's timeout
 // whatever the request's context: concurrent reads of one session share
 // one store call, which a client that goes away does not cancel for the
-// others. It returns the event generation from before the call: what was
+// others. Failed reads (not callers) count towards opening the circuit.
+// It returns the event generation from before the call: what was
 // read may be cached only if no event came since. (The state is shared by
 // the callers: nothing changes a State's Grants in place.)
 func (c *Cache) read(ctx context.Context, u User, uk, sid string, now time.Time) (State, uint64, error) {
@@ -456,6 +460,13 @@ func (c *Cache) read(ctx context.Context, u User, uk, sid string, now time.Time)
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
 		defer cancel()
 		st, err := c.store.Lookup(ctx, u, sid, now)
+		if err != nil {
+			if c.failed.Add(1) >= TripAfter {
+				c.trip(u, sid)
+			}
+		} else {
+			c.failed.Store(0)
+		}
 		return flightResult{st, gen}, err
 	})
 	r, _ := v.(flightResult)
@@ -494,6 +505,7 @@ func (c *Cache) probe(u User, sid string) {
 			_, err := c.store.Lookup(ctx, u, sid, c.now())
 			cancel()
 			if err == nil {
+				c.failed.Store(0)
 				c.open.Store(false)
 				return
 			}
