@@ -26,8 +26,10 @@ import (
 // built-in (time.now_ns, http.send…) also turns the cache off.
 //
 // The cache key is the read fields of the input, encoded unambiguously
-// (fields.go). A miss evaluates the policy with exactly that projection
-// of the input, so the decision can depend on nothing else. The cache
+// (projection.go). A miss evaluates the policy with exactly that
+// projection of the input, so the decision can depend on nothing else;
+// and a decision whose evaluation never read the time (now, now_minute)
+// is keyed without it, so it outlives the minute (clock.go). The cache
 // belongs to the revision: a policy or data change is a new revision with
 // an empty cache. It holds at most about 2 × CacheSize decisions (two
 // generations per shard; the older is dropped when the newer fills).
@@ -64,19 +66,25 @@ func (c *decisionCache) shard(key []byte) *cacheShard {
 }
 
 func (c *decisionCache) get(key []byte) (Decision, bool) {
-	s := c.shard(key)
-	s.mu.RLock()
-	d, ok := s.cur[string(key)]
-	if !ok {
-		d, ok = s.old[string(key)]
-	}
-	s.mu.RUnlock()
+	d, ok, s := c.lookup(key)
 	if ok {
 		s.hits.Add(1)
 	} else {
 		s.misses.Add(1)
 	}
 	return d, ok
+}
+
+// lookup is get without counting: the caller counts on s.
+func (c *decisionCache) lookup(key []byte) (d Decision, ok bool, s *cacheShard) {
+	s = c.shard(key)
+	s.mu.RLock()
+	d, ok = s.cur[string(key)]
+	if !ok {
+		d, ok = s.old[string(key)]
+	}
+	s.mu.RUnlock()
+	return d, ok, s
 }
 
 // has reports whether key is cached, without counting a lookup.
@@ -161,32 +169,82 @@ func (r *Revision) DecideInput(ctx context.Context, in *Input) (d Decision, cach
 		return d, false, err
 	}
 	bp := keyBufs.Get().(*[]byte)
-	key := r.reads.key((*bp)[:0], in)
+	key := r.cacheKey((*bp)[:0], in, false)
 	if len(key) > maxKey {
 		keyBufs.Put(bp)
 		d, err = r.Decide(context.WithoutCancel(ctx), r.reads.value(in))
 		return d, false, err
 	}
 	defer func() { *bp = key; keyBufs.Put(bp) }()
+	if r.clocked != nil {
+		// A decision that holds at any time, else one for this time.
+		if d, ok, s := r.cache.lookup(key); ok {
+			s.hits.Add(1)
+			return d, true, nil
+		}
+		key = r.reads.clockKey(append(key[:len(key)-1], timedKey), in)
+	}
 	if d, ok := r.cache.get(key); ok {
 		if r.prefetch && in.Now-in.NowMinute >= 60-prefetchWindow {
 			r.prefetchNextMinute(in)
 		}
 		return d, true, nil
 	}
-	d, err = r.Decide(context.WithoutCancel(ctx), r.reads.value(in))
+	d, timed, err := r.decide(context.WithoutCancel(ctx), r.reads.value(in), in.Now, in.NowMinute)
 	if err == nil {
+		if !timed {
+			key = r.cacheKey(key[:0], in, false)
+		}
 		r.cache.put(key, d)
 	}
 	return d, false, err
 }
 
+// The byte after the rest of a key says whether the time follows: a
+// decision that did not read the time is cached without it (clock.go).
+const (
+	timelessKey = 0
+	timedKey    = 1
+)
+
+// cacheKey appends in's cache key to b: that of a decision that read the
+// time (timed) or of one that did not. Without the clock copy of the
+// policy, every decision is taken to read the time and keyed by it.
+func (r *Revision) cacheKey(b []byte, in *Input, timed bool) []byte {
+	if r.clocked == nil {
+		return r.reads.key(b, in)
+	}
+	b = r.reads.baseKey(b, in)
+	if !timed {
+		return append(b, timelessKey)
+	}
+	return r.reads.clockKey(append(b, timedKey), in)
+}
+
+// decide evaluates the decision for val, a projected input whose time is
+// now and minute, and says whether it read the time. Without the clock
+// copy, it may have.
+func (r *Revision) decide(ctx context.Context, val ast.Value, now, minute int64) (d Decision, timed bool, err error) {
+	if r.clocked == nil {
+		d, err = r.Decide(ctx, val)
+		return d, true, err
+	}
+	c := &clock{now: now, nowMinute: minute}
+	v, err := r.eval(context.WithValue(ctx, clockCtxKey{}, c), r.clocked, val, nil)
+	if err != nil {
+		return Decision{}, false, err
+	}
+	d, err = parseDecision(v)
+	return d, c.read, err
+}
+
 // prefetchWindow is how long before the minute ends a cached decision is
 // decided again for the next minute. A policy that reads now_minute (and
-// not now) would otherwise miss on every key at once when the minute
-// turns; deciding the next minute's input ahead, one key at a time in the
-// background, spreads that work over the window. The decision stored is
-// that of exactly the next minute's input, so it is as correct as any.
+// not now) would otherwise miss on every key that read the time when the
+// minute turns; deciding the next minute's input ahead, one key at a time
+// in the background, spreads that work over the window. The decision
+// stored is that of exactly the next minute's input, so it is as correct
+// as any.
 const prefetchWindow = 10
 
 func (r *Revision) prefetchNextMinute(in *Input) {
@@ -196,18 +254,24 @@ func (r *Revision) prefetchNextMinute(in *Input) {
 	next := *in
 	next.NowMinute += 60
 	next.Now = next.NowMinute // not read: prefetch is only for policies that read now_minute alone
-	key := r.reads.key(nil, &next)
+	key := r.cacheKey(nil, &next, true)
 	if len(key) > maxKey || r.cache.has(key) {
 		r.prefetching.Store(false)
 		return
 	}
-	val := r.reads.value(&next) // now, while in is the caller's
+	// Now, while in is the caller's.
+	val, timeless := r.reads.value(&next), r.cacheKey(nil, &next, false)
 	go func() {
 		defer r.prefetching.Store(false)
-		if d, err := r.Decide(context.Background(), val); err == nil {
-			r.cache.put(key, d)
-			r.prefetched.Add(1)
+		d, timed, err := r.decide(context.Background(), val, next.Now, next.NowMinute)
+		if err != nil {
+			return
 		}
+		if !timed {
+			key = timeless
+		}
+		r.cache.put(key, d)
+		r.prefetched.Add(1)
 	}()
 }
 

@@ -87,7 +87,10 @@ type Revision struct {
 	cache   *decisionCache // nil: off
 	// prefetch: the decision reads now_minute but not now, so the next
 	// minute's decisions can be made ahead (cache.go).
-	prefetch    bool
+	prefetch bool
+	// clocked: the decision query on the policy's clock copy, which says
+	// whether an evaluation read the time (clock.go); nil: none.
+	clocked     *rego.PreparedEvalQuery
 	prefetching atomic.Bool
 	prefetched  atomic.Uint64
 	compiler    *ast.Compiler
@@ -205,6 +208,11 @@ func Load(ctx context.Context, dir string, opts Options) (*Revision, error) {
 	case rev.reads != nil:
 		rev.cache = newDecisionCache(cmp.Or(opts.CacheSize, DefaultCacheSize))
 		rev.prefetch = rev.reads.reads("now_minute", "") && !rev.reads.reads("now", "")
+		if len(rev.reads.clock) > 0 {
+			if pq, ok := rev.prepareClocked(ctx, modules, schemas, decisionRef); ok {
+				rev.clocked = &pq
+			}
+		}
 	}
 	if rev.decision, err = rev.prepare(ctx, decisionRef); err != nil {
 		return nil, err

@@ -63,6 +63,9 @@ var fields = []field{
 // fields, grouped by top-level field. The whole input is one too.
 type projection struct {
 	groups []fieldGroup
+	// The fields in key order: the clock fields (now, now_minute) last,
+	// so that a key without the time is a prefix of the key with it.
+	base, clock []*field
 }
 
 type fieldGroup struct {
@@ -80,6 +83,11 @@ func projectionOf(keep func(*field) bool) *projection {
 		f := &fields[i]
 		if !keep(f) {
 			continue
+		}
+		if clockBuiltins[f.top] != nil {
+			p.clock = append(p.clock, f)
+		} else {
+			p.base = append(p.base, f)
 		}
 		if n := len(p.groups); n > 0 && p.groups[n-1].key.Value.(ast.String) == ast.String(f.top) {
 			p.groups[n-1].leaves = append(p.groups[n-1].leaves, f)
@@ -113,10 +121,21 @@ func (p *projection) value(in *Input) ast.Value {
 
 // key appends the cache key of the projected input to b.
 func (p *projection) key(b []byte, in *Input) []byte {
-	for _, g := range p.groups {
-		for _, f := range g.leaves {
-			b = f.key(b, in)
-		}
+	return p.clockKey(p.baseKey(b, in), in)
+}
+
+// baseKey appends the key of the projected input without the time.
+func (p *projection) baseKey(b []byte, in *Input) []byte {
+	for _, f := range p.base {
+		b = f.key(b, in)
+	}
+	return b
+}
+
+// clockKey appends the key of the projected time.
+func (p *projection) clockKey(b []byte, in *Input) []byte {
+	for _, f := range p.clock {
+		b = f.key(b, in)
 	}
 	return b
 }
