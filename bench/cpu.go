@@ -57,8 +57,8 @@ func (u cpuUse) loadBusy(load time.Duration) float64 {
 
 // describe says how busy each side was, and warns when the figures are
 // not the gateway's alone: the load side had no CPU to spare, or other
-// processes used the gateway's.
-func (u cpuUse) describe(generator string, load time.Duration) string {
+// processes used the gateway's. Such runs are counted on t.
+func (t *target) describe(u cpuUse, generator string, load time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "CPU busy: the gateway %.0f%% of one", u.gatewayBusy())
 	if u.gatewayCPU >= 0 {
@@ -66,11 +66,17 @@ func (u cpuUse) describe(generator string, load time.Duration) string {
 	}
 	fmt.Fprintf(&b, ", the load %.0f%% of %d (%s %.0f%%, the upstream and Redis %.0f%%)",
 		u.loadBusy(load), runtime.NumCPU(), generator, percent(load, u.wall, 1), percent(u.behind, u.wall, 1))
+	doubtful := false
 	if u.loadBusy(load) > 90 {
 		b.WriteString("\nWARNING: the load side had no CPU to spare: it, not the gateway, may have been the limit")
+		doubtful = true
 	}
 	if u.gatewayCPU-u.gatewayBusy() > 10 {
 		b.WriteString("\nWARNING: other processes took the gateway's CPU: this run measured them too")
+		doubtful = true
+	}
+	if doubtful {
+		t.doubtfulRuns++
 	}
 	return b.String()
 }

@@ -75,7 +75,15 @@ func latencyGoal(t, base *target, k int, what string, limit float64, of func(rat
 	return g
 }
 
-func printGoals(gs []goal) {
+func printGoals(gs []goal, ts []*target) {
+	doubtful := 0
+	for _, t := range ts {
+		doubtful += t.doubtfulRuns
+	}
+	if doubtful > 0 {
+		fmt.Printf("WARNING: %d runs were not the gateways' alone (see the WARNING lines above): "+
+			"these verdicts are about this machine's other load as much as about the targets.\n", doubtful)
+	}
 	fmt.Println("| target | wanted | measured | met? |")
 	fmt.Println("|---|---|---:|---|")
 	for _, g := range gs {

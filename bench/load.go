@@ -72,7 +72,7 @@ func (t *target) throughputRun(c config, i int) error {
 	t.gatewayBusy = append(t.gatewayBusy, u.gatewayBusy())
 	t.loadBusy = append(t.loadBusy, u.loadBusy(r.cpu))
 	fmt.Printf("%s: run %d: %.0f req/s, p50 %.2f ms, p99 %.2f ms, %.0f µs CPU per request, %d errors; %s\n",
-		t.name, i+1, r.rps, r.p50, r.p99, t.cpu[len(t.cpu)-1], r.errors, u.describe("wrk", r.cpu))
+		t.name, i+1, r.rps, r.p50, r.p99, t.cpu[len(t.cpu)-1], r.errors, t.describe(u, "wrk", r.cpu))
 	if r.errors > 0 {
 		return fmt.Errorf("%d requests were not answered 2xx", r.errors)
 	}
@@ -321,7 +321,7 @@ func (t *target) rateRun(c config, rate float64, k, i int) error {
 	fmt.Printf("%s at %.0f req/s: run %d: p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, %.0f µs CPU per request (the generator: %.0f), %d errors; "+
 		"the warm-up's p99 %.2f ms; 99%% of requests left within %.2f ms of when they were due; %s\n",
 		t.name, rate, i+1, pct(lat, 0.5), pct(lat, 0.99), pct(lat, 0.999), r.cpu[len(r.cpu)-1], r.genCPU[len(r.genCPU)-1], run.errs.n(),
-		pct(warm.lat, 0.99), pct(run.late, 0.99), u.describe("the generator", u.self))
+		pct(warm.lat, 0.99), pct(run.late, 0.99), t.describe(u, "the generator", u.self))
 	if run.errs.n() > 0 {
 		return fmt.Errorf("%d requests failed or were not answered 2xx (%s)", run.errs.n(), run.errs)
 	}
@@ -685,7 +685,7 @@ func measureMemory(ctx context.Context, c config, up *process, store string) (me
 		return m, err
 	}
 	proc, err := startCaddy(c, s, gatehouseCaddyfile("admin off", addr, up.addr, filepath.Join(c.work, s+"-audit.log"), storeURL,
-		filepath.Join(c.repo, "policies"), "", c.grantsTimeout, false, false), addr, c.pin.gateway)
+		filepath.Join(c.repo, "policies"), "", c.grantsTimeout, c.policyTimeout, false, false), addr, c.pin.gateway)
 	if err != nil {
 		return m, err
 	}

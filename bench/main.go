@@ -50,10 +50,11 @@ type config struct {
 	skipMemory bool
 	rates      []float64 // fixed rates as fractions of (1)'s throughput
 	pin        pinning
-	// grantsTimeout is the targets' grants_timeout. The default is
-	// production's; a test on a starved machine gives more, so that a
-	// lookup that waits for a CPU is not a 503.
-	grantsTimeout time.Duration
+	// grantsTimeout and policyTimeout are the targets' grants_timeout
+	// and policy_timeout. The defaults are production's; a test on a
+	// starved machine gives more, so that a lookup that waits for a CPU is
+	// not a 503, nor an evaluation a policy_error deny.
+	grantsTimeout, policyTimeout time.Duration
 }
 
 func main() {
@@ -69,6 +70,7 @@ func main() {
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (Caddyfiles, audit logs)")
 	flag.BoolVar(&c.skipMemory, "skip-memory", false, "skip the memory run")
 	flag.DurationVar(&c.grantsTimeout, "grants-timeout", 50*time.Millisecond, "the targets' grants_timeout")
+	flag.DurationVar(&c.policyTimeout, "policy-timeout", 100*time.Millisecond, "the targets' policy_timeout")
 	rates := flag.String("rates", "0.5,0.25", "fixed rates for the latency runs, as fractions of (1)'s throughput (empty: none)")
 	pinned := flag.Bool("pin", true, "run each gateway under test on a CPU of its own and the load on the others (taskset)")
 	flag.Parse()
@@ -180,7 +182,7 @@ func run(c config) error {
 	}
 	printTable(targets, rates)
 	goals := checkGoals(targets, c.rates)
-	printGoals(goals)
+	printGoals(goals, targets)
 	printMissedProfiles(goals)
 
 	if !c.skipMemory {

@@ -52,6 +52,7 @@ type target struct {
 	gatewayBusy, loadBusy     series       // % of the gateway's CPU, % of the load's CPUs
 	rates                     []rateResult // one per fixed rate, in config order
 	cacheHits, decisions      int
+	doubtfulRuns              int // runs whose figures were not the gateway's alone
 	warmHits, warmDecisions   int
 }
 
@@ -282,7 +283,7 @@ var cookieSecret = func() string {
 	return string(b)
 }()
 
-func gatehouseCaddyfile(admin, addr, upstream, auditLog, storeURL, policyDir, shadowDir string, grantsTimeout time.Duration, stepUp, noCache bool) string {
+func gatehouseCaddyfile(admin, addr, upstream, auditLog, storeURL, policyDir, shadowDir string, grantsTimeout, policyTimeout time.Duration, stepUp, noCache bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, globalOptions, admin, auditLog)
 	fmt.Fprintf(&b, `
@@ -298,7 +299,8 @@ http://%s {
 		identity_header X-Remote-User email
 		identity_header X-Remote-Groups groups
 		grants_timeout %s
-`, addr, benchApp, benchIssuer, benchClient, cookieSecret, storeURL, policyDir, grantsTimeout)
+		policy_timeout %s
+`, addr, benchApp, benchIssuer, benchClient, cookieSecret, storeURL, policyDir, grantsTimeout, policyTimeout)
 	if noCache {
 		b.WriteString("\t\tpolicy_cache off\n")
 	}
@@ -503,7 +505,7 @@ func (t *target) start(ctx context.Context, c config, up *process, users int, sl
 		}
 	}
 	t.proc, err = startCaddy(c, slug, gatehouseCaddyfile(admin, addr, up.addr, filepath.Join(dir, "audit.log"), storeURL,
-		filepath.Join(c.repo, "policies"), shadowDir, c.grantsTimeout, t.stepUp, t.noCache), addr, c.pin.gateway)
+		filepath.Join(c.repo, "policies"), shadowDir, c.grantsTimeout, c.policyTimeout, t.stepUp, t.noCache), addr, c.pin.gateway)
 	return pop, err
 }
 
