@@ -26,7 +26,7 @@ import (
 // warms it up. Every response must be a 2xx: a benchmark of denials is no
 // benchmark.
 func (t *target) prepare(ctx context.Context, c config, up *process) error {
-	t.slug = slug(t.name)
+	t.slug, t.up = slug(t.name), up
 	pop, err := t.start(ctx, c, up, c.users, t.slug)
 	if err != nil {
 		return err
@@ -51,19 +51,28 @@ func (t *target) prepare(ctx context.Context, c config, up *process) error {
 	return nil
 }
 
-// throughputRun is one wrk run.
+// throughputRun is one wrk run. It also records how busy each side's
+// CPUs were: the gateway's should be nearly always, the load's not, or
+// the load side and not the gateway was the limit.
 func (t *target) throughputRun(c config, i int) error {
-	cpu0 := t.proc.cpuTime()
+	profiled := t.profile(c, "wrk", i)
+	w := t.watchCPU(c)
 	r, err := runWrk(c, t.script, t.proc.addr, c.duration)
 	if err != nil {
 		return err
 	}
+	u := w.stop()
+	if err := <-profiled; err != nil {
+		return fmt.Errorf("profiling: %w", err)
+	}
 	t.throughput = append(t.throughput, r.rps)
 	t.p50 = append(t.p50, r.p50)
 	t.p99 = append(t.p99, r.p99)
-	t.cpu = append(t.cpu, perRequest(t.proc.cpuTime()-cpu0, r.requests))
-	fmt.Printf("%s: run %d: %.0f req/s, p50 %.2f ms, p99 %.2f ms, %.0f µs CPU per request, %d errors\n",
-		t.name, i+1, r.rps, r.p50, r.p99, t.cpu[len(t.cpu)-1], r.errors)
+	t.cpu = append(t.cpu, perRequest(u.gateway, r.requests))
+	t.gatewayBusy = append(t.gatewayBusy, u.gatewayBusy())
+	t.loadBusy = append(t.loadBusy, u.loadBusy(r.cpu))
+	fmt.Printf("%s: run %d: %.0f req/s, p50 %.2f ms, p99 %.2f ms, %.0f µs CPU per request, %d errors; %s\n",
+		t.name, i+1, r.rps, r.p50, r.p99, t.cpu[len(t.cpu)-1], r.errors, t.describe(u, "wrk", r.cpu))
 	if r.errors > 0 {
 		return fmt.Errorf("%d requests were not answered 2xx", r.errors)
 	}
@@ -82,15 +91,6 @@ func (t *target) finishThroughput(c config) error {
 	t.decisions -= t.warmDecisions
 	t.cacheHits -= t.warmHits
 	return nil
-}
-
-// selfCPU is the CPU this process has used.
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func perRequest(cpu time.Duration, requests int) float64 {
@@ -186,6 +186,7 @@ type wrkResult struct {
 	rps, p50, p99 float64 // req/s, ms, ms
 	requests      int
 	errors        int
+	cpu           time.Duration // wrk's own
 }
 
 var (
@@ -206,6 +207,7 @@ func runWrk(c config, script, addr string, d time.Duration) (wrkResult, error) {
 	if err != nil {
 		return r, fmt.Errorf("wrk: %v\n%s", err, out)
 	}
+	r.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	m := reRPS.FindSubmatch(out)
 	if m == nil {
 		return r, fmt.Errorf("wrk printed no Requests/sec:\n%s", out)
@@ -295,28 +297,33 @@ func (t *target) rateRun(c config, rate float64, k, i int) error {
 	// the key). The first second at the new rate then evaluates every
 	// distinct key at once, which is a cold start, not the steady cost
 	// this run measures; its p99 is printed as the warm-up's.
-	warm, werrs := openLoop(t.proc.addr, t.reqs, rate, warmUp)
-	if werrs.n() > 0 || len(warm) == 0 {
-		return fmt.Errorf("warm-up: %d requests failed or were not answered 2xx (%s)", werrs.n(), werrs)
+	warm := openLoop(t.proc.addr, t.reqs, rate, warmUp)
+	if warm.errs.n() > 0 || len(warm.lat) == 0 {
+		return fmt.Errorf("warm-up: %d requests failed or were not answered 2xx (%s)", warm.errs.n(), warm.errs)
 	}
 	profiled := t.profile(c, fmt.Sprintf("rate%d", k), i)
-	cpu0, self0 := t.proc.cpuTime(), selfCPU()
-	lat, errs := openLoop(t.proc.addr, t.reqs, rate, c.duration)
+	w := t.watchCPU(c)
+	run := openLoop(t.proc.addr, t.reqs, rate, c.duration)
+	u := w.stop()
 	if err := <-profiled; err != nil {
 		return fmt.Errorf("profiling: %w", err)
 	}
-	r.genCPU = append(r.genCPU, perRequest(selfCPU()-self0, len(lat)))
-	if len(lat) == 0 {
+	if len(run.lat) == 0 {
 		return fmt.Errorf("no answers")
 	}
-	r.warmP99 = append(r.warmP99, pct(warm, 0.99))
+	lat := run.lat
+	r.genCPU = append(r.genCPU, perRequest(u.self, len(lat)))
+	r.warmP99 = append(r.warmP99, pct(warm.lat, 0.99))
 	r.p50 = append(r.p50, pct(lat, 0.50))
 	r.p99 = append(r.p99, pct(lat, 0.99))
-	r.cpu = append(r.cpu, perRequest(t.proc.cpuTime()-cpu0, len(lat)))
-	fmt.Printf("%s at %.0f req/s: run %d: p50 %.2f ms, p99 %.2f ms, %.0f µs CPU per request (the generator: %.0f), %d errors; the warm-up's p99 %.2f ms\n",
-		t.name, rate, i+1, pct(lat, 0.5), pct(lat, 0.99), r.cpu[len(r.cpu)-1], r.genCPU[len(r.genCPU)-1], errs.n(), pct(warm, 0.99))
-	if errs.n() > 0 {
-		return fmt.Errorf("%d requests failed or were not answered 2xx (%s)", errs.n(), errs)
+	r.p999 = append(r.p999, pct(lat, 0.999))
+	r.cpu = append(r.cpu, perRequest(u.gateway, len(lat)))
+	fmt.Printf("%s at %.0f req/s: run %d: p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, %.0f µs CPU per request (the generator: %.0f), %d errors; "+
+		"the warm-up's p99 %.2f ms; 99%% of requests left within %.2f ms of when they were due; %s\n",
+		t.name, rate, i+1, pct(lat, 0.5), pct(lat, 0.99), pct(lat, 0.999), r.cpu[len(r.cpu)-1], r.genCPU[len(r.genCPU)-1], run.errs.n(),
+		pct(warm.lat, 0.99), pct(run.late, 0.99), t.describe(u, "the generator", u.self))
+	if run.errs.n() > 0 {
+		return fmt.Errorf("%d requests failed or were not answered 2xx (%s)", run.errs.n(), run.errs)
 	}
 	return nil
 }
@@ -331,11 +338,6 @@ func newClient(conns int) *http.Client {
 	}
 }
 
-// openLoop returns the latencies in milliseconds, sorted, and the number
-// of failed or non-2xx requests. It is light on purpose: the generator
-// shares the CPUs with what it measures. Requests are pre-rendered and
-// written on 64 keep-alive connections; each request is due at its
-// scheduled time and waits, counted, when every connection is busy.
 // failures counts what the requests that failed got: "status 503",
 // "no answer in time", "connection refused"…
 type failures struct {
@@ -387,7 +389,21 @@ func errorClass(err error) string {
 	return "error"
 }
 
-func openLoop(addr string, reqs []request, rate float64, d time.Duration) ([]float64, *failures) {
+// loopResult is what an open-loop run saw: each request's latency in
+// milliseconds from when it was due, sorted; how late each one left,
+// sorted (the generator's own delay, or every connection busy); and what
+// failed.
+type loopResult struct {
+	lat, late []float64
+	errs      *failures
+}
+
+// openLoop sends rate requests a second for d. It is light on purpose:
+// the generator shares the load's CPUs with the upstream. Requests are
+// pre-rendered and written on 64 keep-alive connections; each request is
+// due at its scheduled time and waits, counted, when every connection is
+// busy. Every request's latency is kept, so the percentiles are exact.
+func openLoop(addr string, reqs []request, rate float64, d time.Duration) loopResult {
 	const conns = 64
 	raw := make([][]byte, len(reqs))
 	for i, r := range reqs {
@@ -395,7 +411,7 @@ func openLoop(addr string, reqs []request, rate float64, d time.Duration) ([]flo
 	}
 	n := int(rate * d.Seconds())
 	interval := float64(time.Second) / rate
-	lat := make([]float64, n)
+	lat, late := make([]float64, n), make([]float64, n)
 	type job struct {
 		i  int
 		at time.Time
@@ -410,6 +426,7 @@ func openLoop(addr string, reqs []request, rate float64, d time.Duration) ([]flo
 		wg.Go(func() {
 			var rr *respReader
 			for j := range jobs {
+				late[j.i] = float64(time.Since(j.at)) / float64(time.Millisecond)
 				ok := false
 				failure := "the run's time was over"
 				for attempt := 0; attempt < 2 && !ok && time.Now().Before(stop); attempt++ {
@@ -479,7 +496,8 @@ func openLoop(addr string, reqs []request, rate float64, d time.Duration) ([]flo
 		}
 	}
 	sort.Float64s(lat)
-	return lat, errs
+	sort.Float64s(late)
+	return loopResult{lat, late, errs}
 }
 
 // respReader reads HTTP/1.1 responses with a Content-Length, without
@@ -574,30 +592,32 @@ func pct(sorted []float64, q float64) float64 {
 
 func printTable(ts []*target, rates []float64) {
 	base := ts[0]
-	fmt.Println("\n| target | req/s (median) | runs | vs (1) | p50 ms | p99 ms | CPU µs/req | decisions from the policy cache | peak RSS |")
-	fmt.Println("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+	fmt.Println("\n| target | req/s (median) | runs | vs (1) | p50 ms | p99 ms | CPU µs/req | CPU busy: gateway / load | decisions from the policy cache | peak RSS |")
+	fmt.Println("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
 	for _, t := range ts {
 		cache := "—"
 		if t.decisions > 0 {
 			cache = fmt.Sprintf("%.1f%% of %d", 100*float64(t.cacheHits)/float64(t.decisions), t.decisions)
 		}
-		fmt.Printf("| %s | %.0f | %s | %.2f | %.2f | %.2f | %.0f | %s | %d MiB |\n", t.name, t.throughput.median(), t.throughput,
-			t.throughput.median()/base.throughput.median(), t.p50.median(), t.p99.median(), t.cpu.median(), cache, t.rss/1024)
+		fmt.Printf("| %s | %.0f | %s | %.2f | %.2f | %.2f | %.0f | %.0f%% / %.0f%% | %s | %d MiB |\n", t.name, t.throughput.median(), t.throughput,
+			t.throughput.median()/base.throughput.median(), t.p50.median(), t.p99.median(), t.cpu.median(),
+			t.gatewayBusy.median(), t.loadBusy.median(), cache, t.rss/1024)
 	}
 	if len(rates) == 0 {
 		fmt.Println()
 		return
 	}
-	// Latency at fixed rates, open loop: p50 / p99 ms, the p99 added to
-	// (1)'s, the serving process's CPU per request, and the p99 of the
-	// warm-up that starts each run (a cold start after the target idled).
+	// Latency at fixed rates, open loop: p50 / p99 / p99.9 ms, the p99
+	// added to (1)'s, the serving process's CPU per request, and the p99
+	// of the warm-up that starts each run (a cold start after the target
+	// idled) with what it adds to (1)'s.
 	fmt.Print("\n| target (fixed rate, open loop) |")
 	for _, rate := range rates {
-		fmt.Printf(" %.0f req/s: p50 / p99 ms | added p99 | CPU µs/req | warm-up p99 ms |", rate)
+		fmt.Printf(" %.0f req/s: p50 / p99 / p99.9 ms | added p99 | CPU µs/req | warm-up p99 ms | added |", rate)
 	}
 	fmt.Print("\n|---|")
 	for range rates {
-		fmt.Print("---:|---:|---:|---:|")
+		fmt.Print("---:|---:|---:|---:|---:|")
 	}
 	fmt.Println()
 	for _, t := range ts {
@@ -606,11 +626,13 @@ func printTable(ts []*target, rates []float64) {
 		}
 		fmt.Printf("| %s |", t.name)
 		for k, r := range t.rates {
-			added := "—"
-			if t != base && k < len(base.rates) {
+			added, warmAdded := "—", "—"
+			if t != base {
 				added = fmt.Sprintf("%+.2f ms", r.p99.median()-base.rates[k].p99.median())
+				warmAdded = fmt.Sprintf("%+.2f ms", r.warmP99.median()-base.rates[k].warmP99.median())
 			}
-			fmt.Printf(" %.2f / %.2f | %s | %.0f | %.2f |", r.p50.median(), r.p99.median(), added, r.cpu.median(), r.warmP99.median())
+			fmt.Printf(" %.2f / %.2f / %.2f | %s | %.0f | %.2f | %s |", r.p50.median(), r.p99.median(), r.p999.median(), added,
+				r.cpu.median(), r.warmP99.median(), warmAdded)
 		}
 		fmt.Println()
 	}
@@ -663,7 +685,7 @@ func measureMemory(ctx context.Context, c config, up *process, store string) (me
 		return m, err
 	}
 	proc, err := startCaddy(c, s, gatehouseCaddyfile("admin off", addr, up.addr, filepath.Join(c.work, s+"-audit.log"), storeURL,
-		filepath.Join(c.repo, "policies"), "", c.grantsTimeout, false, false), addr)
+		filepath.Join(c.repo, "policies"), "", c.grantsTimeout, c.policyTimeout, false, false), addr, c.pin.gateway)
 	if err != nil {
 		return m, err
 	}

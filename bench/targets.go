@@ -45,18 +45,21 @@ type target struct {
 	reqs      []request // what the load sends, cycled at random
 	proc      *process
 	redis     *process
-	rss       int64 // peak resident memory of the serving process, KiB
+	up        *process // the upstream
+	rss       int64    // peak resident memory of the serving process, KiB
 
 	throughput, p50, p99, cpu series
+	gatewayBusy, loadBusy     series       // % of the gateway's CPU, % of the load's CPUs
 	rates                     []rateResult // one per fixed rate, in config order
 	cacheHits, decisions      int
+	doubtfulRuns              int // runs whose figures were not the gateway's alone
 	warmHits, warmDecisions   int
 }
 
 // rateResult is a target's latency at one fixed rate, over the runs.
 type rateResult struct {
-	p50, p99, cpu, genCPU series
-	warmP99               series // the unmeasured warm-up's p99
+	p50, p99, p999, cpu, genCPU series
+	warmP99                     series // the unmeasured warm-up's p99
 }
 
 type request struct {
@@ -179,8 +182,9 @@ func waitListening(addr string, p *process) error {
 	return fmt.Errorf("nothing listens on %s after 30s; its log:\n%s", addr, log)
 }
 
-// startCaddy runs the gatehouse binary on a Caddyfile.
-func startCaddy(c config, name, caddyfile, addr string) (*process, error) {
+// startCaddy runs the gatehouse binary on a Caddyfile, on cpus (empty:
+// this process's).
+func startCaddy(c config, name, caddyfile, addr, cpus string) (*process, error) {
 	dir := filepath.Join(c.work, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -194,7 +198,7 @@ func startCaddy(c config, name, caddyfile, addr string) (*process, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.cmd = exec.Command(c.bin, "run", "--config", file, "--adapter", "caddyfile")
+	p.cmd = c.pin.command(cpus, c.bin, "run", "--config", file, "--adapter", "caddyfile")
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	p.cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -242,7 +246,7 @@ func startUpstream(ctx context.Context, c config) (*process, error) {
 http://%s {
 	respond "hello from the app" 200
 }
-`, addr), addr)
+`, addr), addr, "")
 }
 
 func startRedis(c config, name string) (*process, string, error) {
@@ -279,7 +283,7 @@ var cookieSecret = func() string {
 	return string(b)
 }()
 
-func gatehouseCaddyfile(admin, addr, upstream, auditLog, storeURL, policyDir, shadowDir string, grantsTimeout time.Duration, stepUp, noCache bool) string {
+func gatehouseCaddyfile(admin, addr, upstream, auditLog, storeURL, policyDir, shadowDir string, grantsTimeout, policyTimeout time.Duration, stepUp, noCache bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, globalOptions, admin, auditLog)
 	fmt.Fprintf(&b, `
@@ -295,7 +299,8 @@ http://%s {
 		identity_header X-Remote-User email
 		identity_header X-Remote-Groups groups
 		grants_timeout %s
-`, addr, benchApp, benchIssuer, benchClient, cookieSecret, storeURL, policyDir, grantsTimeout)
+		policy_timeout %s
+`, addr, benchApp, benchIssuer, benchClient, cookieSecret, storeURL, policyDir, grantsTimeout, policyTimeout)
 	if noCache {
 		b.WriteString("\t\tpolicy_cache off\n")
 	}
@@ -469,7 +474,7 @@ func (t *target) start(ctx context.Context, c config, up *process, users int, sl
 		if t.accessLog {
 			accessLog = filepath.Join(c.work, slug+"-access.log")
 		}
-		t.proc, err = startCaddy(c, slug, plainCaddyfile(admin, addr, up.addr, accessLog), addr)
+		t.proc, err = startCaddy(c, slug, plainCaddyfile(admin, addr, up.addr, accessLog), addr, c.pin.gateway)
 		return pop, err
 	}
 	dir := filepath.Join(c.work, slug)
@@ -500,7 +505,7 @@ func (t *target) start(ctx context.Context, c config, up *process, users int, sl
 		}
 	}
 	t.proc, err = startCaddy(c, slug, gatehouseCaddyfile(admin, addr, up.addr, filepath.Join(dir, "audit.log"), storeURL,
-		filepath.Join(c.repo, "policies"), shadowDir, c.grantsTimeout, t.stepUp, t.noCache), addr)
+		filepath.Join(c.repo, "policies"), shadowDir, c.grantsTimeout, c.policyTimeout, t.stepUp, t.noCache), addr, c.pin.gateway)
 	return pop, err
 }
 
