@@ -114,7 +114,12 @@ func (s *kvStore) AddGrant(_ context.Context, g Grant) (Grant, error) {
 	return g, err
 }
 
+// putGrant writes g, and forgets the user's grants past retention at
+// the time of the write (the purge would, later).
 func putGrant(tx kvTx, g Grant) error {
+	if err := dropPastRetention(tx, g.User.Key(), g.CreatedAt); err != nil {
+		return err
+	}
 	b, _ := json.Marshal(g)
 	if err := tx.put(bGrants, g.ID, b); err != nil {
 		return err
@@ -123,6 +128,32 @@ func putGrant(tx kvTx, g Grant) error {
 		return err
 	}
 	return indexEmail(tx, g.Email, g.User)
+}
+
+// dropPastRetention deletes the user's grants past retention at now: a
+// seek to the user's keys, not a scan of every grant.
+func dropPastRetention(tx kvTx, uk string, now int64) error {
+	var dead []Grant
+	if err := tx.scan(bUserGrants, uk+"/", func(k string, _ []byte) error {
+		var g Grant
+		if json.Unmarshal(tx.get(bGrants, k[len(uk)+1:]), &g) == nil && g.keptUntil() < now {
+			dead = append(dead, g)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	var errs []error
+	for _, g := range dead {
+		errs = append(errs, deleteGrant(tx, g))
+	}
+	return errors.Join(errs...)
+}
+
+// deleteGrant forgets a grant: its record, its user's index entry and its
+// revocation.
+func deleteGrant(tx kvTx, g Grant) error {
+	return errors.Join(tx.del(bGrants, g.ID), tx.del(bUserGrants, g.User.Key()+"/"+g.ID), tx.del(bRevGrants, g.ID))
 }
 
 func indexEmail(tx kvTx, email string, u User) error {
@@ -209,17 +240,19 @@ func (s *kvStore) CreateRequest(_ context.Context, r Request) (Request, error) {
 	if err := validateRequest(&r); err != nil {
 		return r, err
 	}
-	err := s.db.update(func(tx kvTx) error {
-		b, _ := json.Marshal(r)
-		if err := tx.put(bRequests, r.ID, b); err != nil {
-			return err
-		}
-		return indexEmail(tx, r.Email, r.User)
-	})
+	err := s.db.update(func(tx kvTx) error { return putRequest(tx, r) })
 	if err == nil {
 		s.events.send(Event{Kind: "user", UserKey: r.User.Key()})
 	}
 	return r, err
+}
+
+func putRequest(tx kvTx, r Request) error {
+	b, _ := json.Marshal(r)
+	if err := tx.put(bRequests, r.ID, b); err != nil {
+		return err
+	}
+	return indexEmail(tx, r.Email, r.User)
 }
 
 func (s *kvStore) Request(_ context.Context, id string) (Request, error) {
@@ -449,16 +482,18 @@ func (s *kvStore) Restore(_ context.Context, rv Revocations) error {
 	})
 }
 
-// purge removes what is past its retention: expired or revoked grants,
-// decided requests, sessions and IdP sessions past their end, one-time
-// ids past their record, expired pending values.
+// purge removes what is past its retention: grants past keptUntil,
+// requests decided (or, still pending, made) longer ago than retention,
+// user revocations older than retention (as Redis expires them), sessions
+// and IdP sessions past their end, one-time ids past their record,
+// expired pending values, usage and reviews past theirs.
 func (s *kvStore) purge(now time.Time) error {
 	cutoff := now.Add(-retention).Unix()
 	return s.db.update(func(tx kvTx) error {
 		var dead []Grant
 		if err := tx.scan(bGrants, "", func(_ string, b []byte) error {
 			var g Grant
-			if json.Unmarshal(b, &g) == nil && (g.ExpiresAt < cutoff || (g.RevokedAt != 0 && g.RevokedAt < cutoff)) {
+			if json.Unmarshal(b, &g) == nil && g.keptUntil() < now.Unix() {
 				dead = append(dead, g)
 			}
 			return nil
@@ -467,7 +502,7 @@ func (s *kvStore) purge(now time.Time) error {
 		}
 		var errs []error
 		for _, g := range dead {
-			errs = append(errs, tx.del(bGrants, g.ID), tx.del(bUserGrants, g.User.Key()+"/"+g.ID), tx.del(bRevGrants, g.ID))
+			errs = append(errs, deleteGrant(tx, g))
 		}
 		var deadReqs, deadSessions []string
 		expired := map[string][]string{}
@@ -486,7 +521,7 @@ func (s *kvStore) purge(now time.Time) error {
 		}
 		errs = append(errs, tx.scan(bRequests, "", func(k string, b []byte) error {
 			var r Request
-			if json.Unmarshal(b, &r) == nil && r.Status != Pending && r.DecidedAt < cutoff {
+			if json.Unmarshal(b, &r) == nil && ((r.Status != Pending && r.DecidedAt < cutoff) || (r.Status == Pending && r.CreatedAt < cutoff)) {
 				deadReqs = append(deadReqs, k)
 			}
 			return nil
@@ -501,6 +536,16 @@ func (s *kvStore) purge(now time.Time) error {
 		}
 		for _, k := range deadSessions {
 			errs = append(errs, tx.del(bSessions, k))
+		}
+		var deadUsers []string
+		errs = append(errs, tx.scan(bUsers, "", func(k string, v []byte) error {
+			if atoi(v) < cutoff {
+				deadUsers = append(deadUsers, k)
+			}
+			return nil
+		}))
+		for _, k := range deadUsers {
+			errs = append(errs, tx.del(bUsers, k))
 		}
 		deadPending, err := purgePending(tx, now)
 		errs = append(errs, err)
