@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -75,7 +76,7 @@ func measure(ctx context.Context, c config, redisAddr, dir string, log io.Writer
 		size    func() (int64, error)
 	}{
 		{"Redis", rs, 4, func() (int64, error) { return usedMemory(ctx, admin) }},
-		{"embedded (bbolt)", bs, 1, func() (int64, error) { return fileSize(boltPath) }},
+		{"embedded (bbolt)", bs, 1, func() (int64, error) { return diskSize(boltPath) }},
 	} {
 		sf, err := measureStore(ctx, st.name, st.s, st.workers, st.size, pop, log)
 		if err != nil {
@@ -159,17 +160,12 @@ func measureStore(ctx context.Context, name string, s grants.Store, workers int,
 
 // measureCache measures, through a grants.Cache (a node's), the lookups
 // of users not cached (a miss: the store) and at once again (a hit), and
-// the heap the cache holds: its mirror of the revocations in force, and
-// its entries for the node's concurrent sessions (one user each).
+// the heap a cache holds: its mirror of the revocations in force, and its
+// entries for the node's concurrent sessions (one user each). The
+// entries are what the heap loses when the cache is dropped, less the
+// mirror: the store's own memo of decoded grants (bounded) stays.
 func measureCache(ctx context.Context, s grants.Store, pop *population, sf *storeFigures) error {
-	before := heap()
 	c := grants.NewCache(unclosed{s}, time.Minute)
-	defer c.Close()
-	if !c.Ready() {
-		return fmt.Errorf("the cache's mirror of revocations did not load")
-	}
-	withMirror := heap()
-	sf.mirrorBytes = int64(withMirror) - int64(before)
 	var hits []time.Duration
 	miss, err := timeLookups(pop.sample, func(u grants.User, sid string) (grants.State, error) {
 		st, err := c.Lookup(ctx, u, sid, time.Now())
@@ -181,21 +177,27 @@ func measureCache(ctx context.Context, s grants.Store, pop *population, sf *stor
 		hits = append(hits, time.Since(start))
 		return st, err
 	})
+	c.Close()
 	if err != nil {
 		return err
 	}
 	sf.cacheMiss, sf.cacheHit = miss, percentiles(hits)
-	for _, u := range pop.sample {
-		c.Invalidate(u)
+
+	before := heap()
+	c = grants.NewCache(unclosed{s}, time.Minute)
+	if !c.Ready() {
+		return fmt.Errorf("the cache's mirror of revocations did not load")
 	}
-	// The node's concurrent sessions, one user each, all cached.
-	empty := heap()
+	sf.mirrorBytes = int64(heap()) - int64(before)
 	for i := range pop.c.sessions {
 		if _, err := c.Lookup(ctx, pop.user(i), "live-"+strconv.Itoa(i), time.Now()); err != nil {
 			return err
 		}
 	}
-	sf.entryBytes = int64(heap()) - int64(empty)
+	with := heap()
+	c.Close()
+	c = nil
+	sf.entryBytes = int64(with) - int64(heap()) - sf.mirrorBytes
 	return nil
 }
 
@@ -324,25 +326,42 @@ func (p *population) request(i int) grants.Request {
 		CreatedAt: p.now.Unix()}
 }
 
+// usedMemory is Redis's used_memory less its clients' buffers (which a
+// pipeline just run leaves behind for a while): what the data costs.
 func usedMemory(ctx context.Context, admin *redis.Client) (int64, error) {
 	info, err := admin.Info(ctx, "memory").Result()
 	if err != nil {
 		return 0, err
 	}
-	for line := range strings.SplitSeq(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
-			return strconv.ParseInt(v, 10, 64)
+	field := func(name string) (int64, error) {
+		for line := range strings.SplitSeq(info, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+":"); ok {
+				return strconv.ParseInt(v, 10, 64)
+			}
 		}
+		return 0, fmt.Errorf("no %s in INFO memory", name)
 	}
-	return 0, fmt.Errorf("no used_memory in INFO memory")
+	used, err := field("used_memory")
+	if err != nil {
+		return 0, err
+	}
+	clients, err := field("mem_clients_normal")
+	return used - clients, err
 }
 
-func fileSize(path string) (int64, error) {
+// diskSize is what the file takes on disk (its blocks: bbolt extends the
+// file ahead of its pages). It moves in steps: bbolt never shrinks the
+// file, and fills the pages its copy-on-write freed before it grows.
+func diskSize(path string) (int64, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return 0, err
 	}
-	return fi.Size(), nil
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fi.Size(), nil
+	}
+	return st.Blocks * 512, nil
 }
 
 // heap is the Go heap in use after a collection.

@@ -22,7 +22,7 @@ func (f figures) print(w io.Writer) {
 		head = append(head, sf.name)
 	}
 	fmt.Fprintf(w, "| %s |\n|---|%s\n", strings.Join(head, " | "), strings.Repeat("---:|", len(f.stores)))
-	row(fmt.Sprintf("store size with the grants (Redis `used_memory`, bbolt file); a grant's JSON is %d B", f.grantSz), func(sf storeFigures) string {
+	row(fmt.Sprintf("store size with the grants (Redis `used_memory` less client buffers, bbolt file on disk); a grant's JSON is %d B", f.grantSz), func(sf storeFigures) string {
 		return fmt.Sprintf("%s (%s a user)", mib(sf.size[0]), each(sf.size[0], c.users))
 	})
 	row(fmt.Sprintf("+ %d pending requests", c.pending), func(sf storeFigures) string {
@@ -45,7 +45,7 @@ func (f figures) print(w io.Writer) {
 	row("`Grants` (every active grant: the metrics gauge, every 15 s)", func(sf storeFigures) string {
 		return fmt.Sprintf("%s (%d listed)", ms(sf.allGrants), sf.grantsListed)
 	})
-	row(fmt.Sprintf("`grants.Cache` heap: its mirror of the revocations in force (%d sessions)", c.sessions), func(sf storeFigures) string {
+	row(fmt.Sprintf("`grants.Cache` heap: its mirror of the revocations in force (%d sessions; for Redis, with its subscription)", c.sessions), func(sf storeFigures) string {
 		return mib(sf.mirrorBytes)
 	})
 	row(fmt.Sprintf("`grants.Cache` heap: %d sessions' entries (a user each)", c.sessions), func(sf storeFigures) string {
