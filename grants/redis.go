@@ -21,16 +21,18 @@ import (
 // everything about one request. No command or transaction ever spans two
 // hash slots: the global indexes are updated by commands of their own,
 // written before the records they point to, and every reader tolerates an
-// index entry whose record is gone or not written yet.
+// index entry whose record is gone or not written yet. Every key of a
+// user, session, request or grant expires; docs/redis.md has the table of
+// every key and its expiry, which TestRedisKeysExpire checks.
 //
-//	gh:{u}:g          hash    grant id → Grant JSON (expires after the last grant)
+//	gh:{u}:g          hash    grant id → Grant JSON: the grants not yet past retention at the last write (expires with the last)
 //	gh:{u}:r          string  sessions created up to this unix time are revoked
 //	gh:{u}:s:<sid>    string  this session is revoked (expires with it)
 //	gh:idps:{<k>}     string  the IdP session k is ended: its sessions are revoked (expires with them)
 //	gh:once:{<k>}     string  the one-time id k was used (expires with its record)
-//	gh:gid:{<id>}     string  grant id → user key
+//	gh:gid:{<id>}     string  grant id → user key (expires with the grant's retention)
 //	gh:req:{<id>}     string  Request JSON (as created)
-//	gh:req:{<id>}:d   string  the decision (SET NX: exactly one wins)
+//	gh:req:{<id>}:d   string  the decision (SET NX: exactly one wins; expires with the request)
 //	gh:reqs           zset    index: request ids by creation time
 //	gh:grant_users    set     index: user keys that have grants
 //	gh:email:<email>  set     index: User JSON of users seen with this email
