@@ -21,6 +21,9 @@ type kv interface {
 	close() error
 }
 
+// errStopScan ends a scan early; the scan returns it.
+var errStopScan = errors.New("grants: scan stopped")
+
 type kvTx interface {
 	get(bucket, key string) []byte
 	put(bucket, key string, v []byte) error
