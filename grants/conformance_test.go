@@ -131,6 +131,100 @@ func conformance(t *testing.T, open func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("a user's grants past retention are forgotten at the next write", func(t *testing.T) {
+		s := open(t)
+		const day = 24 * time.Hour
+		add := func(u User, resource string, at time.Time, d time.Duration) Grant {
+			t.Helper()
+			g, err := s.AddGrant(ctx, Grant{User: u, Resource: resource, CreatedAt: at.Unix(), ExpiresAt: at.Add(d).Unix()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return g
+		}
+		long := add(alice, "archive", t0, 365*day)
+		revoked := add(alice, "vault", t0, 365*day)
+		if _, err := s.RevokeGrant(ctx, revoked.ID, "ops", t0.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		bobs := add(bob, "db", t0, time.Hour)
+		// An hour's grant every week for 20 weeks: at the last write, those
+		// of weeks 0 to 14 ended more than the 30 days' retention ago.
+		var weekly []Grant
+		var last time.Time
+		for week := range 20 {
+			last = t0.Add(time.Duration(week) * 7 * day)
+			weekly = append(weekly, add(alice, "db", last, time.Hour))
+		}
+		gs, err := s.Grants(ctx, GrantFilter{User: &alice, All: true, Now: last})
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept := map[string]bool{}
+		for _, g := range gs {
+			kept[g.ID] = true
+		}
+		want := append([]Grant{long}, weekly[15:]...)
+		if len(gs) != len(want) {
+			t.Errorf("alice's stored grants after 22 writes: %d, want %d (the long one and weeks 15 to 19)", len(gs), len(want))
+		}
+		for _, g := range want {
+			if !kept[g.ID] {
+				t.Errorf("grant of %s (ends %s after t0) was forgotten", g.Resource, time.Unix(g.ExpiresAt, 0).Sub(t0))
+			}
+		}
+		for _, g := range append([]Grant{revoked}, weekly[:15]...) {
+			if kept[g.ID] {
+				t.Errorf("grant of %s (created %s after t0, revoked at %d) is kept past retention", g.Resource, time.Unix(g.CreatedAt, 0).Sub(t0), g.RevokedAt)
+			}
+			if _, err := s.RevokeGrant(ctx, g.ID, "ops", last); !errors.Is(err, ErrNotFound) {
+				t.Errorf("revoking a forgotten grant: %v, want ErrNotFound", err)
+			}
+		}
+		if st, err := s.Lookup(ctx, alice, "", last); err != nil || len(st.Grants) != 2 || len(st.Expired) != 0 {
+			t.Errorf("Lookup at the last write: %d active, %d expired, %v; want 2, 0", len(st.Grants), len(st.Expired), err)
+		}
+		// Only the user written to is pruned.
+		if gs, err := s.Grants(ctx, GrantFilter{User: &bob, All: true}); err != nil || len(gs) != 1 || gs[0].ID != bobs.ID {
+			t.Errorf("bob's grants: %v %v", gs, err)
+		}
+	})
+
+	t.Run("Import writes what AddGrant and CreateRequest write", func(t *testing.T) {
+		s := open(t)
+		gs := []Grant{
+			{User: alice, Email: "alice@example.com", Resource: "db", CreatedAt: t0.Unix(), ExpiresAt: t0.Add(time.Hour).Unix()},
+			{User: alice, Resource: "wiki", CreatedAt: t0.Unix(), ExpiresAt: t0.Add(2 * time.Hour).Unix()},
+		}
+		rs := []Request{{App: "payroll", Resource: "db", User: bob, Email: "bob@example.com", Duration: 60, MaxDuration: 60, CreatedAt: t0.Unix()}}
+		if err := Import(ctx, s, gs, rs); err != nil {
+			t.Fatal(err)
+		}
+		if gs[0].ID == "" || rs[0].ID == "" || rs[0].Status != Pending {
+			t.Errorf("ids and status not filled in: %+v %+v", gs[0], rs[0])
+		}
+		if st, err := s.Lookup(ctx, alice, "", t0.Add(90*time.Minute)); err != nil || len(st.Grants) != 1 || st.Grants[0].Resource != "wiki" || len(st.Expired) != 1 {
+			t.Errorf("Lookup after Import: %+v %v", st, err)
+		}
+		if r, err := s.RevokeGrant(ctx, gs[1].ID, "ops", t0); err != nil || r.Resource != "wiki" {
+			t.Errorf("revoking an imported grant: %+v %v", r, err)
+		}
+		if got, err := s.Requests(ctx, RequestFilter{Status: Pending}); err != nil || len(got) != 1 || got[0].ID != rs[0].ID {
+			t.Errorf("pending after Import: %+v %v", got, err)
+		}
+		if _, g, err := s.Decide(ctx, rs[0].ID, Decision{Approve: true, By: "carol", Now: t0}); err != nil || g == nil {
+			t.Errorf("deciding an imported request: %v", err)
+		}
+		for email, want := range map[string]User{"alice@example.com": alice, "bob@example.com": bob} {
+			if us, err := s.Users(ctx, email); err != nil || len(us) != 1 || us[0] != want {
+				t.Errorf("Users(%s) after Import: %v %v", email, us, err)
+			}
+		}
+		if err := Import(ctx, s, []Grant{{User: alice, Resource: "db"}}, nil); !errors.Is(err, ErrInvalid) {
+			t.Errorf("importing a grant without times: %v", err)
+		}
+	})
+
 	t.Run("emails seen at sign-in", func(t *testing.T) {
 		s := open(t)
 		carol := User{Iss: "https://idp.example.com", Sub: "carol"}

@@ -97,6 +97,17 @@ func (g *Grant) Active(now time.Time) bool {
 	return g.RevokedAt == 0 && now.Unix() < g.ExpiresAt
 }
 
+// keptUntil is when a store may forget the grant (unix seconds):
+// retention after it ended, by expiry or by revocation, whichever came
+// first. Until then it is listed (GrantFilter.All, an access review).
+func (g *Grant) keptUntil() int64 {
+	end := g.ExpiresAt
+	if g.RevokedAt != 0 && g.RevokedAt < end {
+		end = g.RevokedAt
+	}
+	return end + int64(retention/time.Second)
+}
+
 // Status of an access request.
 type Status string
 
@@ -236,6 +247,9 @@ type Store interface {
 	// round trip where the store is remote.
 	Lookup(ctx context.Context, u User, sessionID string, now time.Time) (State, error)
 
+	// AddGrant writes g at the time g.CreatedAt, and forgets the user's
+	// grants that are past retention at that time (keptUntil): a user's
+	// grants never pile up, whatever the store.
 	AddGrant(ctx context.Context, g Grant) (Grant, error)
 	RevokeGrant(ctx context.Context, id, by string, now time.Time) (Grant, error)
 	Grants(ctx context.Context, f GrantFilter) ([]Grant, error)
@@ -456,5 +470,6 @@ func decide(r *Request, d Decision) *Grant {
 }
 
 // retention is how long decided requests, expired grants and expired
-// revocations are kept before purging.
+// revocations are kept before purging (and pending requests after they
+// were made).
 const retention = 30 * 24 * time.Hour

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -70,13 +71,16 @@ func (s *kvStore) AppendHistory(_ context.Context, e HistoryEntry, keep time.Dur
 	}
 	cutoff := historyKey(HistoryEntry{At: e.At - int64(keep/time.Second)})
 	return s.db.update(func(tx kvTx) error {
+		// Keys sort by time: the old ones come first, and the scan stops
+		// at the first to keep.
 		var old []string
 		if err := tx.scan(bHistory, "", func(k string, _ []byte) error {
-			if k < cutoff {
-				old = append(old, k)
+			if k >= cutoff {
+				return errStopScan
 			}
+			old = append(old, k)
 			return nil
-		}); err != nil {
+		}); err != nil && !errors.Is(err, errStopScan) {
 			return err
 		}
 		for _, k := range old {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,6 +20,9 @@ type kv interface {
 	update(func(tx kvTx) error) error
 	close() error
 }
+
+// errStopScan ends a scan early; the scan returns it.
+var errStopScan = errors.New("grants: scan stopped")
 
 type kvTx interface {
 	get(bucket, key string) []byte
@@ -114,7 +118,12 @@ func (s *kvStore) AddGrant(_ context.Context, g Grant) (Grant, error) {
 	return g, err
 }
 
+// putGrant writes g, and forgets the user's grants past retention at
+// the time of the write (the purge would, later).
 func putGrant(tx kvTx, g Grant) error {
+	if err := dropPastRetention(tx, g.User.Key(), g.CreatedAt); err != nil {
+		return err
+	}
 	b, _ := json.Marshal(g)
 	if err := tx.put(bGrants, g.ID, b); err != nil {
 		return err
@@ -123,6 +132,32 @@ func putGrant(tx kvTx, g Grant) error {
 		return err
 	}
 	return indexEmail(tx, g.Email, g.User)
+}
+
+// dropPastRetention deletes the user's grants past retention at now: a
+// seek to the user's keys, not a scan of every grant.
+func dropPastRetention(tx kvTx, uk string, now int64) error {
+	var dead []Grant
+	if err := tx.scan(bUserGrants, uk+"/", func(k string, _ []byte) error {
+		var g Grant
+		if json.Unmarshal(tx.get(bGrants, k[len(uk)+1:]), &g) == nil && g.keptUntil() < now {
+			dead = append(dead, g)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	var errs []error
+	for _, g := range dead {
+		errs = append(errs, deleteGrant(tx, g))
+	}
+	return errors.Join(errs...)
+}
+
+// deleteGrant forgets a grant: its record, its user's index entry and its
+// revocation.
+func deleteGrant(tx kvTx, g Grant) error {
+	return errors.Join(tx.del(bGrants, g.ID), tx.del(bUserGrants, g.User.Key()+"/"+g.ID), tx.del(bRevGrants, g.ID))
 }
 
 func indexEmail(tx kvTx, email string, u User) error {
@@ -209,17 +244,19 @@ func (s *kvStore) CreateRequest(_ context.Context, r Request) (Request, error) {
 	if err := validateRequest(&r); err != nil {
 		return r, err
 	}
-	err := s.db.update(func(tx kvTx) error {
-		b, _ := json.Marshal(r)
-		if err := tx.put(bRequests, r.ID, b); err != nil {
-			return err
-		}
-		return indexEmail(tx, r.Email, r.User)
-	})
+	err := s.db.update(func(tx kvTx) error { return putRequest(tx, r) })
 	if err == nil {
 		s.events.send(Event{Kind: "user", UserKey: r.User.Key()})
 	}
 	return r, err
+}
+
+func putRequest(tx kvTx, r Request) error {
+	b, _ := json.Marshal(r)
+	if err := tx.put(bRequests, r.ID, b); err != nil {
+		return err
+	}
+	return indexEmail(tx, r.Email, r.User)
 }
 
 func (s *kvStore) Request(_ context.Context, id string) (Request, error) {
@@ -449,79 +486,93 @@ func (s *kvStore) Restore(_ context.Context, rv Revocations) error {
 	})
 }
 
-// purge removes what is past its retention: expired or revoked grants,
-// decided requests, sessions and IdP sessions past their end, one-time
-// ids past their record, expired pending values.
-func (s *kvStore) purge(now time.Time) error {
+// purgeRule says what in a bucket is past its retention.
+type purgeRule struct {
+	bucket string
+	past   func(key string, v []byte) bool
+}
+
+// purgeRules are what purge removes at now: grants past keptUntil,
+// requests decided (or, still pending, made) longer ago than retention,
+// user revocations older than retention (as Redis expires them), session
+// and IdP-session revocations past their end, one-time ids past their
+// record, expired pending values, and usage and reviews past theirs.
+func purgeRules(now time.Time) []purgeRule {
 	cutoff := now.Add(-retention).Unix()
-	return s.db.update(func(tx kvTx) error {
-		var dead []Grant
-		if err := tx.scan(bGrants, "", func(_ string, b []byte) error {
+	ended := func(_ string, v []byte) bool { return atoi(v) < now.Unix() }
+	return []purgeRule{
+		{bGrants, func(_ string, v []byte) bool {
 			var g Grant
-			if json.Unmarshal(b, &g) == nil && (g.ExpiresAt < cutoff || (g.RevokedAt != 0 && g.RevokedAt < cutoff)) {
-				dead = append(dead, g)
-			}
-			return nil
+			return json.Unmarshal(v, &g) == nil && g.keptUntil() < now.Unix()
+		}},
+		{bRequests, func(_ string, v []byte) bool {
+			var r Request
+			return json.Unmarshal(v, &r) == nil && ((r.Status != Pending && r.DecidedAt < cutoff) || (r.Status == Pending && r.CreatedAt < cutoff))
+		}},
+		{bUsers, func(_ string, v []byte) bool { return atoi(v) < cutoff }},
+		{bSessions, ended},
+		{bIdPSess, ended},
+		{bOnce, ended},
+		{bPending, pendingPast(now)},
+		{bUsage, usagePast(now)},
+		{bReviews, reviewPast(now)},
+	}
+}
+
+// purgeBatch is how many entries one of purge's write transactions
+// removes.
+const purgeBatch = 1000
+
+// purge removes what purgeRules say is past. It finds it in read
+// transactions, which wait for nothing and make nothing wait, and removes
+// it in short write transactions that check each entry again (it may
+// have been written anew meanwhile): with a million grants, a single
+// transaction would hold up every write (a logout, a revocation) for
+// seconds.
+func (s *kvStore) purge(now time.Time) error {
+	var errs []error
+	for _, r := range purgeRules(now) {
+		var past []string
+		if err := s.db.view(func(tx kvTx) error {
+			return tx.scan(r.bucket, "", func(k string, v []byte) error {
+				if r.past(k, v) {
+					past = append(past, k)
+				}
+				return nil
+			})
 		}); err != nil {
-			return err
+			errs = append(errs, err)
+			continue
 		}
-		var errs []error
-		for _, g := range dead {
-			errs = append(errs, tx.del(bGrants, g.ID), tx.del(bUserGrants, g.User.Key()+"/"+g.ID), tx.del(bRevGrants, g.ID))
-		}
-		var deadReqs, deadSessions []string
-		expired := map[string][]string{}
-		for _, b := range []string{bIdPSess, bOnce} {
-			errs = append(errs, tx.scan(b, "", func(k string, v []byte) error {
-				if atoi(v) < now.Unix() {
-					expired[b] = append(expired[b], k)
+		for batch := range slices.Chunk(past, purgeBatch) {
+			errs = append(errs, s.db.update(func(tx kvTx) error {
+				for _, k := range batch {
+					if v := tx.get(r.bucket, k); v != nil && r.past(k, v) {
+						if err := forget(tx, r.bucket, k, v); err != nil {
+							return err
+						}
+					}
 				}
 				return nil
 			}))
 		}
-		for b, keys := range expired {
-			for _, k := range keys {
-				errs = append(errs, tx.del(b, k))
-			}
+	}
+	return errors.Join(errs...)
+}
+
+// forget deletes an entry purge found past, with what hangs on it.
+func forget(tx kvTx, bucket, k string, v []byte) error {
+	switch bucket {
+	case bGrants:
+		var g Grant
+		if err := json.Unmarshal(v, &g); err != nil {
+			return err
 		}
-		errs = append(errs, tx.scan(bRequests, "", func(k string, b []byte) error {
-			var r Request
-			if json.Unmarshal(b, &r) == nil && r.Status != Pending && r.DecidedAt < cutoff {
-				deadReqs = append(deadReqs, k)
-			}
-			return nil
-		}), tx.scan(bSessions, "", func(k string, v []byte) error {
-			if atoi(v) < now.Unix() {
-				deadSessions = append(deadSessions, k)
-			}
-			return nil
-		}))
-		for _, k := range deadReqs {
-			errs = append(errs, tx.del(bRequests, k))
-		}
-		for _, k := range deadSessions {
-			errs = append(errs, tx.del(bSessions, k))
-		}
-		deadPending, err := purgePending(tx, now)
-		errs = append(errs, err)
-		for _, k := range deadPending {
-			errs = append(errs, tx.del(bPending, k))
-		}
-		deadUsage, err := purgeUsage(tx, now)
-		errs = append(errs, err)
-		for _, k := range deadUsage {
-			errs = append(errs, tx.del(bUsage, k))
-		}
-		deadReviews, deadDecisions, err := purgeReviews(tx, now)
-		errs = append(errs, err)
-		for _, k := range deadReviews {
-			errs = append(errs, tx.del(bReviews, k))
-		}
-		for _, k := range deadDecisions {
-			errs = append(errs, tx.del(bReviewDecisions, k))
-		}
-		return errors.Join(errs...) // any failure rolls the whole purge back
-	})
+		return deleteGrant(tx, g)
+	case bReviews:
+		return deleteReview(tx, k)
+	}
+	return tx.del(bucket, k)
 }
 
 func (s *kvStore) Events() <-chan Event { return s.events.ch }

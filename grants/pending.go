@@ -93,16 +93,12 @@ func (s *kvStore) TakePending(_ context.Context, key string, now time.Time) ([]b
 	return openPendingRecord(b, now)
 }
 
-// purgePending lists the pending keys expired at now.
-func purgePending(tx kvTx, now time.Time) ([]string, error) {
-	var dead []string
-	err := tx.scan(bPending, "", func(k string, v []byte) error {
-		if _, err := openPendingRecord(v, now); err != nil {
-			dead = append(dead, k)
-		}
-		return nil
-	})
-	return dead, err
+// pendingPast reports whether a pending record is expired at now.
+func pendingPast(now time.Time) func(string, []byte) bool {
+	return func(_ string, v []byte) bool {
+		_, err := openPendingRecord(v, now)
+		return err != nil
+	}
 }
 
 // kPending is a pending value's key: one key, so one Cluster slot.

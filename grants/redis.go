@@ -21,16 +21,18 @@ import (
 // everything about one request. No command or transaction ever spans two
 // hash slots: the global indexes are updated by commands of their own,
 // written before the records they point to, and every reader tolerates an
-// index entry whose record is gone or not written yet.
+// index entry whose record is gone or not written yet. Every key of a
+// user, session, request or grant expires; docs/redis.md has the table of
+// every key and its expiry, which TestRedisKeysExpire checks.
 //
-//	gh:{u}:g          hash    grant id → Grant JSON (expires after the last grant)
+//	gh:{u}:g          hash    grant id → Grant JSON: the grants not yet past retention at the last write (expires with the last)
 //	gh:{u}:r          string  sessions created up to this unix time are revoked
 //	gh:{u}:s:<sid>    string  this session is revoked (expires with it)
 //	gh:idps:{<k>}     string  the IdP session k is ended: its sessions are revoked (expires with them)
 //	gh:once:{<k>}     string  the one-time id k was used (expires with its record)
-//	gh:gid:{<id>}     string  grant id → user key
+//	gh:gid:{<id>}     string  grant id → user key (expires with the grant's retention)
 //	gh:req:{<id>}     string  Request JSON (as created)
-//	gh:req:{<id>}:d   string  the decision (SET NX: exactly one wins)
+//	gh:req:{<id>}:d   string  the decision (SET NX: exactly one wins; expires with the request)
 //	gh:reqs           zset    index: request ids by creation time
 //	gh:grant_users    set     index: user keys that have grants
 //	gh:email:<email>  set     index: User JSON of users seen with this email
@@ -44,8 +46,8 @@ const (
 	keyGrantUsers  = "gh:grant_users"
 	keyRevocations = "gh:revocations"
 	// keep is how long records outlive their validity before Redis
-	// drops them by itself.
-	keep = 30 * 24 * time.Hour
+	// drops them by itself: the embedded stores' retention.
+	keep = retention
 )
 
 func kGrants(uk string) string       { return "gh:{" + uk + "}:g" }
@@ -247,38 +249,77 @@ func (s *RedisStore) durable(ctx context.Context, key string, write func(redis.P
 	return nil
 }
 
-// writeGrant writes a grant: the indexes first (harmless if the grant
-// never follows), then the grant in the user's slot.
+// writeGrant writes a grant at the time g.CreatedAt: the indexes first
+// (harmless if the grant never follows), then the grant in the user's
+// slot, with the user's grants past retention at that time dropped.
 func (s *RedisStore) writeGrant(ctx context.Context, g Grant) error {
-	uk := g.User.Key()
-	b, _ := json.Marshal(g)
-	expire := time.Unix(g.ExpiresAt, 0).Add(keep)
-	hashExpiry, err := s.hashExpiry(ctx, g)
+	held, err := s.client.HGetAll(ctx, kGrants(g.User.Key())).Result()
 	if err != nil {
-		return err
+		return unavailable(err)
 	}
-	idx := s.client.Pipeline()
+	idx, p := s.client.Pipeline(), s.client.Pipeline()
+	queueGrant(ctx, idx, p, g, held)
+	if _, err := idx.Exec(ctx); err != nil {
+		return unavailable(err)
+	}
+	if _, err := p.Exec(ctx); err != nil {
+		return unavailable(err)
+	}
+	return nil
+}
+
+// queueGrant queues the commands that write g to a user whose grants
+// hash holds held (then updated with g): on idx the indexes (and the
+// removal of the dropped grants' ids), on p the user's hash. The hash loses the grants past
+// retention at g.CreatedAt and expires with the last grant it keeps, so
+// it never grows with a user's past grants, and outlives none of them.
+// Two commands on one key, pipelined, not MULTI/EXEC: Redis 7.0 cannot
+// replay a transaction from its append-only file once the default user
+// is restricted (as docs/redis.md advises), and would lose it at the next
+// restart. (Two writes for one user at the same moment can each set the
+// hash's expiry from what it read; the later wins, and it can be short of
+// the other's grant only when the two grants end more than the retention
+// apart.)
+func queueGrant(ctx context.Context, idx, p redis.Pipeliner, g Grant, held map[string]string) {
+	uk, now := g.User.Key(), g.CreatedAt
+	b, _ := json.Marshal(g)
+	until := g.keptUntil()
+	var dead []string
+	for id, v := range held {
+		var old Grant
+		switch {
+		case id == g.ID:
+		case json.Unmarshal([]byte(v), &old) != nil:
+			dead = append(dead, id) // unreadable: no grant to anyone
+		case old.keptUntil() < now:
+			dead = append(dead, id)
+		default:
+			until = max(until, old.keptUntil())
+		}
+	}
 	idx.SAdd(ctx, keyGrantUsers, uk)
-	idx.Set(ctx, kGrantID(g.ID), uk, time.Until(expire))
+	idx.Set(ctx, kGrantID(g.ID), uk, ttlFrom(now, g.keptUntil()))
+	for _, id := range dead {
+		idx.Del(ctx, kGrantID(id))
+	}
 	if g.Email != "" {
 		ub, _ := json.Marshal(g.User)
 		idx.SAdd(ctx, kEmail(g.Email), ub)
 		idx.Expire(ctx, kEmail(g.Email), 10*keep)
 	}
-	if _, err := idx.Exec(ctx); err != nil {
-		return unavailable(err)
-	}
-	// Two commands on one key, pipelined, not MULTI/EXEC: Redis 7.0
-	// cannot replay a transaction from its append-only file once the
-	// default user is restricted (as docs/redis.md advises), and would
-	// lose it at the next restart.
-	p := s.client.Pipeline()
 	p.HSet(ctx, kGrants(uk), g.ID, b)
-	p.ExpireAt(ctx, kGrants(uk), hashExpiry)
-	if _, err := p.Exec(ctx); err != nil {
-		return unavailable(err)
+	if len(dead) > 0 {
+		p.HDel(ctx, kGrants(uk), dead...)
 	}
-	return nil
+	p.Expire(ctx, kGrants(uk), ttlFrom(now, until))
+	held[g.ID] = string(b)
+}
+
+// ttlFrom is how long a key must live from now to last until end (unix
+// seconds, both by the caller's clock): a TTL, not an absolute time, so
+// that Redis's clock and the caller's need not agree. At least a second.
+func ttlFrom(now, end int64) time.Duration {
+	return max(time.Duration(end-now)*time.Second, time.Second)
 }
 
 func (s *RedisStore) AddGrant(ctx context.Context, g Grant) (Grant, error) {
@@ -292,21 +333,6 @@ func (s *RedisStore) AddGrant(ctx context.Context, g Grant) (Grant, error) {
 	// entry for the user is read again: access given late, never wrongly.
 	_ = s.publish(ctx, Event{Kind: "user", UserKey: g.User.Key()})
 	return g, nil
-}
-
-// hashExpiry is when the user's grants hash may expire once g is in it:
-// after g's and after whatever the hash already holds. (EXPIRE GT would do
-// this in one command, but not every Redis in use has it.)
-func (s *RedisStore) hashExpiry(ctx context.Context, g Grant) (time.Time, error) {
-	exp := time.Unix(g.ExpiresAt, 0).Add(keep)
-	ttl, err := s.client.TTL(ctx, kGrants(g.User.Key())).Result()
-	if err != nil {
-		return exp, unavailable(err)
-	}
-	if cur := time.Now().Add(ttl); ttl > 0 && cur.After(exp) {
-		exp = cur
-	}
-	return exp, nil
 }
 
 func (s *RedisStore) grantByID(ctx context.Context, id string) (Grant, string, error) {
@@ -359,7 +385,10 @@ func (s *RedisStore) revokeGrant(ctx context.Context, g Grant, rv GrantRevocatio
 		return g, durable
 	}
 	member := "g|" + uk + "|" + g.ID + "|" + strconv.FormatInt(g.RevokedAt, 10) + "|" + strings.ReplaceAll(g.RevokedBy, "|", "/")
-	if err := s.client.ZAdd(ctx, keyRevocations, redis.Z{Score: float64(g.ExpiresAt), Member: member}).Err(); err != nil {
+	idx := s.client.Pipeline()
+	idx.ZAdd(ctx, keyRevocations, redis.Z{Score: float64(g.ExpiresAt), Member: member})
+	idx.Expire(ctx, kGrantID(g.ID), ttlFrom(rv.At, g.keptUntil())) // kept for less now that it ended
+	if _, err := idx.Exec(ctx); err != nil {
 		return g, unavailable(err)
 	}
 	return g, durable

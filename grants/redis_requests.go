@@ -16,8 +16,22 @@ func (s *RedisStore) CreateRequest(ctx context.Context, r Request) (Request, err
 	if err := validateRequest(&r); err != nil {
 		return r, err
 	}
+	idx, p := s.client.Pipeline(), s.client.Pipeline()
+	queueRequest(ctx, idx, p, r)
+	if _, err := idx.Exec(ctx); err != nil {
+		return r, unavailable(err)
+	}
+	if _, err := p.Exec(ctx); err != nil {
+		return r, unavailable(err)
+	}
+	_ = s.publish(ctx, Event{Kind: "user", UserKey: r.User.Key()}) // as in AddGrant
+	return r, nil
+}
+
+// queueRequest queues the commands that write a new request: on idx the
+// indexes (written first), on p the request itself.
+func queueRequest(ctx context.Context, idx, p redis.Pipeliner, r Request) {
 	b, _ := json.Marshal(r)
-	idx := s.client.Pipeline()
 	idx.ZAdd(ctx, keyReqs, redis.Z{Score: float64(r.CreatedAt), Member: r.ID})
 	idx.ZRemRangeByScore(ctx, keyReqs, "-inf", strconv.FormatInt(time.Now().Add(-keep).Unix(), 10))
 	if r.Email != "" {
@@ -25,14 +39,7 @@ func (s *RedisStore) CreateRequest(ctx context.Context, r Request) (Request, err
 		idx.SAdd(ctx, kEmail(r.Email), ub)
 		idx.Expire(ctx, kEmail(r.Email), 10*keep)
 	}
-	if _, err := idx.Exec(ctx); err != nil {
-		return r, unavailable(err)
-	}
-	if err := s.client.Set(ctx, kReq(r.ID), b, keep).Err(); err != nil {
-		return r, unavailable(err)
-	}
-	_ = s.publish(ctx, Event{Kind: "user", UserKey: r.User.Key()}) // as in AddGrant
-	return r, nil
+	p.Set(ctx, kReq(r.ID), b, keep)
 }
 
 // decodeRequest reads a request and its decision, if any, as MGET
@@ -107,7 +114,8 @@ func (s *RedisStore) Decide(ctx context.Context, id string, d Decision) (Request
 	}
 	g := decide(&r, d)
 	b, _ := json.Marshal(r)
-	won, err := s.client.SetNX(ctx, kReqDecision(id), b, keep).Result()
+	// The decision goes with the request (kept for keep after it was made).
+	won, err := s.client.SetNX(ctx, kReqDecision(id), b, ttlFrom(d.Now.Unix(), r.CreatedAt+int64(keep/time.Second))).Result()
 	if err != nil {
 		return r, nil, unavailable(err)
 	}

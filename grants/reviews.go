@@ -417,26 +417,29 @@ func sortResourceRevocations(rs []ResourceRevocation) {
 	sort.Slice(rs, func(i, j int) bool { return rs[i].key() < rs[j].key() })
 }
 
-// purgeReviews lists the campaigns (and their decisions) that ended more
-// than ReviewRetention before now.
-func purgeReviews(tx kvTx, now time.Time) (campaigns, decisions []string, err error) {
+// reviewPast reports whether a campaign ended more than ReviewRetention
+// before now.
+func reviewPast(now time.Time) func(string, []byte) bool {
 	cutoff := now.Add(-ReviewRetention).Unix()
-	err = tx.scan(bReviews, "", func(k string, b []byte) error {
+	return func(_ string, b []byte) bool {
 		var head struct {
 			EndsAt int64 `json:"ends_at"`
 		}
-		if json.Unmarshal(b, &head) != nil || head.EndsAt < cutoff {
-			campaigns = append(campaigns, k)
-		}
+		return json.Unmarshal(b, &head) != nil || head.EndsAt < cutoff
+	}
+}
+
+// deleteReview forgets a campaign and its decisions.
+func deleteReview(tx kvTx, id string) error {
+	var decisions []string
+	err := tx.scan(bReviewDecisions, id+"/", func(k string, _ []byte) error {
+		decisions = append(decisions, k)
 		return nil
 	})
-	for _, id := range campaigns {
-		err = errors.Join(err, tx.scan(bReviewDecisions, id+"/", func(k string, _ []byte) error {
-			decisions = append(decisions, k)
-			return nil
-		}))
+	for _, k := range decisions {
+		err = errors.Join(err, tx.del(bReviewDecisions, k))
 	}
-	return campaigns, decisions, err
+	return errors.Join(err, tx.del(bReviews, id))
 }
 
 // resourceRevocationsByUser groups revocations by user key, each user's

@@ -226,17 +226,14 @@ func (s *kvStore) Usage(_ context.Context, app string, from, to time.Time) ([]Us
 	return sum.list(), err
 }
 
-// purgeUsage lists the usage keys of days past UsageRetention at now.
-func purgeUsage(tx kvTx, now time.Time) ([]string, error) {
+// usagePast reports whether a usage key is of a day past UsageRetention
+// at now.
+func usagePast(now time.Time) func(string, []byte) bool {
 	cutoff := usageDay(now.Add(-UsageRetention).Unix())
-	var dead []string
-	err := tx.scan(bUsage, "", func(k string, _ []byte) error {
-		if parts := strings.SplitN(k, "\x00", 3); len(parts) < 3 || parts[1] < cutoff {
-			dead = append(dead, k)
-		}
-		return nil
-	})
-	return dead, err
+	return func(k string, _ []byte) bool {
+		parts := strings.SplitN(k, "\x00", 3)
+		return len(parts) < 3 || parts[1] < cutoff
+	}
 }
 
 // Redis keeps, per app and day, two sorted sets whose members are
