@@ -30,10 +30,11 @@ import (
 // unreachable; and when the store lacks one the mirror holds (a Redis
 // failover lost it), the mirror writes it back.
 //
-// TripAfter store reads failing in a row open a circuit: until one probe
-// at a time (every ProbeEvery) finds the store answering again, lookups
-// that need the store answer at once with the mirror's revocations and
-// ErrUnavailable, instead of each waiting the timeout. Concurrent reads of one user's session are
+// Store reads failing in a row (TripAfter of them, over TripAfterFor)
+// open a circuit: until one probe at a time (every ProbeEvery) finds the
+// store answering again, lookups that need the store answer at once with
+// the mirror's revocations and ErrUnavailable, instead of each waiting the
+// timeout. Concurrent reads of one user's session are
 // made once.
 type Cache struct {
 	store   Store
@@ -67,6 +68,7 @@ type Cache struct {
 	heard    atomic.Int64 // the latest heartbeat applied: sent at (Unix ns)
 	reloaded atomic.Int64 // when the last mirror reload that succeeded started (Unix ns)
 	failed   atomic.Int32 // store reads failed in a row
+	failedAt atomic.Int64 // when the first of them failed (Unix ns; 0: none)
 	open     atomic.Bool  // the circuit: the store failed, and no probe found it answering since
 	probing  atomic.Bool  // one probe at a time
 	flight   singleflight.Group
@@ -121,12 +123,14 @@ const (
 	// are missing: a revocation made elsewhere then still reaches this
 	// node within CacheTTL.
 	MirrorRetry = 100 * time.Millisecond
-	// TripAfter is how many store reads failing in a row open the
-	// circuit: one slow answer (a pause, a starved CPU) costs only the
-	// request that waited for it.
-	TripAfter = 3
+	// TripAfter store reads failing in a row, for at least TripAfterFor,
+	// open the circuit: a slow moment (a pause, a burst that starves the
+	// CPU) costs only the requests that waited for it, as any read that
+	// succeeds in between ends the streak.
+	TripAfter    = 3
+	TripAfterFor = 100 * time.Millisecond
 	// ProbeEvery is how often an open circuit probes the store.
-	ProbeEvery = 250 * time.Millisecond
+	ProbeEvery = 100 * time.Millisecond
 )
 
 // errCircuitOpen is returned while the circuit is open.
@@ -230,6 +234,14 @@ func (c *Cache) apply(e Event) {
 func (c *Cache) live() bool {
 	return c.now().UnixNano()-c.heard.Load() < int64(c.ttl)
 }
+
+// Live reports whether the cache hears the store's heartbeats: its
+// entries need no store round trip until an event drops them.
+func (c *Cache) Live() bool { return c.live() }
+
+// CircuitOpen reports whether lookups answer without asking the store,
+// which failed.
+func (c *Cache) CircuitOpen() bool { return c.open.Load() }
 
 // mirrorCurrent reports whether the mirror holds every revocation made
 // more than half a CacheTTL ago: heard through events, or read by a
@@ -460,13 +472,7 @@ func (c *Cache) read(ctx context.Context, u User, uk, sid string, now time.Time)
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
 		defer cancel()
 		st, err := c.store.Lookup(ctx, u, sid, now)
-		if err != nil {
-			if c.failed.Add(1) >= TripAfter {
-				c.trip(u, sid)
-			}
-		} else {
-			c.failed.Store(0)
-		}
+		c.count(err, u, sid)
 		return flightResult{st, gen}, err
 	})
 	r, _ := v.(flightResult)
@@ -478,7 +484,21 @@ type flightResult struct {
 	gen uint64
 }
 
-// trip opens the circuit after a store read failed, and starts probing.
+// count counts a store read's outcome towards opening the circuit.
+func (c *Cache) count(err error, u User, sid string) {
+	if err == nil {
+		c.failed.Store(0)
+		c.failedAt.Store(0)
+		return
+	}
+	at := c.now().UnixNano()
+	c.failedAt.CompareAndSwap(0, at)
+	if c.failed.Add(1) >= TripAfter && at-c.failedAt.Load() >= int64(TripAfterFor) {
+		c.trip(u, sid)
+	}
+}
+
+// trip opens the circuit after store reads failed, and starts probing.
 func (c *Cache) trip(u User, sid string) {
 	c.open.Store(true)
 	c.probe(u, sid)
@@ -505,7 +525,7 @@ func (c *Cache) probe(u User, sid string) {
 			_, err := c.store.Lookup(ctx, u, sid, c.now())
 			cancel()
 			if err == nil {
-				c.failed.Store(0)
+				c.count(nil, u, sid)
 				c.open.Store(false)
 				return
 			}

@@ -189,8 +189,11 @@ func TestCacheCircuitAnswersAtOnceDuringAnOutage(t *testing.T) {
 	_ = s.RevokeSession(ctx, alice, "revoked", now.Add(time.Hour))
 	c.refreshMirror()
 	f.down.Store(true)
-	// The first TripAfter lookups wait for the store (one slow answer
-	// is not an outage)…
+	// The first TripAfter lookups wait for the store (a slow moment is
+	// not an outage)…
+	if TripAfterFor > (TripAfter-1)*timeout {
+		t.Fatalf("the test's timeout %s is too short for TripAfterFor %s", timeout, TripAfterFor)
+	}
 	for i := range TripAfter {
 		start := time.Now()
 		if _, err := c.Lookup(ctx, alice, "s1", now.Add(2*time.Second)); !errors.Is(err, ErrUnavailable) {
@@ -218,8 +221,8 @@ func TestCacheCircuitAnswersAtOnceDuringAnOutage(t *testing.T) {
 		t.Fatalf("the slowest of 200 lookups with the circuit open took %s", slowest)
 	}
 	t.Logf("slowest of 200 lookups with the circuit open: %s", slowest)
-	// One probe at a time: over 600 ms, no more than 600/ProbeEvery
-	// probes (each waits the timeout), whatever the requests.
+	// One probe at a time: over 600 ms, no more than one every
+	// ProbeEvery (each waits the timeout), whatever the requests.
 	time.Sleep(600 * time.Millisecond)
 	if n := f.lookups.Load() - reads; n > int64(600*time.Millisecond/ProbeEvery)+1 {
 		t.Fatalf("%d store reads in 600ms with the circuit open, want one probe every %s", n, ProbeEvery)
@@ -374,4 +377,40 @@ func TestRedisStalledSubscription(t *testing.T) {
 	// are kept again.
 	p.StallSubscriptions(false)
 	waitLive(t, c)
+}
+
+func TestCacheCircuitIgnoresASlowMoment(t *testing.T) {
+	s := NewMemory()
+	f := &failingStore{Store: newDeafStore(s)}
+	c := NewCache(f, 10*time.Millisecond)
+	t.Cleanup(func() { _ = c.Close() })
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	c.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	ctx := context.Background()
+	at := time.Now()
+	fail := func(n int) {
+		for range n {
+			at = at.Add(2 * time.Second) // past the entry's TTL: each lookup reads the store
+			_, _ = c.Lookup(ctx, alice, "s1", at)
+		}
+	}
+	f.down.Store(true)
+	fail(5) // many failures within TripAfterFor: a slow moment
+	if c.CircuitOpen() {
+		t.Fatal("5 reads failing within a moment opened the circuit")
+	}
+	f.down.Store(false)
+	fail(1) // a read that succeeds ends the streak
+	f.down.Store(true)
+	clock.Add(int64(TripAfterFor))
+	fail(TripAfter - 1)
+	if c.CircuitOpen() {
+		t.Fatal("the circuit opened on a streak a success had ended")
+	}
+	clock.Add(int64(TripAfterFor))
+	fail(1)
+	if !c.CircuitOpen() {
+		t.Fatalf("%d reads failing over %s did not open the circuit", TripAfter, 2*TripAfterFor)
+	}
 }

@@ -266,6 +266,12 @@ var (
 		"1 if the last reload of the policy directory was refused.", []string{"policy"}, nil)
 	descActiveGrants = prometheus.NewDesc("gatehouse_grants_active",
 		"Grants in force, by store (counted at most every 15 s).", []string{"store"}, nil)
+	descEventsLive = prometheus.NewDesc("gatehouse_grant_store_events_live",
+		"1 while the node hears its own heartbeats through the store's events (its cache entries need no store round trip); 0 when they stopped for a second (it reads the store once a second per session).",
+		[]string{"store"}, nil)
+	descCircuitOpen = prometheus.NewDesc("gatehouse_grant_store_circuit_open",
+		"1 while store reads failed in a row and lookups answer from the node's local state without asking the store (one probe every 250 ms).",
+		[]string{"store"}, nil)
 )
 
 func (poolCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -273,6 +279,8 @@ func (poolCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descRevision
 	ch <- descReloadFailing
 	ch <- descActiveGrants
+	ch <- descEventsLive
+	ch <- descCircuitOpen
 }
 
 func (poolCollector) Collect(ch chan<- prometheus.Metric) {
@@ -287,11 +295,7 @@ func (poolCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(st.Reloads), e.Dir(), "ok")
 		ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(st.Refused), e.Dir(), "refused")
 		ch <- prometheus.MustNewConstMetric(descRevision, prometheus.GaugeValue, 1, e.Dir(), st.Revision)
-		failing := 0.0
-		if st.Failing {
-			failing = 1
-		}
-		ch <- prometheus.MustNewConstMetric(descReloadFailing, prometheus.GaugeValue, failing, e.Dir())
+		ch <- prometheus.MustNewConstMetric(descReloadFailing, prometheus.GaugeValue, oneIf(st.Failing), e.Dir())
 		return true
 	})
 	counted := map[string]bool{}
@@ -302,9 +306,12 @@ func (poolCollector) Collect(ch chan<- prometheus.Metric) {
 			return true
 		}
 		counted[label] = true
-		if n, ok := activeGrants.count(label, value.(*grants.Cache).Store()); ok {
+		c := value.(*grants.Cache)
+		if n, ok := activeGrants.count(label, c.Store()); ok {
 			ch <- prometheus.MustNewConstMetric(descActiveGrants, prometheus.GaugeValue, float64(n), label)
 		}
+		ch <- prometheus.MustNewConstMetric(descEventsLive, prometheus.GaugeValue, oneIf(c.Live()), label)
+		ch <- prometheus.MustNewConstMetric(descCircuitOpen, prometheus.GaugeValue, oneIf(c.CircuitOpen()), label)
 		return true
 	})
 }
@@ -333,4 +340,11 @@ func (c *grantCounts) count(label string, s grants.Store) (int, bool) {
 	}
 	c.at[label], c.n[label] = time.Now(), len(gs)
 	return len(gs), true
+}
+
+func oneIf(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
