@@ -17,7 +17,7 @@
 // resident memory under load and with 100k distinct users' grants in the
 // store.
 //
-//	go run ./bench                  # the full run (about 17 minutes)
+//	go run ./bench                  # the full run (about 11 minutes)
 //	go run ./bench -duration 2s -runs 1 -mem-users 2000   # a quick look
 package main
 

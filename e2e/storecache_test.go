@@ -33,13 +33,16 @@ func TestStoreOffTheHotPath(t *testing.T) {
 		}
 		mustStatus(t, dave.fetch(http.MethodGet, A+"/work/2"), http.StatusOK)
 		before := lookups()
-		for range 20 { // 2 s: twice the time an entry lasted before
+		for range 40 { // 4 s: an entry lasted 1 s before, 4 reads
 			mustStatus(t, dave.fetch(http.MethodGet, A+"/work/2"), http.StatusOK)
 			time.Sleep(100 * time.Millisecond)
 		}
-		if n := lookups() - before; n > 0 {
-			t.Fatalf("20 requests over 2s read the store %v times, want 0", n)
+		// 0 here; one allowed for a machine so busy that a heartbeat came
+		// back over a second late (the node then reads again, rightly).
+		if n := lookups() - before; n > 1 {
+			t.Fatalf("40 requests over 4s read the store %v times, want 0", n)
 		}
+		t.Logf("40 requests over 4s read the store %v times", lookups()-before)
 	})
 
 	t.Run("stalled subscriptions: a revocation still lands within a second", func(t *testing.T) {

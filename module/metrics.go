@@ -270,7 +270,7 @@ var (
 		"1 while the node hears its own heartbeats through the store's events (its cache entries need no store round trip); 0 when they stopped for a second (it reads the store once a second per session).",
 		[]string{"store"}, nil)
 	descCircuitOpen = prometheus.NewDesc("gatehouse_grant_store_circuit_open",
-		"1 while store reads failed in a row and lookups answer from the node's local state without asking the store (one probe every 250 ms).",
+		"1 while store reads failed in a row and lookups answer from the node's local state without asking the store (one probe every 100 ms).",
 		[]string{"store"}, nil)
 )
 
