@@ -316,29 +316,57 @@ func (poolCollector) Collect(ch chan<- prometheus.Metric) {
 	})
 }
 
-// activeGrants counts each store's grants in force, at most every 15 s.
-var activeGrants = &grantCounts{at: map[string]time.Time{}, n: map[string]int{}}
+// activeGrants counts each store's grants in force for the metrics.
+var activeGrants = newGrantCounts()
+
+// Counting lists every grant of every user: cheap for a few thousand
+// users, seconds of store work for a million. A count is made at most
+// every countEvery; one that fails or takes over countSlow makes the next
+// wait ten times longer, up to countMax, so that scrapes never keep the
+// store busy with listings.
+const (
+	countEvery = 15 * time.Second
+	countSlow  = 250 * time.Millisecond
+	countMax   = time.Hour
+)
 
 type grantCounts struct {
-	mu sync.Mutex
-	at map[string]time.Time
-	n  map[string]int
+	mu   sync.Mutex
+	next map[string]time.Time     // when a count may be made again
+	wait map[string]time.Duration // the last wait chosen
+	n    map[string]int           // the last count, if it succeeded
 }
 
-func (c *grantCounts) count(label string, s grants.Store) (int, bool) {
+func newGrantCounts() *grantCounts {
+	return &grantCounts{next: map[string]time.Time{}, wait: map[string]time.Duration{}, n: map[string]int{}}
+}
+
+// count returns the store's grants in force: counted now, or the last
+// count while the next may not be made yet; ok is false when the last
+// count failed.
+func (c *grantCounts) count(label string, s grants.Store) (n int, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if time.Since(c.at[label]) < 15*time.Second {
-		return c.n[label], true
+	if time.Now().Before(c.next[label]) {
+		n, ok = c.n[label]
+		return n, ok
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	gs, err := s.Grants(ctx, grants.GrantFilter{Now: time.Now()})
+	start := time.Now()
+	gs, err := s.Grants(ctx, grants.GrantFilter{Now: start})
+	wait := countEvery
+	if took := time.Since(start); err != nil || took > countSlow {
+		wait = min(max(c.wait[label], countEvery)*10, countMax)
+		caddy.Log().Named("http.handlers.gatehouse").Debug("counting active grants for metrics: the next count waits",
+			zap.Duration("took", took), zap.Duration("wait", wait), zap.Error(err))
+	}
+	c.wait[label], c.next[label] = wait, time.Now().Add(wait)
 	if err != nil {
-		caddy.Log().Named("http.handlers.gatehouse").Debug("counting active grants for metrics", zap.Error(err))
+		delete(c.n, label)
 		return 0, false
 	}
-	c.at[label], c.n[label] = time.Now(), len(gs)
+	c.n[label] = len(gs)
 	return len(gs), true
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gatehouse-proxy/gatehouse/authn"
 	"github.com/gatehouse-proxy/gatehouse/gate"
+	"github.com/gatehouse-proxy/gatehouse/grants"
 )
 
 // TestMetrics: decided requests move the decision counters and the
@@ -154,5 +155,65 @@ func TestEventMetrics(t *testing.T) {
 	}
 	if len(eventMetrics) < 15 {
 		t.Errorf("only %d events are counted", len(eventMetrics))
+	}
+}
+
+// listingStore counts its listings of every grant, which take delay and
+// fail while failing is set.
+type listingStore struct {
+	grants.Store
+	delay    time.Duration
+	failing  bool
+	listings int
+}
+
+func (l *listingStore) Grants(ctx context.Context, f grants.GrantFilter) ([]grants.Grant, error) {
+	l.listings++
+	time.Sleep(l.delay)
+	if l.failing {
+		return nil, grants.ErrUnavailable
+	}
+	return l.Store.Grants(ctx, f)
+}
+
+func TestActiveGrantsCountBacksOff(t *testing.T) {
+	mem := grants.NewMemory()
+	t.Cleanup(func() { _ = mem.Close() })
+	now := time.Now()
+	if _, err := mem.AddGrant(context.Background(), grants.Grant{User: grants.User{Iss: "https://idp", Sub: "dave"}, Resource: "db",
+		CreatedAt: now.Unix(), ExpiresAt: now.Add(time.Hour).Unix()}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		store    *listingStore
+		wantOK   bool
+		wantWait time.Duration
+	}{
+		{"fast", &listingStore{}, true, countEvery},
+		{"slow (a store with very many users)", &listingStore{delay: countSlow + 50*time.Millisecond}, true, 10 * countEvery},
+		{"failing", &listingStore{failing: true}, false, 10 * countEvery},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.store.Store = mem
+			c := newGrantCounts()
+			for range 5 { // five scrapes in a row: one listing
+				if n, ok := c.count("s", tc.store); ok != tc.wantOK || ok && n != 1 {
+					t.Fatalf("count: %d %v, want 1 %v", n, ok, tc.wantOK)
+				}
+			}
+			if tc.store.listings != 1 {
+				t.Fatalf("5 scrapes listed every grant %d times, want 1", tc.store.listings)
+			}
+			if c.wait["s"] != tc.wantWait {
+				t.Fatalf("the next count waits %s, want %s", c.wait["s"], tc.wantWait)
+			}
+			// Each slow or failed count waits ten times longer, up to an hour.
+			c.next["s"] = time.Time{}
+			c.count("s", tc.store)
+			if want := min(tc.wantWait*10, countMax); tc.wantWait > countEvery && c.wait["s"] != want {
+				t.Fatalf("after a second slow count the wait is %s, want %s", c.wait["s"], want)
+			}
+		})
 	}
 }
