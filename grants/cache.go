@@ -194,7 +194,10 @@ func (c *Cache) run() {
 // apply takes an event from any node into this node's cache.
 func (c *Cache) apply(e Event) {
 	if e.Kind == "heartbeat" {
-		if e.At > c.heard.Load() {
+		// A heartbeat says when it was sent, by this node's clock: one from
+		// the future is forged or corrupt, and would keep the cache trusting
+		// its entries long after heartbeats stopped.
+		if e.At > c.heard.Load() && e.At <= c.now().UnixNano() {
 			c.heard.Store(e.At)
 		}
 		return
@@ -229,15 +232,12 @@ func (c *Cache) apply(e Event) {
 	}
 }
 
-// live reports whether a heartbeat sent within the last CacheTTL was
-// applied: every change made before then has been heard.
-func (c *Cache) live() bool {
+// Live reports whether a heartbeat sent within the last CacheTTL was
+// applied: every change made before then has been heard, so entries need
+// no store round trip until an event drops them.
+func (c *Cache) Live() bool {
 	return c.now().UnixNano()-c.heard.Load() < int64(c.ttl)
 }
-
-// Live reports whether the cache hears the store's heartbeats: its
-// entries need no store round trip until an event drops them.
-func (c *Cache) Live() bool { return c.live() }
 
 // CircuitOpen reports whether lookups answer without asking the store,
 // which failed.
@@ -253,16 +253,23 @@ func (c *Cache) mirrorCurrent() bool {
 // tryRefreshMirror refreshes the mirror unless a refresh is running.
 func (c *Cache) tryRefreshMirror() {
 	if c.refreshing.TryLock() {
-		c.refreshing.Unlock() // a refresh that starts in between is as good
-		c.refreshMirror()
+		defer c.refreshing.Unlock()
+		c.reloadMirror()
 	}
 }
 
-// refreshMirror reloads the revocations in force from the store, and
-// writes back those the mirror holds and the store lost.
+// refreshMirror refreshes the mirror, after the refresh under way if
+// any: a resync needs one that starts after it.
 func (c *Cache) refreshMirror() {
 	c.refreshing.Lock()
 	defer c.refreshing.Unlock()
+	c.reloadMirror()
+}
+
+// reloadMirror reloads the revocations in force from the store, and
+// writes back those the mirror holds and the store lost. The caller holds
+// c.refreshing.
+func (c *Cache) reloadMirror() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	now := c.now()
@@ -454,7 +461,7 @@ func (c *Cache) fresh(at, now time.Time) bool {
 		return false
 	}
 	age := now.Sub(at)
-	return age < c.ttl || age < c.liveTTL && c.live()
+	return age < c.ttl || age < c.liveTTL && c.Live()
 }
 
 // read reads the user's state from the store, within the cache's timeout

@@ -69,9 +69,9 @@ func warmLookups(t *testing.T, c *Cache, counting *countingStore, d time.Duratio
 	start := time.Now()
 	for time.Since(start) < d {
 		time.Sleep(50 * time.Millisecond)
-		before, reads := c.live(), counting.lookups.Load()
+		before, reads := c.Live(), counting.lookups.Load()
 		lookup()
-		if before && c.live() {
+		if before && c.Live() {
 			live++
 			if n := counting.lookups.Load() - reads; n != 0 {
 				t.Fatalf("a warm lookup %s into the run read the store while the cache heard heartbeats", time.Since(start).Round(time.Millisecond))
@@ -88,7 +88,7 @@ func warmLookups(t *testing.T, c *Cache, counting *countingStore, d time.Duratio
 func waitLive(t *testing.T, c *Cache) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for !c.live() {
+	for !c.Live() {
 		if time.Now().After(deadline) {
 			t.Fatal("no heartbeat from the store within 10s")
 		}
@@ -391,7 +391,7 @@ func TestRedisStalledSubscription(t *testing.T) {
 		st, _ := c.Lookup(ctx, u, "s1", time.Now())
 		return st.UserRevokedAt > 0
 	})
-	if c.live() {
+	if c.Live() {
 		t.Fatal("the cache still hears heartbeats through a stalled subscription")
 	}
 
@@ -434,5 +434,22 @@ func TestCacheCircuitIgnoresASlowMoment(t *testing.T) {
 	fail(1)
 	if !c.CircuitOpen() {
 		t.Fatalf("%d reads failing over %s did not open the circuit", TripAfter, 2*TripAfterFor)
+	}
+}
+
+// A heartbeat from the future (forged by anyone who may publish on the
+// events channel, or a corrupt message) must not make the cache trust
+// its entries after heartbeats stop.
+func TestCacheIgnoresHeartbeatsFromTheFuture(t *testing.T) {
+	s := NewMemory()
+	c := NewCache(newDeafStore(s), time.Second)
+	t.Cleanup(func() { _ = c.Close() })
+	c.apply(Event{Kind: "heartbeat", At: time.Now().Add(time.Hour).UnixNano()})
+	if c.Live() {
+		t.Fatal("a heartbeat sent an hour from now made the cache live")
+	}
+	c.apply(Event{Kind: "heartbeat", At: time.Now().UnixNano()})
+	if !c.Live() {
+		t.Fatal("a heartbeat sent now did not make the cache live")
 	}
 }
