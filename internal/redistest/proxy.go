@@ -10,13 +10,14 @@ import (
 )
 
 // Proxy is a TCP proxy on loopback in front of a Redis, for fault tests.
-// It can stall the subscription connections (those that sent SUBSCRIBE)
-// silently: it stops forwarding either way, and closes nothing, as a
-// network that drops packets would.
+// It can stall the subscription connections (those that sent SUBSCRIBE),
+// or every connection, silently: it stops forwarding either way, and
+// closes nothing, as a network that drops packets would.
 type Proxy struct {
 	ln      net.Listener
 	target  string
-	stalled atomic.Bool
+	stalled atomic.Bool  // the subscription connections
+	all     atomic.Bool  // every connection
 	subs    atomic.Int32 // subscription connections open now
 }
 
@@ -48,6 +49,10 @@ func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 // those open now and those opened later.
 func (p *Proxy) StallSubscriptions(on bool) { p.stalled.Store(on) }
 
+// StallAll stalls (on) or resumes every connection: a store that
+// accepts connections and never answers.
+func (p *Proxy) StallAll(on bool) { p.all.Store(on) }
+
 // Subscriptions is how many subscription connections are open.
 func (p *Proxy) Subscriptions() int { return int(p.subs.Load()) }
 
@@ -76,14 +81,15 @@ func (p *Proxy) serve(c net.Conn) {
 }
 
 // pipe copies src to dst, chunk by chunk, holding each chunk of a
-// subscription connection while subscriptions are stalled.
+// subscription connection while subscriptions are stalled, and every
+// chunk while all are.
 func (p *Proxy) pipe(dst io.Writer, src io.Reader, see func([]byte), sub *atomic.Bool) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
 			see(buf[:n])
-			for sub.Load() && p.stalled.Load() {
+			for sub.Load() && p.stalled.Load() || p.all.Load() {
 				time.Sleep(5 * time.Millisecond)
 			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {
