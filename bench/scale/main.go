@@ -12,7 +12,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -21,9 +20,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/gatehouse-proxy/gatehouse/internal/redistest"
 )
 
 func main() {
@@ -83,25 +83,11 @@ func startRedis(dir string) (addr string, stop func(), err error) {
 	}
 	addr = "127.0.0.1:" + port
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if pong(addr) {
+		if redistest.Ping(addr) == nil {
 			return addr, stop, nil
 		}
 	}
 	stop()
 	log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
 	return "", nil, fmt.Errorf("redis-server on %s did not answer within 10s:\n%s", addr, log)
-}
-
-func pong(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-	if err != nil {
-		return false
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return false
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && strings.HasPrefix(line, "+PONG")
 }

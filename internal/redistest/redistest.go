@@ -185,8 +185,12 @@ func (s *Server) start() (exited bool) {
 	return false
 }
 
-func (s *Server) ping() error {
-	c, err := net.DialTimeout("tcp", s.Addr(), 200*time.Millisecond)
+func (s *Server) ping() error { return Ping(s.Addr()) }
+
+// Ping checks that a redis-server at addr (host:port) is serving: it
+// answers PING (+PONG, or -NOAUTH with ACL) within a second.
+func Ping(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 	if err != nil {
 		return err
 	}
