@@ -128,6 +128,28 @@ func (e *jitEnv) grants(t *testing.T, args ...string) []cliGrant {
 	return gs
 }
 
+// evidence is the CLI's evidence export of the projects app's last day,
+// in format (csv or json).
+func (e *jitEnv) evidence(t *testing.T, format string) string {
+	t.Helper()
+	out, err := exec.Command(gatehouseBin, "gatehouse", "evidence", "export", "--store", e.store, "--app", "projects",
+		"--since", "1d", "--format", format).Output()
+	if err != nil {
+		t.Fatalf("evidence export: %v\n%s", err, out)
+	}
+	return string(out)
+}
+
+// evidenceRows is the evidence export as JSON rows.
+func (e *jitEnv) evidenceRows(t *testing.T) []map[string]any {
+	t.Helper()
+	var rows []map[string]any
+	if err := json.Unmarshal([]byte(e.evidence(t, "json")), &rows); err != nil {
+		t.Fatal(err)
+	}
+	return rows
+}
+
 func (e *jitEnv) requests(t *testing.T, args ...string) []cliRequest {
 	var rs []cliRequest
 	_ = json.Unmarshal(e.cli(t, append([]string{"requests", "list"}, args...)...)["requests"], &rs)
@@ -664,16 +686,7 @@ func TestEmbeddedStore(t *testing.T) {
 // added, bob's de-provisioning.
 func grantsEvidence(t *testing.T, e *grantsEnv) {
 	needs(t, e.alice != nil, "a request is made once and shows on both nodes", "an approver steps up and approves it once")
-	run := func(format string) string {
-		t.Helper()
-		out, err := exec.Command(gatehouseBin, "gatehouse", "evidence", "export", "--store", e.store, "--app", "projects",
-			"--since", "1d", "--format", format).Output()
-		if err != nil {
-			t.Fatalf("evidence export: %v\n%s", err, out)
-		}
-		return string(out)
-	}
-	rows, err := csv.NewReader(strings.NewReader(run("csv"))).ReadAll()
+	rows, err := csv.NewReader(strings.NewReader(e.evidence(t, "csv"))).ReadAll()
 	if err != nil || len(rows) < 2 {
 		t.Fatalf("evidence CSV: %v, %d rows", err, len(rows))
 	}
@@ -719,9 +732,8 @@ func grantsEvidence(t *testing.T, e *grantsEnv) {
 			t.Errorf("%q row: time %q", c.event, r[col["time"]])
 		}
 	}
-	var entries []map[string]any
-	if err := json.Unmarshal([]byte(run("json")), &entries); err != nil || len(entries) != len(rows)-1 {
-		t.Errorf("the JSON export has %d entries (%v), the CSV %d rows", len(entries), err, len(rows)-1)
+	if entries := e.evidenceRows(t); len(entries) != len(rows)-1 {
+		t.Errorf("the JSON export has %d entries, the CSV %d rows", len(entries), len(rows)-1)
 	}
 	t.Logf("evidence: %d rows for app projects in the last day", len(rows)-1)
 }

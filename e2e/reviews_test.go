@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -195,15 +194,7 @@ func TestAccessReviews(t *testing.T) {
 	}
 	// The evidence export has the campaign from its opening to carol's
 	// revocation, with the grant it ended.
-	out, err := exec.Command(gatehouseBin, "gatehouse", "evidence", "export", "--store", e.store, "--app", "projects",
-		"--since", "1d", "--format", "json").Output()
-	if err != nil {
-		t.Fatalf("evidence export: %v\n%s", err, out)
-	}
-	var rows []map[string]any
-	if err := json.Unmarshal(out, &rows); err != nil {
-		t.Fatal(err)
-	}
+	rows := e.evidenceRows(t)
 	seen := map[string]bool{}
 	for _, r := range rows {
 		ev, _ := r["event"].(string)

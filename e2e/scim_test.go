@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -450,15 +449,7 @@ func TestSCIMProvisioning(t *testing.T) {
 
 	// The evidence export names the leavers SCIM de-provisioned.
 	t.Run("the evidence export shows the SCIM de-provisionings", func(t *testing.T) {
-		out, err := exec.Command(gatehouseBin, "gatehouse", "evidence", "export", "--store", e.store, "--app", "projects",
-			"--since", "1d", "--format", "json").Output()
-		if err != nil {
-			t.Fatalf("evidence export: %v\n%s", err, out)
-		}
-		var rows []map[string]any
-		if err := json.Unmarshal(out, &rows); err != nil {
-			t.Fatal(err)
-		}
+		rows := e.evidenceRows(t)
 		seen := map[string]bool{}
 		for _, r := range rows {
 			ev, _ := r["event"].(string)
