@@ -377,6 +377,14 @@ func TestRedisStalledSubscription(t *testing.T) {
 		st, _ := c.Lookup(ctx, u, "s1", time.Now())
 		return len(st.Grants) == 1 && st.Grants[0].ID == g2.ID
 	})
+	g3, err := other.AddGrant(ctx, Grant{User: u, Resource: "crm", CreatedAt: now.Unix(), ExpiresAt: now.Add(time.Hour).Unix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	landed(t, "a new grant (an approval), with the subscription stalled", func() bool {
+		st, _ := c.Lookup(ctx, u, "s1", time.Now())
+		return containsGrant(st.Grants, g3.ID)
+	})
 	idp := IdPSession{Iss: "https://idp", SID: "idp-1"}
 	if err := other.RevokeIdPSession(ctx, idp, time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
